@@ -1,0 +1,1 @@
+"""Headless GravityNet trainer: imports the core (napari_gravity), never the plugin."""
