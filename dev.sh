@@ -50,7 +50,7 @@ case "$cmd" in
         xvfb-run -a -s "-screen 0 1600x1200x24" "$PY" -m pytest -m "not slow and not gpu" "$@" ;;
     napari)
         setup
-        exec "$VENV/bin/napari" -w napari-gravity "Detect lesions" "$@" -- ;;
+        exec "$PY" -m napari_gravity.plugin "$@" ;;
     demo)
         setup
         exec "$VENV/bin/gravity" demo "$@" ;;
