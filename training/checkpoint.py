@@ -1,0 +1,43 @@
+"""Resume checkpoints: atomic writes (temp file + rename), safe loads (``weights_only=True``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A resume checkpoint is missing or unreadable (message names the file)."""
+
+
+def atomic_write(path: str | os.PathLike[str], write) -> Path:
+    """Call ``write(tmp_path)`` then rename the temp file over ``path`` (same folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write a resume checkpoint (state dicts, numbers, strings, tensors only) atomically."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a resume checkpoint with ``weights_only=True`` (no arbitrary code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint to resume from")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupted / foreign file
+        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from None

@@ -1,0 +1,338 @@
+"""Training configuration: a YAML file validated before anything runs.
+
+A config has five sections; every key is optional (defaults below) and an unknown key or a bad
+value raises :class:`ConfigError` naming the key, e.g. ``train.lr: must be > 0, got -1``.
+
+```yaml
+model: gravitynet          # or: retinanet (the anchor-based comparator)
+net: {backbone: resnet34, step: 10, ...}   # GravityConfig keys (napari_gravity.core.config)
+pretrained: null           # a LOCAL torchvision ResNet state-dict file; null = from scratch
+data: {...}                # where the images come from, splits, tiles
+train: {...}               # optimiser, schedule, epochs, seed, AMP, ...
+eval: {...}                # validation / FROC / operating threshold
+```
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A training config is invalid; the message names the file (if any) and the key."""
+
+
+_ANY = object()
+
+# key -> (default, checker) per section. A checker returns an error string or None.
+
+
+def _num(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    open_lo: bool = False,
+    integer: bool = False,
+    none: bool = False,
+):
+    def check(v: Any) -> str | None:
+        if v is None and none:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"must be a {'whole ' if integer else ''}number{' or null' if none else ''}, got {v!r}"
+        if integer and float(v) != int(v):
+            return f"must be a whole number, got {v!r}"
+        if lo is not None and (v <= lo if open_lo else v < lo):
+            return f"must be {'>' if open_lo else '>='} {lo}, got {v!r}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}, got {v!r}"
+        return None
+
+    return check
+
+
+def _choice(*options: Any):
+    def check(v: Any) -> str | None:
+        return None if v in options else f"must be one of {list(options)}, got {v!r}"
+
+    return check
+
+
+def _str(none: bool = True):
+    def check(v: Any) -> str | None:
+        if v is None and none:
+            return None
+        return None if isinstance(v, str) and v else f"must be a non-empty string, got {v!r}"
+
+    return check
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+
+
+def _synthetic(v: Any) -> str | None:
+    if v is None or (isinstance(v, str) and v) or isinstance(v, dict):
+        return None
+    return f"must be null, a recipe name or a mapping, got {v!r}"
+
+
+def _list_of_str(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, list) and all(isinstance(s, str) for s in v):
+        return None
+    return f"must be a list of strings or null, got {v!r}"
+
+
+SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+    "data": {
+        # A dataset folder read with napari_gravity.data.datasets.open_dataset ...
+        "root": (None, _str()),
+        "format": ("auto", _choice("auto", "folder", "inbreast", "eophtha")),
+        # ... or a synthetic benchmark made with make_benchmark(cache_dir, synthetic) first.
+        "synthetic": (None, _synthetic),
+        "cache_dir": (
+            None,
+            _str(),
+        ),  # where a synthetic benchmark is written (default RUN_DIR/data)
+        "splits": (None, _str()),  # splits JSON (data.splits.load_splits); else made from seed
+        "fold": (0, _num(0, integer=True)),
+        "val_fraction": (0.2, _num(0.0, 0.9, open_lo=True)),
+        "train_ids": (None, _list_of_str),
+        "val_ids": (None, _list_of_str),
+        "max_images": (None, _num(1, integer=True, none=True)),
+        "tile_size": (256, _num(16, integer=True)),
+        "tiles_per_image": (4, _num(1, integer=True)),
+        "pos_fraction": (0.7, _num(0.0, 1.0)),
+        "flips": (True, _bool),
+        "channel": ("green", _str(none=False)),
+        "use_masks": (True, _bool),
+        "max_radius": (None, _num(0.0, open_lo=True, none=True)),  # drop bigger lesions
+    },
+    "train": {
+        "epochs": (50, _num(1, integer=True)),
+        "batch_size": (8, _num(1, integer=True)),
+        "lr": (1e-4, _num(0.0, open_lo=True)),
+        "weight_decay": (0.0, _num(0.0)),
+        "lr_factor": (0.1, _num(0.0, 1.0, open_lo=True)),
+        "lr_patience": (3, _num(0, integer=True)),
+        "min_lr": (1e-7, _num(0.0)),
+        "warmup_steps": (0, _num(0, integer=True)),
+        "lambda_reg": (10.0, _num(0.0)),
+        "focal_alpha": (0.25, _num(0.0, 1.0)),
+        "focal_gamma": (2.0, _num(0.0)),
+        "ignore_gap": (0.0, _num(0.0)),
+        "early_stopping": (None, _num(1, integer=True, none=True)),  # patience in epochs
+        "seed": (0, _num(0, integer=True)),
+        "num_workers": (0, _num(0, integer=True)),
+        "amp": ("auto", _choice("auto", "off", "bf16", "fp16")),
+        "channels_last": ("auto", _choice("auto", True, False)),
+        "grad_clip": (None, _num(0.0, open_lo=True, none=True)),
+        "freeze_bn": (False, _bool),  # BatchNorm in eval mode (running stats frozen)
+        "sync_bn": (False, _bool),  # SyncBatchNorm under DDP on CUDA
+        "max_steps_per_epoch": (None, _num(1, integer=True, none=True)),
+        "checkpoint_every": (0, _num(0, integer=True)),  # steps; 0 = at epoch ends only
+        "tensorboard": (False, _bool),
+        "export_fp16": (False, _bool),  # store model.safetensors in float16 (half the size)
+        "finetune_lr": (1e-5, _num(0.0, open_lo=True)),  # used with --init unless --set train.lr
+        "finetune_epochs": (10, _num(1, integer=True)),  # used with --init unless --epochs
+        "deterministic": (False, _bool),
+    },
+    "eval": {
+        "max_fppi": (10.0, _num(0.0, open_lo=True)),  # AUFROC_gamma
+        "target_fppi": (1.0, _num(0.0, open_lo=True)),  # operating threshold chosen here
+        "every": (1, _num(1, integer=True)),
+        "max_images": (None, _num(1, integer=True, none=True)),
+        "batch_size": (1, _num(1, integer=True)),
+        "min_score": (0.01, _num(0.0, 1.0)),  # candidates below this are dropped before FROC
+    },
+}
+
+TOP_LEVEL: dict[str, tuple[Any, Any]] = {
+    "model": ("gravitynet", _choice("gravitynet", "retinanet")),
+    "pretrained": (None, _str()),
+    "name": (None, _str()),
+    "description": (None, _str()),
+}
+
+
+@dataclass
+class TrainConfig:
+    """A validated training config (plain dicts per section, every key filled in)."""
+
+    model: str
+    net: dict[str, Any]
+    pretrained: str | None
+    data: dict[str, Any]
+    train: dict[str, Any]
+    eval: dict[str, Any]
+    name: str | None = None
+    description: str | None = None
+    source: str | None = None  # the YAML file it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "name": self.name,
+            "description": self.description,
+            "pretrained": self.pretrained,
+            "net": copy.deepcopy(self.net),
+            "data": copy.deepcopy(self.data),
+            "train": copy.deepcopy(self.train),
+            "eval": copy.deepcopy(self.eval),
+        }
+
+    def gravity_config(self):
+        """The network's :class:`~napari_gravity.core.config.GravityConfig`."""
+        from napari_gravity.core.config import GravityConfig
+
+        return GravityConfig.from_dict(self.net)
+
+
+def _err(where: str, key: str, msg: str) -> ConfigError:
+    return ConfigError(f"{where}{key}: {msg}")
+
+
+def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainConfig:
+    """Check every key and value of a raw config mapping; fill defaults."""
+    where = f"{source}: " if source else ""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}config must be a mapping, got {type(raw).__name__}")
+    known = set(TOP_LEVEL) | set(SCHEMA) | {"net"}
+    for key in raw:
+        if key not in known:
+            raise _err(
+                where, str(key), f"unknown key; known top-level keys: {', '.join(sorted(known))}"
+            )
+    out: dict[str, Any] = {}
+    for key, (default, check) in TOP_LEVEL.items():
+        v = raw.get(key, default)
+        msg = check(v)
+        if msg:
+            raise _err(where, key, msg)
+        out[key] = v
+    for section, spec in SCHEMA.items():
+        given = raw.get(section) or {}
+        if not isinstance(given, dict):
+            raise _err(where, section, f"must be a mapping, got {given!r}")
+        vals: dict[str, Any] = {}
+        for key in given:
+            if key not in spec:
+                raise _err(
+                    where, f"{section}.{key}", f"unknown key; known: {', '.join(sorted(spec))}"
+                )
+        for key, (default, check) in spec.items():
+            v = given.get(key, default)
+            msg = check(v)
+            if msg:
+                raise _err(where, f"{section}.{key}", msg)
+            if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            vals[key] = v
+        out[section] = vals
+    net = raw.get("net") or {}
+    if not isinstance(net, dict):
+        raise _err(where, "net", f"must be a mapping, got {net!r}")
+    net = dict(net)
+    if out["model"] == "gravitynet":
+        try:
+            from napari_gravity.core.config import GravityConfig
+
+            net = GravityConfig.from_dict(net).to_dict()
+        except ValueError as exc:  # GravityConfig names the field; say it is under net.
+            text = str(exc).replace("GravityConfig.", "net.").replace("GravityConfig:", "net:")
+            raise ConfigError(f"{where}{text}") from None
+    else:
+        from training.retinanet import validate_retinanet_net
+
+        try:
+            net = validate_retinanet_net(net)
+        except ValueError as exc:
+            raise ConfigError(f"{where}{exc}") from None
+    d = out["data"]
+    if d["root"] is None and d["synthetic"] is None:
+        raise _err(where, "data.root", "give a dataset folder (data.root) or data.synthetic")
+    if d["root"] is not None and d["synthetic"] is not None:
+        raise _err(where, "data.synthetic", "give either data.root or data.synthetic, not both")
+    return TrainConfig(
+        model=out["model"],
+        net=net,
+        pretrained=out["pretrained"],
+        data=out["data"],
+        train=out["train"],
+        eval=out["eval"],
+        name=out["name"],
+        description=out["description"],
+        source=source,
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-5"`` → (["train", "lr"], 1e-5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=1e-5")
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: cannot parse the value: {exc}") from None
+    if isinstance(parsed, str):  # YAML reads 1e-5 as a string; numbers the user meant
+        try:
+            parsed = float(parsed) if any(c in parsed for c in ".eE") else int(parsed)
+        except ValueError:
+            pass
+    return parts, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    raw = copy.deepcopy(raw) if raw else {}
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {text!r}: {p} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path, or the name of a bundled config (``tiny`` → training/configs/tiny.yaml)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
+        if cand.exists():
+            return cand
+    raise FileNotFoundError(
+        f"config {str(path)!r} not found (bundled configs: "
+        f"{', '.join(sorted(c.stem for c in CONFIG_DIR.glob('*.yaml')))})"
+    )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override and validate a YAML config (a path or a bundled config name)."""
+    p = resolve_config_path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    raw = apply_overrides(raw or {}, overrides)
+    return validate_config(raw, source=str(p))

@@ -1,0 +1,286 @@
+"""From a config's ``data`` section to training tiles and validation images.
+
+- The images come from :func:`napari_gravity.data.datasets.open_dataset` (any supported format,
+  including a generic folder holding the GUI's corrected ``IMG.csv`` files) or from a synthetic
+  benchmark written first by :func:`napari_gravity.data.synthetic.make_benchmark`.
+- Splits: a splits JSON (``data.splits``; a synthetic benchmark brings its own), explicit id lists,
+  or a seeded patient-level split made here with :mod:`napari_gravity.data.splits`.
+- Every image is normalised ONCE as a whole (exactly as the Predictor does at inference), then
+  random tiles are cut from it (``random_tiles``) and flipped (``flip_sample``).
+- An epoch is a deterministic list of ``(image index, seed)`` items made from ``(seed, epoch)``,
+  so every DDP rank agrees on it and a resumed run sees the same tiles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_gravity.types import Sample
+
+log = logging.getLogger(__name__)
+
+
+class DataConfigError(ValueError):
+    """The data section points at something unusable (message names the file / key)."""
+
+
+@dataclass
+class Prepared:
+    """An image normalised for the network, with its lesions (y, x), radii and optional mask."""
+
+    image: np.ndarray  # float32, normalised
+    points: np.ndarray
+    radii: np.ndarray
+    mask: np.ndarray | None
+    image_id: str
+    patient_id: str
+    raw: np.ndarray | None = None  # un-normalised image (kept for validation only)
+
+    def as_sample(self) -> Sample:
+        return Sample(
+            image=self.image,
+            points=self.points,
+            radii=self.radii,
+            mask=self.mask,
+            image_id=self.image_id,
+            patient_id=self.patient_id,
+        )
+
+
+@dataclass
+class DataSplit:
+    train: list[Any]  # SampleRef
+    val: list[Any]
+    test: list[Any]
+    root: Path
+    description: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- dataset & splits
+
+
+def _benchmark_root(data: dict[str, Any], run_dir: Path) -> Path:
+    recipe = data["synthetic"]
+    cache = Path(data["cache_dir"]) if data.get("cache_dir") else run_dir / "data"
+    name = recipe if isinstance(recipe, str) else "custom"
+    root = cache / name if data.get("cache_dir") else cache
+    return root
+
+
+def ensure_synthetic(data: dict[str, Any], run_dir: Path) -> Path:
+    """Write the synthetic benchmark once (reused when it is already complete)."""
+    from napari_gravity.data.synthetic import make_benchmark
+
+    root = _benchmark_root(data, run_dir)
+    marker = root / ".complete"
+    if marker.is_file():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    log.info("writing synthetic benchmark %r to %s", data["synthetic"], root)
+    make_benchmark(root, data["synthetic"])
+    marker.write_text(json.dumps({"recipe": data["synthetic"]}))
+    return root
+
+
+def _find_splits_file(root: Path) -> Path | None:
+    for name in ("splits.json", "split.json"):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def _split_ids(splits: Any, fold: int) -> tuple[list[str], list[str], list[str]]:
+    """Normalise whatever ``load_splits`` returned into (train, val, test) image-id lists."""
+    obj = splits
+    if hasattr(obj, "folds"):
+        obj = obj.folds
+    if isinstance(obj, dict) and "folds" in obj:
+        obj = obj["folds"]
+    if isinstance(obj, (list, tuple)):
+        if not obj:
+            raise DataConfigError("splits: no folds")
+        if fold >= len(obj):
+            raise DataConfigError(f"data.fold: {fold} but the splits file has {len(obj)} fold(s)")
+        obj = obj[fold]
+
+    def get(key: str) -> list[str]:
+        if isinstance(obj, dict):
+            v = obj.get(key)
+        else:
+            v = getattr(obj, key, None)
+        return [str(x) for x in (v or [])]
+
+    return get("train"), get("val") or get("validation"), get("test")
+
+
+def open_split(data: dict[str, Any], run_dir: Path, seed: int = 0) -> DataSplit:
+    """Open the dataset and split it into train / val / test references."""
+    from napari_gravity.data.datasets import open_dataset
+
+    if data["synthetic"] is not None:
+        root = ensure_synthetic(data, run_dir)
+    else:
+        root = Path(data["root"])
+        if not root.exists():
+            raise DataConfigError(f"data.root: {root} does not exist")
+    preprocess: dict[str, Any] = {}
+    if data.get("max_radius") is not None:
+        preprocess["max_radius"] = data["max_radius"]
+    refs = list(open_dataset(root, format=data["format"], **preprocess))
+    if not refs:
+        raise DataConfigError(f"data.root: no images found in {root}")
+    by_id = {r.image_id: r for r in refs}
+
+    def pick(ids: list[str], what: str) -> list[Any]:
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise DataConfigError(
+                f"{what}: {len(missing)} image id(s) not in {root}, e.g. {missing[0]!r}"
+            )
+        return [by_id[i] for i in ids]
+
+    desc: dict[str, Any] = {"root": str(root), "n_images": len(refs)}
+    if data["train_ids"] is not None:
+        train = pick(data["train_ids"], "data.train_ids")
+        val = pick(data["val_ids"] or [], "data.val_ids")
+        test: list[Any] = []
+        desc["split"] = "explicit ids"
+    else:
+        split_file = Path(data["splits"]) if data["splits"] else _find_splits_file(root)
+        if split_file is not None:
+            if not split_file.is_file():
+                raise DataConfigError(f"data.splits: {split_file} does not exist")
+            from napari_gravity.data.splits import load_splits
+
+            tr, va, te = _split_ids(load_splits(split_file), data["fold"])
+            train, val, test = (
+                pick(tr, str(split_file)),
+                pick(va, str(split_file)),
+                pick(te, str(split_file)),
+            )
+            desc["split"] = f"{split_file} fold {data['fold']}"
+        else:
+            train, val = _patient_split(refs, data["val_fraction"], seed)
+            test = []
+            desc["split"] = (
+                f"patient-level random split, val_fraction {data['val_fraction']}, seed {seed}"
+            )
+    if data["max_images"] is not None:
+        train = train[: data["max_images"]]
+        val = val[: data["max_images"]]
+    if not train:
+        raise DataConfigError(f"data: the training split of {root} is empty")
+    if not val:
+        log.warning("no validation images: validating on the training images")
+        val = list(train)
+        desc["val_is_train"] = True
+    desc.update(n_train=len(train), n_val=len(val), n_test=len(test))
+    return DataSplit(train, val, test, root, desc)
+
+
+def _patient_split(refs: list[Any], val_fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """Patient-level train/val split (no patient in both)."""
+    patients = sorted({r.patient_id or r.image_id for r in refs})
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(patients))
+    n_val = max(1, round(val_fraction * len(patients))) if len(patients) > 1 else 0
+    val_p = {patients[i] for i in order[:n_val]}
+    train = [r for r in refs if (r.patient_id or r.image_id) not in val_p]
+    val = [r for r in refs if (r.patient_id or r.image_id) in val_p]
+    return train, val
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+def prepare(
+    ref: Any, normalization: str, use_masks: bool = True, keep_raw: bool = False
+) -> Prepared:
+    """Load a sample and normalise the whole image as the Predictor does."""
+    from napari_gravity.core.normalize import normalize_image
+
+    s: Sample = ref.load() if hasattr(ref, "load") else ref
+    mask = s.mask if use_masks else None
+    img = normalize_image(s.image, normalization, mask=mask)
+    return Prepared(
+        image=img,
+        points=np.asarray(s.points, dtype=np.float64).reshape(-1, 2),
+        radii=np.asarray(s.radii, dtype=np.float64).reshape(-1),
+        mask=None if mask is None else np.asarray(mask, dtype=bool),
+        image_id=s.image_id or getattr(ref, "image_id", ""),
+        patient_id=s.patient_id or getattr(ref, "patient_id", ""),
+        raw=np.asarray(s.image) if keep_raw else None,
+    )
+
+
+# --------------------------------------------------------------------------- training tiles
+
+
+def epoch_items(
+    n_images: int, tiles_per_image: int, seed: int, epoch: int
+) -> list[tuple[int, int]]:
+    """The (image index, tile seed) items of one epoch, shuffled, the same on every rank."""
+    rng = np.random.default_rng([seed, epoch, 7919])
+    items = [
+        (i, int(rng.integers(0, 2**31 - 1)))
+        for i in range(n_images)
+        for _ in range(tiles_per_image)
+    ]
+    order = rng.permutation(len(items))
+    return [items[k] for k in order]
+
+
+class TileDataset(torch.utils.data.Dataset):
+    """Random tiles (with flips) of prepared images, deterministic per (image, seed) item."""
+
+    def __init__(
+        self,
+        images: list[Prepared],
+        items: list[tuple[int, int]],
+        tile_size: int,
+        pos_fraction: float,
+        flips: bool = True,
+    ) -> None:
+        self.images = images
+        self.items = items
+        self.tile_size = int(tile_size)
+        self.pos_fraction = float(pos_fraction)
+        self.flips = flips
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from napari_gravity.data.augment import flip_sample, random_tiles
+
+        idx, seed = self.items[k]
+        rng = np.random.default_rng(seed)
+        sample = self.images[idx].as_sample()
+        tile = random_tiles(sample, self.tile_size, 1, self.pos_fraction, rng)[0]
+        if self.flips:
+            choice = int(rng.integers(0, 4))  # none, vertical, horizontal, both (paper's flips)
+            axes = [(), (0,), (1,), (0, 1)][choice]
+            if axes:
+                tile = flip_sample(tile, axes)
+        img = np.ascontiguousarray(tile.image, dtype=np.float32)
+        h, w = img.shape
+        if (h, w) != (self.tile_size, self.tile_size):  # image smaller than a tile: pad
+            pad = np.zeros((self.tile_size, self.tile_size), np.float32)
+            pad[:h, :w] = img
+            img = pad
+        pts = np.asarray(tile.points, dtype=np.float32).reshape(-1, 2)
+        return torch.from_numpy(img)[None], torch.from_numpy(pts)
+
+
+def collate(
+    batch: list[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    images = torch.stack([b[0] for b in batch])
+    return images, [b[1] for b in batch]
