@@ -1,0 +1,111 @@
+"""Tissue masks: the breast region of a mammogram and the field of view of a fundus image."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+def _downsample(image: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
+    f = max(1, int(np.ceil(max(image.shape) / max_side)))
+    if f == 1:
+        return np.asarray(image, dtype=np.float32), 1
+    h, w = (image.shape[0] // f) * f, (image.shape[1] // f) * f
+    small = image[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    return small.astype(np.float32), f
+
+
+def _upsample(mask: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
+    if f == 1:
+        return mask[: shape[0], : shape[1]]
+    big = np.repeat(np.repeat(mask, f, axis=0), f, axis=1)
+    out = np.zeros(shape, dtype=bool)
+    h, w = min(big.shape[0], shape[0]), min(big.shape[1], shape[1])
+    out[:h, :w] = big[:h, :w]
+    # edge rows/cols lost to the integer downsampling copy their neighbours
+    if h < shape[0]:
+        out[h:, :w] = out[h - 1 : h, :w]
+    if w < shape[1]:
+        out[:, w:] = out[:, w - 1 : w]
+    return out
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    lab, n = ndi.label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = ndi.sum_labels(mask, lab, np.arange(1, n + 1))
+    return lab == (1 + int(np.argmax(sizes)))
+
+
+def _has_surround(small: np.ndarray) -> bool:
+    """True when a dark near-constant surround (air / outside the FOV) covers ≥ 5% of the image;
+    a crop that is all tissue has a continuous low tail instead."""
+    lo, hi = np.percentile(small, [0.5, 99.5])
+    if hi - lo <= 0:
+        return False
+    return float((small < lo + 0.03 * (hi - lo)).mean()) >= 0.05
+
+
+def _otsu(values: np.ndarray) -> float:
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(values))
+
+
+def breast_mask(image: np.ndarray, *, threshold: float | None = None) -> np.ndarray:
+    """Breast region: threshold between air and tissue, largest component, holes filled.
+
+    An image without a dark surround (a patch inside the breast) gets an all-True mask.
+    The default threshold sits a fifth of the way from the air level (2nd percentile) to
+    the Otsu threshold, so fatty tissue near the skin line stays inside. Computed on a
+    downsampled copy (≤ 1024 px) for speed.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2:
+        raise ValueError(f"breast_mask: expected a 2-D image, got shape {img.shape}")
+    small, f = _downsample(img, 1024)
+    small = ndi.gaussian_filter(small, 1.5)
+    if threshold is None:
+        lo = float(np.percentile(small, 2))
+        if float(small.max()) - lo <= 0 or not _has_surround(small):
+            return np.ones(img.shape, dtype=bool)
+        t = _otsu(small.ravel())
+        threshold = lo + 0.2 * (t - lo)
+    m = small > threshold
+    if not m.any():
+        return np.ones(img.shape, dtype=bool)
+    m = ndi.binary_opening(m, iterations=2)
+    if not m.any():
+        m = small > threshold
+    m = ndi.binary_fill_holes(_largest_component(m))
+    return _upsample(m, f, img.shape)
+
+
+def fundus_mask(image: np.ndarray, *, threshold: float | None = None, erode: int = 2) -> np.ndarray:
+    """Field of view of a fundus photograph (the bright disc on the dark surround).
+
+    Threshold a tenth of the way from the surround level to the Otsu threshold, keep the
+    largest component, fill holes and erode by ``erode`` px to drop the vignetted rim.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 3:
+        img = img.max(axis=-1)
+    if img.ndim != 2:
+        raise ValueError(f"fundus_mask: expected a 2-D image, got shape {img.shape}")
+    small, f = _downsample(img, 1024)
+    small = ndi.gaussian_filter(small, 1.0)
+    if threshold is None:
+        lo = float(np.percentile(small, 1))
+        if float(small.max()) - lo <= 0 or not _has_surround(small):
+            return np.ones(img.shape, dtype=bool)
+        t = _otsu(small.ravel())
+        threshold = lo + 0.25 * (t - lo)
+    m = small > threshold
+    if not m.any():
+        return np.ones(img.shape, dtype=bool)
+    m = ndi.binary_fill_holes(_largest_component(ndi.binary_opening(m, iterations=1) | m))
+    out = _upsample(m, f, img.shape)
+    if erode > 0:
+        out = ndi.binary_erosion(out, iterations=erode, border_value=1)
+    return out
