@@ -1,0 +1,52 @@
+"""``python -m napari_gravity.plugin``: napari with the plugin's docks and a sample mammogram."""
+
+from __future__ import annotations
+
+import argparse
+
+DOCKS = ("Detect lesions", "Review", "Evaluate", "Retrain")
+
+
+def open_viewer(sample: str | None = "mammogram", paths=(), show: bool = True):
+    """A napari viewer with the four docks (Detect and Review tabbed on the right)."""
+    import napari
+
+    viewer = napari.Viewer(title="napari-gravity", show=show)
+    docks = {}
+    for name in DOCKS:
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-gravity", name)
+        docks[name] = (dock, widget)
+    arrange(viewer, docks)
+    for path in paths:
+        viewer.open(path, plugin="napari-gravity")
+    if sample and not paths:
+        viewer.open_sample("napari-gravity", sample)
+    return viewer, docks
+
+
+def arrange(viewer, docks, size=(1500, 1050)) -> None:
+    """Detect on top; Review, Evaluate and Retrain tabbed below it; a screen-sized window."""
+    qt_window = viewer.window._qt_window
+    review = docks["Review"][0]
+    for name in ("Evaluate", "Retrain"):
+        qt_window.tabifyDockWidget(review, docks[name][0])
+    review.raise_()
+    qt_window.resize(*size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m napari_gravity.plugin", description=__doc__)
+    parser.add_argument("paths", nargs="*", help="images to open (default: the sample)")
+    parser.add_argument(
+        "--sample", default="mammogram", choices=["mammogram", "fundus", "retina", "none"]
+    )
+    args = parser.parse_args(argv)
+    import napari
+
+    open_viewer(None if args.sample == "none" else args.sample, args.paths)
+    napari.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""The Evaluate dock: FROC of the detections against the ground truth, TP / FP / FN on canvas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import _api
+from . import review as rv
+from ._session import ROLE_KEY, get_session, image_path_of, unwrap
+from .sidecar import SidecarError, gt_csv_path, read_review, sidecar_path
+
+SENS_FPPI = (0.5, 1, 2, 4, 8)
+
+
+def layer_detections(session, image_layer) -> tuple[np.ndarray, np.ndarray]:
+    """Model detections of an image for FROC: the whole cached raw output after NMS at
+    γ = 0 when available (a full curve), else the model points of the detections layer."""
+    raw = session.raw_cache.get((image_layer.unique_id, session.detector_key()))
+    if raw is not None and session.detector is not None:
+        p = session.params
+        d = _api.apply_params(session.detector, raw, 0.0, p["nms_box"], p["nms_iou"])
+        return d.points, d.scores
+    det = session.detections_layer(image_layer, create=False)
+    if det is None:
+        return np.zeros((0, 2)), np.zeros(0)
+    f = rv.clean_features(det.features, len(det.data))
+    model = (f["source"] == "model").to_numpy()
+    return np.asarray(det.data, float)[model], f["score"].to_numpy(float)[model]
+
+
+def layer_ground_truth(session, image_layer, default_radius=3.0):
+    gt = session.gt_layer(image_layer, create=False)
+    if gt is None:
+        return None
+    pts = np.asarray(gt.data, float).reshape(-1, 2)
+    f = gt.features
+    radii = np.asarray(f["radius"], float) if "radius" in f and len(f) == len(pts) else None
+    if radii is None:
+        radii = np.full(len(pts), default_radius)
+    radii = np.where(np.isfinite(radii) & (radii > 0), radii, default_radius)
+    if "status" in f and len(f) == len(pts):  # architecture.md: pending/rejected rows are not
+        keep = ~f["status"].isin(("pending", "rejected")).to_numpy()
+        pts, radii = pts[keep], radii[keep]
+    return pts, radii
+
+
+def folder_items(paths, default_radius=3.0) -> dict[str, tuple]:
+    """Images of the queue that have both a review sidecar and a ground-truth CSV."""
+    out = {}
+    for p in paths:
+        side, gt = sidecar_path(p), gt_csv_path(p)
+        if not (side.exists() and gt.exists()):
+            continue
+        try:
+            rev = read_review(side)
+        except SidecarError:
+            continue
+        f = rev.features
+        model = (f["source"] == "model").to_numpy()
+        table = _api.read_points_csv(gt)
+        keep = np.ones(len(table.points), bool)
+        if "status" in table.features:
+            keep = ~table.features["status"].isin(("pending", "rejected")).to_numpy()
+        radii = np.where(np.isfinite(table.radii), table.radii, default_radius)[keep]
+        shape = rev.image_shape or (1, 1)
+        out[Path(p).name] = (
+            rev.points[model],
+            f["score"].to_numpy(float)[model],
+            table.points[keep],
+            radii,
+            shape,
+        )
+    return out
+
+
+class EvaluateWidget(QWidget):
+    """FROC / sensitivity at FPpI in a dock (see docs/plugin.md)."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.viewer = unwrap(napari_viewer)
+        self.session = get_session(napari_viewer)
+        self.session.widgets["evaluate"] = self
+        self.report: dict | None = None
+        self.scope = QComboBox()
+        self.scope.addItems(["Current image", "Folder queue"])
+        self.run_btn = QPushButton("Evaluate")
+        self.run_btn.setStyleSheet("font-weight: bold;")
+        self.show_check = QCheckBox("Show TP / FP / FN on the image")
+        self.show_check.setChecked(True)
+        self.result_label = QLabel("Needs detections and a ground-truth layer.")
+        self.result_label.setWordWrap(True)
+        self.figure = Figure(figsize=(3.6, 2.8), dpi=90, facecolor="#262930")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(240)
+        row = QHBoxLayout()
+        row.addWidget(self.scope, 1)
+        row.addWidget(self.run_btn)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.show_check)
+        layout.addWidget(self.canvas)
+        layout.addWidget(self.result_label)
+        layout.addStretch(1)
+        self.run_btn.clicked.connect(self.evaluate)
+        self._plot(None)
+
+    # ------------------------------------------------------------------ compute
+    def evaluate(self) -> dict | None:
+        try:
+            if self.scope.currentIndex() == 0:
+                items = self._current_items()
+            else:
+                items = folder_items(self.session.queue)
+            if not items:
+                self.result_label.setText(
+                    "Nothing to evaluate: needs detections and ground truth "
+                    "(Promote accepted to ground truth, or open an image with IMG.csv)."
+                )
+                return None
+            rep, _res = _api.evaluate(items)
+        except ValueError as exc:
+            self.result_label.setText(f"Evaluation failed: {exc}")
+            return None
+        self.report = rep
+        self._plot(rep)
+        sens = rep["sensitivity_at"]
+        sens_txt = " · ".join(f"{k}: {100 * v:.0f}%" for k, v in sens.items())
+        self.result_label.setText(
+            f"<b>AUFROC<sub>{rep['max_fppi']:g}</sub> {100 * rep['aufroc']:.1f}%</b> over "
+            f"{len(items)} image(s)<br>sensitivity at FPpI {sens_txt}"
+        )
+        if self.scope.currentIndex() == 0 and self.show_check.isChecked():
+            self.show_outcomes()
+        return rep
+
+    def _current_items(self) -> dict[str, tuple]:
+        img = self.session.current_image_layer()
+        if img is None:
+            return {}
+        gt = layer_ground_truth(self.session, img)
+        if gt is None:
+            return {}
+        pts, scores = layer_detections(self.session, img)
+        return {img.name: (pts, scores, gt[0], gt[1], img.data.shape)}
+
+    # ------------------------------------------------------------------ display
+    def _plot(self, rep: dict | None) -> None:
+        fig = self.figure
+        fig.clear()
+        ax = fig.add_subplot(111)
+        ax.set_facecolor("#262930")
+        for spine in ax.spines.values():
+            spine.set_color("#888")
+        ax.tick_params(colors="#ccc", labelsize=8)
+        ax.set_xlabel("false positives per image", color="#ccc", fontsize=9)
+        ax.set_ylabel("sensitivity", color="#ccc", fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, alpha=0.25)
+        if rep is not None:
+            g = float(rep["max_fppi"])
+            x = np.array([np.nan if v is None else v for v in rep["fppi"]], float)
+            y = np.array([np.nan if v is None else v for v in rep["tpr"]], float)
+            ok = np.isfinite(x) & np.isfinite(y)
+            x, y = x[ok], y[ok]
+            if len(x) and x[-1] < g:
+                x, y = np.r_[x, g], np.r_[y, y[-1]]
+            ax.plot(x, y, color="#ffb000", lw=1.8)
+            ax.set_xlim(0, g)
+            ax.set_title(f"FROC · AUFROC {100 * rep['aufroc']:.1f}%", color="#eee", fontsize=10)
+        else:
+            ax.set_xlim(0, 10)
+            ax.set_title("FROC", color="#eee", fontsize=10)
+        fig.tight_layout()
+        self.canvas.draw_idle()
+
+    def show_outcomes(self) -> dict[str, int]:
+        """TP / FP (at the current γ) and FN points as layers over the image."""
+        img = self.session.current_image_layer()
+        det = self.session.detections_layer(img, create=False)
+        gt = layer_ground_truth(self.session, img)
+        if det is None or gt is None:
+            return {}
+        f = rv.clean_features(det.features, len(det.data))
+        model = ((f["source"] == "model") & (f["status"] != "rejected")).to_numpy()
+        pts = np.asarray(det.data, float)[model]
+        scores = f["score"].to_numpy(float)[model]
+        labels, hit = _api.match(pts, scores, gt[0], gt[1])
+        groups = {
+            "TP": (pts[labels == 1], "#1ae633", "square"),
+            "FP": (pts[(labels == 0) | (labels == 2)], "#ff2626", "x"),
+            "FN": (gt[0][~hit], "#ff8c00", "diamond"),
+        }
+        counts = {}
+        path = image_path_of(img)
+        for name, (p, color, symbol) in groups.items():
+            lname = f"{img.name} {name}"
+            counts[name] = len(p)
+            if lname in self.viewer.layers:
+                self.viewer.layers[lname].data = p
+            else:
+                self.viewer.add_points(
+                    p,
+                    name=lname,
+                    size=22,
+                    symbol=symbol,
+                    face_color="transparent",
+                    border_color=color,
+                    border_width=0.08,
+                    border_width_is_relative=True,
+                    metadata={ROLE_KEY: {"role": "eval", "image_path": path}},
+                )
+        if img is not None:
+            self.viewer.layers.selection.active = det
+        return counts

@@ -1,0 +1,118 @@
+"""napari reader: images (DICOM / TIFF / PNG / JPEG) and our point files.
+
+Opening ``IMG.png`` also brings its ground truth ``IMG.csv`` and its review sidecar
+``IMG.review.json`` when they exist, so a reopened image shows exactly the points and
+features that were autosaved. Files that are not ours get ``None``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import _api
+from ._session import POINT_SIZE, ROLE_KEY, detections_layer_kwargs, gt_layer_kwargs
+from .review import clean_features
+from .sidecar import IMAGE_SUFFIXES, SidecarError, gt_csv_path, read_review, sidecar_path
+
+
+def get_reader(path):
+    """Return a reader function for ``path`` or ``None`` when it is not ours."""
+    if isinstance(path, list):
+        if not path or not all(get_reader(p) for p in path):
+            return None
+        return read_many
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(".review.json"):
+        return None
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return read_path
+    if suffix == ".csv" and _api.is_points_csv(p):
+        return read_path
+    if suffix == ".xml" and _api.is_inbreast_xml(p):
+        return read_path
+    return None
+
+
+def read_many(paths):
+    out = []
+    for p in paths:
+        out.extend(read_path(p))
+    return out
+
+
+def read_path(path):
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        return [_points_tuple(_api.read_points_csv(p), p.stem, None)]
+    if suffix == ".xml":
+        return [_points_tuple(_api.read_inbreast_xml(p), p.stem, None)]
+    return image_layers(p)
+
+
+def _points_tuple(table: _api.PointTable, name: str, image_path: str | None):
+    feats = table.features.copy()
+    radii = np.where(np.isfinite(table.radii), table.radii, np.nan)
+    feats["radius"] = radii
+    kwargs = gt_layer_kwargs(name, image_path)
+    if image_path is None:
+        kwargs["name"] = name
+    kwargs["features"] = feats
+    return (table.points, kwargs, "points")
+
+
+def image_layers(path: Path, name: str | None = None) -> list[tuple]:
+    """The image layer of ``path`` plus its ground truth and review sidecar when present."""
+    rec = _api.read_image(path)
+    image = np.asarray(rec.image)
+    name = name or path.stem
+    spacing = getattr(rec, "spacing", None)
+    meta = {
+        ROLE_KEY: {"role": "image", "image_path": str(path)},
+        "path": str(path),
+        "spacing": list(spacing) if spacing is not None else None,
+    }
+    lo, hi = np.percentile(image, [0.5, 99.8]) if image.size else (0.0, 1.0)
+    layers = [
+        (
+            image,
+            {
+                "name": name,
+                "metadata": meta,
+                "colormap": "gray",
+                "contrast_limits": _limits(lo, hi),
+            },
+            "image",
+        )
+    ]
+    gt = gt_csv_path(path)
+    if gt.exists() and _api.is_points_csv(gt):
+        layers.append(_points_tuple(_api.read_points_csv(gt), name, str(path)))
+    layers.extend(review_layers(path, name))
+    return layers
+
+
+def review_layers(path: Path, name: str) -> list[tuple]:
+    side = sidecar_path(path)
+    if not side.exists():
+        return []
+    try:
+        review = read_review(side)
+    except SidecarError:
+        return []
+    kwargs = detections_layer_kwargs(name, str(path), size=POINT_SIZE)
+    kwargs["metadata"][ROLE_KEY]["review_status"] = review.status
+    kwargs["features"] = clean_features(review.features, len(review.points))
+    return [(review.points, kwargs, "points")]
+
+
+def _limits(lo: float, hi: float) -> tuple[float, float]:
+    lo, hi = float(lo), float(hi)
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)

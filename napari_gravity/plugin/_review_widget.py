@@ -1,0 +1,258 @@
+"""The Review dock: accept / reject / add / undo, promote to ground truth, folder queue."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import review as rv
+from ._session import get_session, image_path_of, role_of, unwrap
+from .sidecar import IMAGE_SUFFIXES, SidecarError, read_review, read_status, sidecar_path
+
+STATUS_MARK = {"unreviewed": "○", "in_progress": "◐", "done": "●"}
+
+
+def folder_images(folder: str | Path) -> list[Path]:
+    """Images of a folder (our suffixes), sorted by name; masks are skipped."""
+    folder = Path(folder)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith(".mask")
+    )
+
+
+def order_queue(paths: list[Path], by_uncertainty: bool) -> list[Path]:
+    """Name order, or: images needing most review first (sidecar uncertainty, then
+    unreviewed ones by name, done ones last)."""
+    if not by_uncertainty:
+        return list(paths)
+
+    def key(p: Path):
+        side = sidecar_path(p)
+        if not side.exists():
+            return (1, 0.0, p.name)
+        try:
+            rev = read_review(side)
+        except SidecarError:
+            return (1, 0.0, p.name)
+        if rev.status == "done":
+            return (2, 0.0, p.name)
+        return (0, -rv.uncertainty(rev.features), p.name)
+
+    return sorted(paths, key=key)
+
+
+class ReviewWidget(QWidget):
+    """Review the detections of the current image (see docs/plugin.md)."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = unwrap(napari_viewer)
+        self.session = get_session(napari_viewer)
+        self.session.widgets["review"] = self
+        self.queue: list[Path] = []
+        self.queue_pos = -1
+
+        self.counts_label = QLabel("No detections yet.")
+        self.counts_label.setWordWrap(True)
+        self.saved_label = QLabel("")
+        self.saved_label.setStyleSheet("color: #9aa;")
+        self.accept_btn = QPushButton("Accept  [a]")
+        self.reject_btn = QPushButton("Reject  [r]")
+        self.next_btn = QPushButton("Next pending  [n]")
+        self.undo_btn = QPushButton("Undo  [u]")
+        self.add_btn = QPushButton("Add missed lesion")
+        self.add_btn.setToolTip("Switch the detections layer to 'add points' (source: user)")
+        self.delete_btn = QPushButton("Delete selected")
+        self.accept_all_btn = QPushButton("Accept all ≥ γ")
+        self.promote_btn = QPushButton("Promote accepted to ground truth")
+        self.promote_btn.setStyleSheet("font-weight: bold;")
+        self.save_btn = QPushButton("Save now")
+        grid = QGridLayout()
+        grid.addWidget(self.accept_btn, 0, 0)
+        grid.addWidget(self.reject_btn, 0, 1)
+        grid.addWidget(self.next_btn, 1, 0)
+        grid.addWidget(self.undo_btn, 1, 1)
+        grid.addWidget(self.add_btn, 2, 0)
+        grid.addWidget(self.delete_btn, 2, 1)
+        grid.addWidget(self.accept_all_btn, 3, 0)
+        grid.addWidget(self.save_btn, 3, 1)
+        grid.addWidget(self.promote_btn, 4, 0, 1, 2)
+        rbox = QGroupBox("Review")
+        rl = QVBoxLayout(rbox)
+        rl.addWidget(self.counts_label)
+        rl.addLayout(grid)
+        rl.addWidget(self.saved_label)
+
+        self.folder_btn = QPushButton("Open folder…")
+        self.uncertainty_check = QCheckBox("Most uncertain first")
+        self.queue_list = QListWidget()
+        self.queue_list.setMaximumHeight(150)
+        self.prev_img_btn = QPushButton("◀ Previous image")
+        self.next_img_btn = QPushButton("Next image ▶")
+        qbox = QGroupBox("Image queue")
+        ql = QVBoxLayout(qbox)
+        row = QHBoxLayout()
+        row.addWidget(self.folder_btn)
+        row.addWidget(self.uncertainty_check)
+        ql.addLayout(row)
+        ql.addWidget(self.queue_list)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.prev_img_btn)
+        row2.addWidget(self.next_img_btn)
+        ql.addLayout(row2)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(rbox)
+        layout.addWidget(qbox)
+        layout.addStretch(1)
+
+        self.accept_btn.clicked.connect(lambda: self._act(lambda r: r.accept_selected()))
+        self.reject_btn.clicked.connect(lambda: self._act(lambda r: r.reject_selected()))
+        self.next_btn.clicked.connect(
+            lambda: self._act(lambda r: r.select_next_pending(self.viewer))
+        )
+        self.undo_btn.clicked.connect(lambda: self._act(lambda r: r.undo()))
+        self.add_btn.clicked.connect(self._add_mode)
+        self.delete_btn.clicked.connect(self._delete)
+        self.accept_all_btn.clicked.connect(
+            lambda: self._act(lambda r: r.accept_above(self.session.params["threshold"]))
+        )
+        self.save_btn.clicked.connect(lambda: self._act(lambda r: r.save_now()))
+        self.promote_btn.clicked.connect(self.promote)
+        self.folder_btn.clicked.connect(self._choose_folder)
+        self.uncertainty_check.toggled.connect(lambda _: self.set_folder(self._folder))
+        self.prev_img_btn.clicked.connect(lambda: self.step_image(-1))
+        self.next_img_btn.clicked.connect(lambda: self.step_image(+1))
+        self.queue_list.itemDoubleClicked.connect(
+            lambda item: self.open_queue_item(self.queue_list.row(item))
+        )
+        self.session.review_changed.connect(self._refresh)
+        self.session.saved.connect(self._on_saved)
+        self.viewer.layers.selection.events.active.connect(self._refresh)
+        self._folder: Path | None = None
+        self._refresh()
+
+    # ------------------------------------------------------------------ actions
+    def _act(self, fn):
+        rev = self.session.current_review()
+        if rev is None:
+            self.counts_label.setText("No detections layer: run Detect first.")
+            return None
+        out = fn(rev)
+        self._refresh()
+        return out
+
+    def _add_mode(self):
+        rev = self.session.current_review()
+        if rev is None:
+            return
+        self.viewer.layers.selection.active = rev.layer
+        rev.layer.mode = "add"
+
+    def _delete(self):
+        rev = self.session.current_review()
+        if rev is not None and rev.layer.selected_data:
+            rev.layer.remove_selected()
+
+    def promote(self):
+        img = self.session.current_image_layer()
+        if img is None:
+            return None
+        n, path = self.session.promote_to_gt(img)
+        where = f" → {path.name}" if path else ""
+        self.saved_label.setText(f"{n} new ground-truth points{where}")
+        return n, path
+
+    # ------------------------------------------------------------------ display
+    def _on_saved(self, path: str):
+        self.saved_label.setText(f"autosaved {Path(path).name} at {time.strftime('%H:%M:%S')}")
+        self._refresh_queue_marks()
+
+    def _refresh(self, *_):
+        rev = self.session.current_review()
+        if rev is None or rev.layer is None:
+            self.counts_label.setText("No detections yet: run Detect, or add points.")
+            return
+        c = rv.status_counts(rev.features)
+        self.counts_label.setText(
+            f"<b>{rev.layer.name}</b> — {rev.status.replace('_', ' ')}<br>"
+            f"<span style='color:#ffd900'>● {c['pending']} pending</span> &nbsp; "
+            f"<span style='color:#1ae633'>● {c['accepted']} accepted</span> &nbsp; "
+            f"<span style='color:#ff2626'>● {c['rejected']} rejected</span> &nbsp; "
+            f"<span style='color:#00d9ff'>● {c['added']} added</span>"
+        )
+        self.undo_btn.setEnabled(len(rev.undo_stack) > 0)
+
+    # ------------------------------------------------------------------ folder queue
+    def _choose_folder(self):
+        folder = QFileDialog.getExistingDirectory(self, "Folder of images to review")
+        if folder:
+            self.set_folder(folder)
+
+    def set_folder(self, folder: str | Path | None) -> list[Path]:
+        if folder is None:
+            return []
+        self._folder = Path(folder)
+        self.queue = order_queue(folder_images(folder), self.uncertainty_check.isChecked())
+        self.session.queue = [str(p) for p in self.queue]
+        self.queue_list.clear()
+        for p in self.queue:
+            self.queue_list.addItem(QListWidgetItem(p.name))
+        self._refresh_queue_marks()
+        return self.queue
+
+    def _refresh_queue_marks(self):
+        for i, p in enumerate(self.queue):
+            item = self.queue_list.item(i)
+            if item is not None:
+                st = read_status(p)
+                item.setText(f"{STATUS_MARK.get(st, '○')} {p.name}  ({st.replace('_', ' ')})")
+
+    def open_queue_item(self, pos: int):
+        if not (0 <= pos < len(self.queue)):
+            return None
+        self.flush_all()
+        path = self.queue[pos]
+        self.queue_pos = pos
+        self.queue_list.setCurrentRow(pos)
+        for layer in list(self.viewer.layers):
+            if role_of(layer) in ("image", "detections", "gt", "overlay", "eval"):
+                self.viewer.layers.remove(layer)
+        layers = self.viewer.open(str(path), plugin="napari-gravity")
+        img = [la for la in layers if la.__class__.__name__ == "Image"]
+        if img:
+            self.viewer.layers.selection.active = img[0]
+        return path
+
+    def step_image(self, delta: int):
+        if not self.queue:
+            return None
+        cur = self.session.current_image_layer()
+        if cur is not None and image_path_of(cur):
+            paths = [str(p) for p in self.queue]
+            if image_path_of(cur) in paths:
+                self.queue_pos = paths.index(image_path_of(cur))
+        pos = min(max(self.queue_pos + delta, 0), len(self.queue) - 1)
+        if self.queue_pos < 0:
+            pos = 0
+        return self.open_queue_item(pos)
+
+    def flush_all(self):
+        for rev in list(self.session.reviews.values()):
+            rev.flush()

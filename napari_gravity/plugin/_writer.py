@@ -1,0 +1,28 @@
+"""napari writer: a Points layer -> our CSV (``y,x,radius[,score,source,status]``).
+
+The file is written atomically by the data layer; features are kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import _api
+
+
+def write_points(path: str, data, meta: dict) -> list[str]:
+    pts = np.asarray(data, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] < 2:
+        raise ValueError(f"{path}: expected (N, 2) points, got shape {pts.shape}")
+    pts = pts[:, -2:]  # (y, x) of the displayed plane
+    feats = pd.DataFrame(meta.get("features", {})).reset_index(drop=True)
+    if len(feats) != len(pts):
+        feats = pd.DataFrame(index=range(len(pts)))
+    if "radius" in feats:
+        radii = pd.to_numeric(feats["radius"], errors="coerce").to_numpy(float)
+    else:
+        size = np.asarray(meta.get("size", 6.0), dtype=float)
+        radii = np.broadcast_to(size, (len(pts),)).astype(float) / 2.0
+    _api.write_points_csv(path, pts, radii, feats)
+    return [path]
