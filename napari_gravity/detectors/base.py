@@ -1,0 +1,81 @@
+"""The detector interface shared by GravityNet and the classical candidate generators."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from napari_gravity.types import Detections
+
+POLARITIES = ("bright", "dark")
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Anything that turns a 2-D image into scored lesion centres.
+
+    ``detect(image, mask=None)`` returns :class:`Detections` with (y, x) points in pixels and a
+    ranking score in [0, 1] each (higher = more lesion-like); ``mask`` (bool, same shape)
+    restricts detections to the tissue / field of view.
+    """
+
+    name: str
+
+    def detect(self, image: np.ndarray, mask: np.ndarray | None = None) -> Detections: ...
+
+
+def prepare_image(
+    image: np.ndarray, mask: np.ndarray | None, polarity: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Min-max normalise a 2-D image (statistics inside ``mask``) to float32 in [0, 1] and
+    invert it for ``polarity="dark"`` so that lesions are always bright."""
+    from napari_gravity.core.normalize import normalize_image
+
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {img.shape}")
+    m = None
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != img.shape:
+            raise ValueError(f"mask shape {m.shape} differs from image shape {img.shape}")
+        if not m.any():
+            m = None
+    out = normalize_image(img, "minmax", mask=m)
+    if m is not None:
+        out = np.clip(out, 0.0, 1.0)
+    if polarity == "dark":
+        out = 1.0 - out
+    return out.astype(np.float32, copy=False), m
+
+
+def keep_in_mask(points: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Bool per (y, x) point: inside ``mask`` (all True without a mask)."""
+    if mask is None or len(points) == 0:
+        return np.ones(len(points), dtype=bool)
+    iy = np.clip(np.rint(points[:, 0]).astype(np.int64), 0, mask.shape[0] - 1)
+    ix = np.clip(np.rint(points[:, 1]).astype(np.int64), 0, mask.shape[1] - 1)
+    return mask[iy, ix]
+
+
+def suppress_close(points: np.ndarray, scores: np.ndarray, min_distance: float) -> np.ndarray:
+    """Greedy suppression: indices (score order) of points kept so that no two kept points are
+    closer than ``min_distance`` (the higher score wins)."""
+    order = np.argsort(-scores, kind="stable")
+    if min_distance <= 0 or len(points) < 2:
+        return order
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(points)
+    neighbours = tree.query_ball_point(points, r=min_distance - 1e-9)
+    removed = np.zeros(len(points), dtype=bool)
+    keep = []
+    for i in order.tolist():
+        if removed[i]:
+            continue
+        keep.append(i)
+        removed[neighbours[i]] = True
+    return np.asarray(keep, dtype=np.int64)
