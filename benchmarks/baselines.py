@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     samples = [r.load() for r in refs]
     t_load = time.perf_counter() - t
-    print(f"{len(samples)} {args.split} images ({kind}, {polarity} lesions), loaded in {t_load:.1f} s")
+    print(
+        f"{len(samples)} {args.split} images ({kind}, {polarity} lesions), loaded in {t_load:.1f} s"
+    )
 
     detectors = [HessianDoG(polarity=polarity), TopHat(polarity=polarity)]
     reports, results, timing, ncand = [], [], {}, {}

@@ -99,9 +99,9 @@ def _truncate(prep: _Prepared, result: FROCResult, need: float) -> _Prepared | N
 def _curves(prep: _Prepared, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FROC curves (fppi, tpr) for a batch of weight rows; also returns validity per row."""
     wp = w[:, prep.order_img]  # (b, P) weight of each prediction
-    tpw = np.where(prep.order_tp[None, :], wp, 0)
-    tp = np.cumsum(tpw, axis=1)[:, prep.ends]
-    allc = np.cumsum(wp, axis=1)[:, prep.ends]
+    allc = np.cumsum(wp, axis=1, dtype=np.int32)[:, prep.ends]
+    wp *= prep.order_tp[None, :]
+    tp = np.cumsum(wp, axis=1, dtype=np.int32)[:, prep.ends]
     fp = allc - tp
     n_les = w @ prep.lesions
     n_img = w @ prep.fp_image
@@ -203,7 +203,7 @@ def bootstrap_froc(
         if n_resamples < 1:
             raise EvaluationError(f"n_resamples must be >= 1, got {n_resamples}")
         weights = resample_weights(result.n_images, n_resamples, seed)
-    weights = np.asarray(weights)
+    weights = np.asarray(weights, dtype=np.int32)
     if weights.ndim != 2 or weights.shape[1] != result.n_images:
         raise EvaluationError(
             f"weights must have shape (resamples, {result.n_images}), got {weights.shape}"
