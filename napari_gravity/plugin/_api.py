@@ -108,7 +108,7 @@ def is_inbreast_xml(path: str | os.PathLike) -> bool:
 def synth_mammogram(seed: int = 0, shape=(512, 512)):
     from napari_gravity.data.synthetic import synth_mammogram as _synth
 
-    return _synth(shape=shape, seed=seed)
+    return _synth(shape=shape, seed=seed, has_lesions=True)
 
 
 def synth_fundus(seed: int = 0, shape=(608, 704)):

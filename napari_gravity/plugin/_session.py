@@ -123,7 +123,20 @@ class LayerReview:
             if len(feats) != len(data):
                 feats = rv.clean_features(feats, len(data))
             self.undo_stack.push(data, feats, action.replace("ing", ""))
+            self._n_before = len(data)
         elif action in ("added", "removed", "changed"):
+            n_before = getattr(self, "_n_before", len(self.layer.data))
+            if action == "added" and len(self.layer.data) > n_before:
+                # napari copies the selected point's features into a new point: a point
+                # the user adds is always (score 1, source user, status added)
+                feats = self.layer.features.copy()
+                for col, val in rv.USER_DEFAULTS.items():
+                    feats.loc[feats.index[n_before:], col] = val
+                self._busy = True
+                try:
+                    self.layer.features = rv.clean_features(feats, len(self.layer.data))
+                finally:
+                    self._busy = False
             self.touched = True
             self.recolor()
             self.changed()

@@ -1,0 +1,151 @@
+"""Review state, sidecar and trainer-runner logic (no display needed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from napari_gravity.plugin import review as rv
+from napari_gravity.plugin.runner import TrainingRun, train_command
+from napari_gravity.plugin.sidecar import (
+    Review,
+    SidecarError,
+    read_review,
+    read_status,
+    sidecar_path,
+    write_review,
+)
+
+
+def test_merge_keeps_reviewed_points_and_replaces_pending():
+    pts = np.array([[10.0, 10.0], [50.0, 50.0], [90.0, 90.0], [120.0, 30.0]])
+    feats = rv.make_features(
+        [0.9, 0.8, 0.7, 1.0],
+        ["model", "model", "model", "user"],
+        ["accepted", "pending", "rejected", "added"],
+    )
+    new_pts = np.array([[10.5, 10.0], [60.0, 60.0], [90.0, 89.0], [200.0, 5.0]])
+    out_pts, out_f = rv.merge_detections(pts, feats, new_pts, [0.95, 0.6, 0.75, 0.55], 3.0)
+    # reviewed/user points kept as they were, pending (50,50) gone, duplicates of kept dropped
+    assert out_f["status"].tolist() == ["accepted", "rejected", "added", "pending", "pending"]
+    np.testing.assert_allclose(out_pts[:3], pts[[0, 2, 3]])
+    np.testing.assert_allclose(out_pts[3:], [[60.0, 60.0], [200.0, 5.0]])
+    assert out_f["score"].tolist()[3:] == [0.6, 0.55]
+
+
+def test_next_pending_cycles_by_score():
+    f = rv.make_features([0.2, 0.9, 0.5, 0.7], status=["pending", "pending", "accepted", "pending"])
+    order = [rv.next_pending(f, None)]
+    for _ in range(3):
+        order.append(rv.next_pending(f, order[-1]))
+    assert order == [1, 3, 0, 1]
+    assert rv.next_pending(rv.make_features([0.3], status="rejected"), None) is None
+
+
+def test_status_and_uncertainty():
+    f = rv.make_features([0.5, 0.99, 0.1], status=["pending", "accepted", "pending"])
+    assert rv.image_review_status(f, touched=False) == "unreviewed"
+    assert rv.image_review_status(f, touched=True) == "in_progress"
+    assert rv.uncertainty(f) == pytest.approx(1.0 + 0.2)
+    f.loc[[0, 2], "status"] = "rejected"
+    assert rv.image_review_status(f, touched=True) == "done"
+    assert rv.lesion_mask(f).tolist() == [False, True, False]
+
+
+def test_clean_features_coerces_unknown_values():
+    import pandas as pd
+
+    f = rv.clean_features(pd.DataFrame({"score": ["0.4", "x"], "status": ["accepted", "??"]}), 2)
+    assert f["score"].tolist() == [0.4, 1.0]
+    assert f["source"].tolist() == ["model", "model"]
+    assert f["status"].tolist() == ["accepted", "pending"]
+
+
+def test_undo_stack_is_bounded_and_copies():
+    st = rv.UndoStack(limit=2)
+    data = np.zeros((1, 2))
+    f = rv.make_features([0.5])
+    st.push(data, f, "a")
+    data[0, 0] = 5  # later in-place edits must not change the snapshot
+    st.push(data, f, "b")
+    st.push(data, f, "c")
+    assert len(st) == 2 and st.last_label == "c"
+    assert st.pop().label == "c"
+    snap = st.pop()
+    assert snap.label == "b" and snap.data[0, 0] == 5
+    assert st.pop() is None
+
+
+def test_sidecar_round_trip_and_atomicity(tmp_path):
+    img = tmp_path / "case.png"
+    pts = np.array([[1.5, 2.25], [30.0, 40.0]])
+    f = rv.make_features([0.75, 1.0], ["model", "user"], ["accepted", "added"])
+    path = write_review(
+        sidecar_path(img), Review("case.png", pts, f, "done", (64, 64), {"threshold": 0.3})
+    )
+    assert path.name == "case.review.json"
+    back = read_review(path)
+    np.testing.assert_allclose(back.points, pts)
+    assert back.features.to_dict("list") == f.to_dict("list")
+    assert (
+        back.status == "done" and back.image_shape == (64, 64) and back.params == {"threshold": 0.3}
+    )
+    assert read_status(img) == "done"
+    assert [p.name for p in tmp_path.iterdir()] == ["case.review.json"]  # no temp file left
+    path.write_text("{ torn")
+    with pytest.raises(SidecarError, match=r"case\.review\.json"):
+        read_review(path)
+    assert read_status(img) == "unreviewed"
+
+
+FAKE_TRAINER = textwrap.dedent(
+    """
+    import json, sys, time, pathlib
+    run = pathlib.Path(sys.argv[1]); run.mkdir(parents=True, exist_ok=True)
+    fh = open(run / "events.jsonl", "a")
+    def emit(**ev):
+        fh.write(json.dumps(dict(ev, time=time.time())) + "\\n"); fh.flush()
+    emit(event="start", epochs=2, steps_per_epoch=2)
+    emit(event="step", epoch=1, step=1, steps_per_epoch=2, loss=1.0)
+    fh.write('{"event": "step", "epo'); fh.flush()   # a torn line the reader must wait for
+    time.sleep(0.3)
+    fh.write('ch": 2, "step": 1, "steps_per_epoch": 2, "loss": 0.5}\\n'); fh.flush()
+    if sys.argv[2] == "fail":
+        emit(event="error", message="data.root: /nope does not exist"); sys.exit(1)
+    (run / "model.safetensors").write_bytes(b"x")
+    emit(event="done", model_path=str(run / "model.safetensors"), registered="m:v1")
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["ok", "fail"])
+def test_runner_follows_event_stream(tmp_path, mode):
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE_TRAINER)
+    run = TrainingRun([sys.executable, str(script), str(tmp_path / "run"), mode], tmp_path / "run")
+    run.start()
+    progress = []
+    while run.state == "running":
+        run.poll()
+        progress.append(run.progress)
+    kinds = [e["event"] for e in run.events]
+    assert kinds[:3] == ["start", "step", "step"]
+    assert progress == sorted(progress)  # monotone
+    if mode == "ok":
+        assert run.state == "done" and run.progress == 1.0
+        assert run.model_path.endswith("model.safetensors")
+    else:
+        assert run.state == "failed" and "does not exist" in run.error
+        assert run.progress == pytest.approx(0.75)
+
+
+def test_train_command_shape(tmp_path):
+    cmd = train_command("tiny", tmp_path / "r", init="m.safetensors", overrides={"data.root": "/d"})
+    assert cmd[1:5] == ["-m", "training", "train", "tiny"]
+    assert cmd[cmd.index("--init") + 1] == "m.safetensors"
+    assert "data.root=/d" in cmd
+    assert json.dumps(cmd)  # plain strings only
