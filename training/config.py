@@ -121,6 +121,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "epochs": (50, _num(1, integer=True)),
         "batch_size": (8, _num(1, integer=True)),
         "lr": (1e-4, _num(0.0, open_lo=True)),
+        "optimizer": ("adam", _choice("adam", "adamw", "sgd")),
+        "momentum": (0.9, _num(0.0, 1.0)),  # sgd only
         "weight_decay": (0.0, _num(0.0)),
         "lr_factor": (0.1, _num(0.0, 1.0, open_lo=True)),
         "lr_patience": (3, _num(0, integer=True)),

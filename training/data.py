@@ -68,25 +68,34 @@ class DataSplit:
 
 def _benchmark_root(data: dict[str, Any], run_dir: Path) -> Path:
     recipe = data["synthetic"]
-    cache = Path(data["cache_dir"]) if data.get("cache_dir") else run_dir / "data"
-    name = recipe if isinstance(recipe, str) else "custom"
-    root = cache / name if data.get("cache_dir") else cache
-    return root
+    name = recipe if isinstance(recipe, str) else str(recipe.get("recipe", "custom"))
+    if data.get("cache_dir"):
+        return Path(data["cache_dir"]) / name
+    return run_dir / "data" / name
 
 
 def ensure_synthetic(data: dict[str, Any], run_dir: Path) -> Path:
-    """Write the synthetic benchmark once (reused when it is already complete)."""
+    """Write the synthetic benchmark once (``make_benchmark``); reused when already complete
+    (its ``recipe.json`` is written last)."""
     from napari_gravity.data.synthetic import make_benchmark
 
     root = _benchmark_root(data, run_dir)
-    marker = root / ".complete"
-    if marker.is_file():
+    if (root / "recipe.json").is_file():
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    log.info("writing synthetic benchmark %r to %s", data["synthetic"], root)
-    make_benchmark(root, data["synthetic"])
-    marker.write_text(json.dumps({"recipe": data["synthetic"]}))
+    recipe = data["synthetic"]
+    opts: dict[str, Any] = {}
+    if isinstance(recipe, dict):
+        opts = {k: v for k, v in recipe.items() if k != "recipe"}
+        recipe = recipe.get("recipe", "mc-bench")
+    workers = int(opts.pop("workers", data.get("workers") or 1))
+    log.info("writing synthetic benchmark %r to %s", recipe, root)
+    make_benchmark(root, recipe, format="folder", workers=workers, overwrite=True, **opts)
     return root
+
+
+def is_benchmark(root: Path) -> bool:
+    """A folder written by make_benchmark: train/ val/ test/ data sets + recipe.json."""
+    return (root / "recipe.json").is_file() and (root / "train").is_dir()
 
 
 def _find_splits_file(root: Path) -> Path | None:
@@ -130,9 +139,25 @@ def open_split(data: dict[str, Any], run_dir: Path, seed: int = 0) -> DataSplit:
         root = Path(data["root"])
         if not root.exists():
             raise DataConfigError(f"data.root: {root} does not exist")
+    from napari_gravity.data.datasets import detect_format
+
+    fmt = detect_format(root) if data["format"] == "auto" else data["format"]
     preprocess: dict[str, Any] = {}
-    if data.get("max_radius") is not None:
+    if fmt == "inbreast" and data.get("max_radius") is not None:
         preprocess["max_radius"] = data["max_radius"]
+    if fmt in ("folder", "eophtha") and data.get("channel"):
+        preprocess["channel"] = data["channel"]
+    if is_benchmark(root) and data["train_ids"] is None and data["splits"] is None:
+        from napari_gravity.data.synthetic import load_benchmark
+
+        parts = load_benchmark(root)
+        train, val, test = (list(parts.get(k, [])) for k in ("train", "val", "test"))
+        desc = {"root": str(root), "split": "benchmark train/val/test folders"}
+        try:
+            desc["recipe"] = json.loads((root / "recipe.json").read_text()).get("recipe")
+        except (OSError, ValueError):
+            pass
+        return _finish(data, root, train, val, test, desc)
     refs = list(open_dataset(root, format=data["format"], **preprocess))
     if not refs:
         raise DataConfigError(f"data.root: no images found in {root}")
@@ -172,6 +197,12 @@ def open_split(data: dict[str, Any], run_dir: Path, seed: int = 0) -> DataSplit:
             desc["split"] = (
                 f"patient-level random split, val_fraction {data['val_fraction']}, seed {seed}"
             )
+    return _finish(data, root, train, val, test, desc)
+
+
+def _finish(
+    data: dict[str, Any], root: Path, train: list, val: list, test: list, desc: dict[str, Any]
+) -> DataSplit:
     if data["max_images"] is not None:
         train = train[: data["max_images"]]
         val = val[: data["max_images"]]
@@ -208,7 +239,8 @@ def prepare(
 
     s: Sample = ref.load() if hasattr(ref, "load") else ref
     mask = s.mask if use_masks else None
-    img = normalize_image(s.image, normalization, mask=mask)
+    # the whole image, without the mask: exactly what the core Predictor does at inference
+    img = normalize_image(s.image, normalization)
     return Prepared(
         image=img,
         points=np.asarray(s.points, dtype=np.float64).reshape(-1, 2),
@@ -263,7 +295,9 @@ class TileDataset(torch.utils.data.Dataset):
         idx, seed = self.items[k]
         rng = np.random.default_rng(seed)
         sample = self.images[idx].as_sample()
-        tile = random_tiles(sample, self.tile_size, 1, self.pos_fraction, rng)[0]
+        # decide here whether this tile is lesion-centred (random_tiles rounds n * pos_fraction)
+        pos = rng.random() < self.pos_fraction
+        tile = random_tiles(sample, self.tile_size, 1, 1.0 if pos else 0.0, rng)[0]
         if self.flips:
             choice = int(rng.integers(0, 4))  # none, vertical, horizontal, both (paper's flips)
             axes = [(), (0,), (1,), (0, 1)][choice]

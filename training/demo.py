@@ -41,7 +41,7 @@ def _detectors(model: str, device: str) -> list[tuple[str, Any]]:
         try:
             from training.predict_cli import load_detector
 
-            det, md, thr, path = load_detector(model, device)
+            det, _md, _thr, path = load_detector(model, device)
             out.append((f"GravityNet ({Path(path).name})", det))
         except (ValueError, FileNotFoundError) as exc:
             print(f"gravity demo: no model ({exc}); using the classical detectors only")

@@ -333,7 +333,16 @@ def _train(
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None
         )
-    opt = torch.optim.Adam(model.parameters(), lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
+    if t_cfg["optimizer"] == "sgd":
+        opt = torch.optim.SGD(
+            model.parameters(),
+            lr=t_cfg["lr"],
+            momentum=t_cfg["momentum"],
+            weight_decay=t_cfg["weight_decay"],
+        )
+    else:
+        kind = torch.optim.AdamW if t_cfg["optimizer"] == "adamw" else torch.optim.Adam
+        opt = kind(model.parameters(), lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt,
         mode="max",

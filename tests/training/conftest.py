@@ -95,3 +95,13 @@ def trained_run(tmp_path_factory, tiny_cfg_path) -> Path:
     rc = main(["train", str(tiny_cfg_path), "--out", str(run), "--device", "cpu", "--no-progress"])
     assert rc == 0
     return run
+
+
+@pytest.fixture(scope="session")
+def make_tiny_config(folder_dataset):
+    """``make_tiny_config(path, train__epochs=1, ...)`` writes a tiny config and returns its path."""
+
+    def make(path: Path, **over) -> Path:
+        return write_config(path, tiny_config(folder_dataset, **over))
+
+    return make
