@@ -39,8 +39,11 @@ def _describe(meta: dict, path: str | None) -> str:
         bits.append(f"trained {str(prov['date'])[:16]}")
     if prov.get("epochs") is not None:
         bits.append(f"{prov['epochs']} epochs")
-    if prov.get("parent"):
-        bits.append(f"from {Path(str(prov['parent'])).name}")
+    parent = prov.get("parent")
+    if isinstance(parent, dict):
+        parent = parent.get("path")
+    if parent:
+        bits.append(f"from {Path(str(parent)).name}")
     if meta.get("threshold") is not None:
         bits.append(f"γ {float(meta['threshold']):.2f}")
     if path:

@@ -196,9 +196,13 @@ def test_finetune_registers_and_uses_new_model(
     rev_w.accept_all_btn.click()
     imgs = rt.refresh()
     assert [i.path for i in imgs] == [image_folder[0]]
-    n_lesions = int(layer.features["status"].isin(["accepted", "added"]).sum())
-    assert len(imgs[0].points) == n_lesions
-    assert f"{n_lesions}</b> lesion points" in rt.summary_label.text()
+    # training labels: the image's ground truth plus the accepted / added points not on it
+    gt = _api.read_points_csv(image_folder[0].with_suffix(".csv")).points
+    lesions = layer.data[layer.features["status"].isin(["accepted", "added"]).to_numpy()]
+    d = np.sqrt(((lesions[:, None] - gt[None]) ** 2).sum(-1)).min(1)
+    n_train = len(gt) + int((d > 3.0).sum())
+    assert len(imgs[0].points) == n_train
+    assert f"{n_train}</b> lesion points" in rt.summary_label.text()
 
     rt.epochs_spin.setValue(1)
     rt.name_edit.setText("mine")
@@ -219,7 +223,9 @@ def test_finetune_registers_and_uses_new_model(
     assert (img1.unique_id, session.detector_key()) in session.raw_cache
     assert len(session.detections_layer(img1, create=False).data) > 0
     meta = _api.read_model_metadata(rt.new_model)
-    assert Path(str(meta["provenance"]["parent"])).name == tiny_model.name
+    parent = meta["provenance"]["parent"]
+    assert Path(parent["path"] if isinstance(parent, dict) else parent).name == tiny_model.name
+    assert "from tiny.safetensors" in det.meta_label.text()
 
 
 def test_failed_training_leaves_everything_intact(
