@@ -71,7 +71,10 @@ class PointTable:
         return PointTable(
             self.points[keep],
             self.radii[keep],
-            {k: [v for v, m in zip(vals, keep, strict=False) if m] for k, vals in self.extra.items()},
+            {
+                k: [v for v, m in zip(vals, keep, strict=False) if m]
+                for k, vals in self.extra.items()
+            },
             [ln for ln, m in zip(self.lines, keep, strict=False) if m],
         )
 
@@ -441,7 +444,9 @@ def points_to_mask(shape: tuple[int, int], points, radii) -> np.ndarray:
     """Rasterise disks (pixel centres within r of the point; at least the nearest pixel)."""
     h, w = shape
     out = np.zeros((h, w), dtype=bool)
-    for (y, x), r in zip(np.asarray(points, float).reshape(-1, 2), np.asarray(radii, float), strict=False):
+    for (y, x), r in zip(
+        np.asarray(points, float).reshape(-1, 2), np.asarray(radii, float), strict=False
+    ):
         y0, y1 = max(int(np.floor(y - r)), 0), min(int(np.ceil(y + r)) + 1, h)
         x0, x1 = max(int(np.floor(x - r)), 0), min(int(np.ceil(x + r)) + 1, w)
         yy, xx = np.mgrid[y0:y1, x0:x1]

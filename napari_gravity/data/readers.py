@@ -139,15 +139,14 @@ def _read_dicom(path: Path, channel: Channel) -> ImageRecord:
         raise ImageReadError(path, f"multi-frame DICOM ({frames} frames) is not a 2-D image")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if spp > 1:
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            arr = convert_color_space(arr, photometric, "RGB")
+        # pydicom's decoders already return RGB for YBR photometric interpretations
         arr = _select_channel(arr, channel, path)
-    img = np.asarray(arr, dtype=np.float64)
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    img = img * slope + intercept
+    if slope == 1.0 and intercept == 0.0 and arr.dtype.itemsize <= 2:
+        img = np.asarray(arr, dtype=np.float32)  # exact for 8/16-bit data, half the memory
+    else:
+        img = np.asarray(arr, dtype=np.float64) * slope + intercept
     if photometric == "MONOCHROME1":
         # invert so that brighter always means more attenuation
         bits = int(ds.get("BitsStored", 16) or 16)
@@ -155,7 +154,7 @@ def _read_dicom(path: Path, channel: Channel) -> ImageRecord:
         lo_raw = -(2 ** (bits - 1)) if signed else 0
         hi_raw = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
         lo, hi = sorted((lo_raw * slope + intercept, hi_raw * slope + intercept))
-        img = lo + hi - img
+        img = (lo + hi) - img
     spacing = None
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
         val = ds.get(key)
@@ -197,7 +196,7 @@ def _read_tiff(path: Path, channel: Channel) -> ImageRecord:
             if not tf.pages:
                 raise ImageReadError(path, "the TIFF file holds no image")
             page = tf.pages[0]
-            arr = page.asarray()
+            arr = tf.series[0].asarray() if tf.series else page.asarray()
             spacing = None
             try:
                 xr = page.tags.get("XResolution")
@@ -218,7 +217,10 @@ def _read_tiff(path: Path, channel: Channel) -> ImageRecord:
         raise ImageReadError(
             path, f"corrupt or unsupported TIFF ({type(exc).__name__}: {exc})"
         ) from exc
-    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim > 2:
+        arr = arr.reshape([d for d in arr.shape if d != 1] or [1])
+    if arr.ndim > 3 or (arr.ndim == 3 and min(arr.shape[0], arr.shape[-1]) > 4):
+        raise ImageReadError(path, f"expected a 2-D image, got a stack of shape {arr.shape}")
     img = _select_channel(arr, channel, path)
     return ImageRecord(_check(img, path), spacing, {"format": "tiff", "dtype": str(arr.dtype)})
 

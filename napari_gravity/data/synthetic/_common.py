@@ -201,8 +201,15 @@ def highpass_std(image: np.ndarray, mask: np.ndarray | None = None, sigma: float
 
 
 def smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian-filtered white noise with zero mean and unit std (a smooth random field)."""
-    a = ndi.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    """Gaussian-filtered white noise with zero mean and unit std (a smooth random field).
+
+    Filtered in the Fourier domain (periodic), so the cost does not grow with ``sigma``.
+    """
+    h, w = shape
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    tf = np.exp(-2 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
+    a = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * tf, s=shape)
     a -= a.mean()
     sd = a.std()
     return a / sd if sd > 0 else a

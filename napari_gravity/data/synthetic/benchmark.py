@@ -77,7 +77,7 @@ RECIPES: dict[str, Recipe] = {
         images_per_patient=4,
         semi_real=0.2,
         seed=31337,
-        description="512x512 fundus crops (~20 µm/px) with microaneurysms; 20% on the real "
+        description="512x512 fundus crops (~11 µm/px, the scale of E-ophtha resized to 1216x1408) with MAs; 20% on the real "
         "skimage retina background; 25% lesion-free",
     ),
     "ma-tiny": Recipe(
@@ -191,16 +191,21 @@ def make_benchmark(
     workers: int = 1,
     progress: bool = False,
     overwrite: bool = False,
+    flat: bool = False,
     **overrides,
 ) -> dict:
     """Generate a benchmark under ``root`` (see the module docstring for the layout).
 
     ``format``: ``folder`` | ``inbreast`` | ``eophtha``. ``workers`` > 1 generates in a
     process pool (same result). Returns the ``recipe.json`` content (with ``paths``).
-    Refuses to write into a non-empty folder unless ``overwrite``.
+    Refuses to write into a non-empty folder unless ``overwrite``. Splits with no images are
+    not written; ``flat=True`` (only for a recipe with train images only) writes the images
+    directly into ``root`` instead of ``root/train``.
     """
     rec = get_recipe(recipe, **overrides)
     out = Path(root)
+    if flat and any(rec.counts.get(s, 0) for s in ("val", "test")):
+        raise ValueError("flat=True needs a recipe with train images only")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: folder is not empty (use overwrite=True / --overwrite)")
     out.mkdir(parents=True, exist_ok=True)
@@ -236,6 +241,10 @@ def make_benchmark(
     gt_rows = []
     for split in SPLITS:
         items = [r for r, e in zip(results, entries, strict=False) if e["split"] == split]
+        if not items:
+            ids[split] = []
+            continue
+        dest = out if flat else out / split
         for item in items:
             s = _sample_of(item)
             patients[s.image_id] = s.patient_id or s.image_id
@@ -249,9 +258,9 @@ def make_benchmark(
                 s.image_id = new
                 renamed.append(item)
             items = renamed
-        write_samples(items, out / split, format=format)
+        write_samples(items, dest, format=format)
         if format == "folder":
-            with open(out / split / "patients.csv", "w", newline="") as fh:
+            with open(dest / "patients.csv", "w", newline="") as fh:
                 wr = csv.writer(fh)
                 wr.writerow(["image", "patient"])
                 for item in items:
@@ -273,7 +282,11 @@ def make_benchmark(
         wr.writerows(gt_rows)
     n_lesions = {
         split: int(
-            sum(len(_sample_of(r).points) for r, e in zip(results, entries, strict=False) if e["split"] == split)
+            sum(
+                len(_sample_of(r).points)
+                for r, e in zip(results, entries, strict=False)
+                if e["split"] == split
+            )
         )
         for split in SPLITS
     }
@@ -295,8 +308,9 @@ def make_benchmark(
         "seconds_generate": round(t_gen, 2),
         "seconds_total": round(t_all, 2),
         "workers": workers,
+        "flat": flat,
         "paths": {
-            **{s: str(out / s) for s in SPLITS},
+            **{s: str(out if flat else out / s) for s in SPLITS if ids[s]},
             "splits": str(out / "splits.json"),
             "ground_truth": str(out / "test_ground_truth.csv"),
         },
@@ -317,4 +331,6 @@ def load_benchmark(root: str | os.PathLike, **preprocess) -> dict[str, list]:
         preprocess.setdefault("size", None)
     if fmt == "inbreast":
         preprocess.setdefault("max_radius", None)
+    if info.get("flat"):
+        return {"train": open_dataset(r, format=fmt, **preprocess)}
     return {s: open_dataset(r / s, format=fmt, **preprocess) for s in SPLITS if (r / s).is_dir()}

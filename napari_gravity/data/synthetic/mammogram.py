@@ -32,14 +32,19 @@ MAX_LEVEL = 16383.0
 
 
 def render_calcification(
-    r: float, rng: np.random.Generator, *, psf_sigma: float = 0.6, supersample: int = 4
+    r: float,
+    rng: np.random.Generator,
+    *,
+    psf_sigma: float = 0.6,
+    supersample: int = 4,
+    offset: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one irregular projected ellipsoid of largest half-extent ``r`` px.
 
     Returns ``(patch, offset)``: a small patch whose peak is 1 after the PSF, centred on the
-    patch's middle pixel plus ``offset`` (sub-pixel (dy, dx) in [-0.5, 0.5)).
+    patch's middle pixel plus ``offset`` (sub-pixel (dy, dx) in [-0.5, 0.5]; random if None).
     """
-    off = rng.uniform(-0.5, 0.5, size=2)
+    off = rng.uniform(-0.5, 0.5, size=2) if offset is None else np.asarray(offset, float)
     half = int(np.ceil(r + 3 * psf_sigma + 2))
     n = 2 * half + 1
     s = supersample
@@ -159,8 +164,10 @@ def insert_calcifications(
     """
     out_p = np.zeros((len(points), 2))
     for i, ((y, x), r) in enumerate(zip(points, radii, strict=False)):
-        patch, off = render_calcification(float(r), rng, psf_sigma=psf_sigma)
         cy, cx = round(y), round(x)
+        patch, off = render_calcification(
+            float(r), rng, psf_sigma=psf_sigma, offset=(y - cy, x - cx)
+        )
         add_patch(image, patch, cy, cx, float(log_uniform(rng, *snr)) * s)
         out_p[i] = (cy + off[0], cx + off[1])
     return out_p, np.asarray(radii, dtype=np.float64)

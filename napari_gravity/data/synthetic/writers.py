@@ -172,6 +172,7 @@ def write_inbreast(
     seed: int = 0,
     first_file_id: int = 50000000,
     compress: str | None = None,
+    laterality: str | None = None,
 ) -> list[Path]:
     """INbreast layout: ``AllDICOMs/<fileid>_<patient>_MG_<L|R>_<CC|MLO>_ANON.dcm`` and
     ``AllXML/<fileid>.xml`` (plist with one Calcification ROI per lesion; none when
@@ -181,7 +182,7 @@ def write_inbreast(
     laterality is drawn per image and right breasts are stored mirrored (chest wall on the
     right, points mapped ``x' = W-1-x``) as in real data, so the reader's orientation step is
     exercised. The file id is the sample's ``image_id`` when it is all digits, else
-    ``first_file_id + k``.
+    ``first_file_id + k``. ``laterality`` "L" / "R" forces the side of every image.
     """
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
@@ -192,6 +193,7 @@ def write_inbreast(
         s, _ = _split_item(item)
         fid = s.image_id if s.image_id.isdigit() else str(first_file_id + k)
         lat = "R" if rng.uniform() < 0.5 else "L"
+        lat = laterality or lat
         view = "CC" if rng.uniform() < 0.5 else "MLO"
         img, pts = s.image, s.points.copy()
         if lat == "R":
