@@ -103,6 +103,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
             None,
             _str(),
         ),  # where a synthetic benchmark is written (default RUN_DIR/data)
+        "workers": (1, _num(1, integer=True)),  # processes generating the synthetic benchmark
         "splits": (None, _str()),  # splits JSON (data.splits.load_splits); else made from seed
         "fold": (0, _num(0, integer=True)),
         "val_fraction": (0.2, _num(0.0, 0.9, open_lo=True)),
@@ -141,6 +142,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "freeze_bn": (False, _bool),  # BatchNorm in eval mode (running stats frozen)
         "sync_bn": (False, _bool),  # SyncBatchNorm under DDP on CUDA
         "max_steps_per_epoch": (None, _num(1, integer=True, none=True)),
+        "time_budget_s": (None, _num(0.0, open_lo=True, none=True)),  # stop before exceeding it
         "checkpoint_every": (0, _num(0, integer=True)),  # steps; 0 = at epoch ends only
         "tensorboard": (False, _bool),
         "export_fp16": (False, _bool),  # store model.safetensors in float16 (half the size)

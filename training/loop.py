@@ -442,6 +442,7 @@ def _train(
         }
 
     stopped = False
+    budget_stop = False
     t_start = time.time()
     epoch_times: list[float] = []
     epoch = start_epoch
@@ -649,6 +650,18 @@ def _train(
         save_resume(epoch + 1, 0)
         if stopped:
             break
+        budget = t_cfg["time_budget_s"]
+        if budget and epoch < n_epochs:
+            elapsed = time.time() - t_start
+            if elapsed + float(np.mean(epoch_times)) > budget:
+                log.info(
+                    "time budget: %.0f s used of %.0f s; stopping after epoch %d",
+                    elapsed,
+                    budget,
+                    epoch,
+                )
+                budget_stop = True
+                break
         if t_cfg["early_stopping"] and no_improve >= t_cfg["early_stopping"]:
             log.info("early stopping: no improvement for %d epochs", no_improve)
             break
@@ -693,6 +706,8 @@ def _train(
             best_epoch=best_epoch,
             threshold=best_threshold,
             stopped=stopped,
+            budget_reached=budget_stop,
+            epochs_run=last_epoch_done,
             registered=registered,
             wall_s=time.time() - t_start,
         )
