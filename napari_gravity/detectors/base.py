@@ -79,3 +79,19 @@ def suppress_close(points: np.ndarray, scores: np.ndarray, min_distance: float) 
         keep.append(i)
         removed[neighbours[i]] = True
     return np.asarray(keep, dtype=np.int64)
+
+
+def crop_to_mask(
+    img: np.ndarray, mask: np.ndarray | None, margin: int
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """Crop ``img`` (and ``mask``) to the mask's bounding box grown by ``margin`` pixels.
+
+    Returns the crops and the (y, x) offset to add to points found in the crop.
+    """
+    if mask is None:
+        return img, None, (0, 0)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1 = max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, img.shape[0])
+    x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, img.shape[1])
+    return img[y0:y1, x0:x1], mask[y0:y1, x0:x1], (int(y0), int(x0))

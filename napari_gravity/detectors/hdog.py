@@ -22,7 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_gravity.detectors.base import keep_in_mask, prepare_image, suppress_close
+from napari_gravity.detectors.base import (
+    crop_to_mask,
+    keep_in_mask,
+    prepare_image,
+    suppress_close,
+)
 from napari_gravity.types import Detections
 
 
@@ -100,6 +105,8 @@ class HessianDoG:
         """Blob candidates of ``image`` as (y, x) points with a score in [0, 1]."""
         img, m = prepare_image(image, mask, self.polarity)
         sig = dog_sigmas(self.sigma_min, self.sigma_max, self.sigma_ratio)
+        # work on the tissue's bounding box (+ the Gaussian support) only
+        img, m, offset = crop_to_mask(img, m, int(np.ceil(4 * sig[-1])) + 2)
         n_layers = len(sig) - 1
         found_pts, found_resp, found_sig = [], [], []
 
@@ -164,4 +171,4 @@ class HessianDoG:
         if self.max_candidates is not None:
             idx = idx[: self.max_candidates]
         scores = 1.0 - np.exp(-resp[idx] / self.score_scale)
-        return Detections(pts[idx], scores)
+        return Detections(pts[idx] + np.asarray(offset, dtype=np.float64), scores)

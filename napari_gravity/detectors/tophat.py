@@ -22,7 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_gravity.detectors.base import keep_in_mask, prepare_image, suppress_close
+from napari_gravity.detectors.base import (
+    crop_to_mask,
+    keep_in_mask,
+    prepare_image,
+    suppress_close,
+)
 from napari_gravity.types import Detections
 
 
@@ -65,6 +70,7 @@ class TopHat:
     def detect(self, image: np.ndarray, mask: np.ndarray | None = None) -> Detections:
         """Top-hat candidates of ``image`` as (y, x) points with a score in [0, 1]."""
         img, m = prepare_image(image, mask, self.polarity)
+        img, m, offset = crop_to_mask(img, m, self.disk_diameter + 2)
         th = tophat_by_reconstruction(img, self.disk_diameter)
         if m is not None:
             th[~m] = 0.0
@@ -103,4 +109,5 @@ class TopHat:
         idx = suppress_close(pts, score, self.min_distance)
         if self.max_candidates is not None:
             idx = idx[: self.max_candidates]
-        return Detections(pts[idx], np.clip(score[idx], 0.0, 1.0))
+        pts = pts[idx] + np.asarray(offset, dtype=np.float64)
+        return Detections(pts, np.clip(score[idx], 0.0, 1.0))

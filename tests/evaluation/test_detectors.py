@@ -56,7 +56,7 @@ def test_baselines_find_bright_dots(cls, dots):
 
 @pytest.mark.parametrize("cls", [HessianDoG, TopHat])
 def test_dark_polarity_and_mask(cls, dots):
-    img, _ = dots[0]
+    img, pts = dots[0]
     dark = -img
     d_bright = cls(polarity="bright").detect(img)
     d_dark = cls(polarity="dark").detect(dark)
@@ -68,6 +68,14 @@ def test_dark_polarity_and_mask(cls, dots):
     mask[:, : img.shape[1] // 2] = True
     d = cls().detect(img, mask=mask)
     assert len(d) > 0 and np.all(d.points[:, 1] <= img.shape[1] // 2)
+    # a mask away from the image corner: the detector works on the mask's bounding box and
+    # must report points in full-image coordinates
+    box = np.zeros(img.shape, bool)
+    box[60:200, 70:210] = True
+    inside = pts[box[pts[:, 0].astype(int), pts[:, 1].astype(int)]]
+    d = cls().detect(img, mask=box)
+    r = froc_curve({"a": d}, {"a": (inside, np.full(len(inside), 2.0))})
+    assert len(inside) >= 3 and r.sensitivity_at([8.0])[8.0] >= 0.8
     with pytest.raises(ValueError, match="polarity"):
         cls(polarity="grey").detect(img)
     with pytest.raises(ValueError, match="2-D"):
