@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_gravity.evaluation import bootstrap as bs
 from napari_gravity.evaluation import (
     bootstrap_froc,
     compare_bootstrap,
@@ -56,18 +57,25 @@ def slow_reference(pred, gt, ids, weights, gamma, grid, **kw):
     return np.array(auf), np.array(curves)
 
 
-@pytest.mark.parametrize("dup", ["fp", "drop"])
+@pytest.mark.parametrize(
+    ("dup", "fp_images"), [("fp", "all"), ("drop", "all"), ("fp", "lesion-free")]
+)
 @pytest.mark.parametrize("gamma", [1.0, 10.0])
-def test_bootstrap_matches_slow_reference(dup, gamma):
+def test_bootstrap_matches_slow_reference(dup, fp_images, gamma):
     pred, gt = make_case(3)
     ids = list(gt)
-    r = froc_curve(pred, gt, ids, duplicates=dup)
+    r = froc_curve(pred, gt, ids, duplicates=dup, fp_images=fp_images)
     w = resample_weights(len(ids), 40, seed=5)
-    # guarantee a lesion in every resample so no resample is degenerate
-    w[:, 1] = np.maximum(w[:, 1], 1)
+    # guarantee a lesion and a lesion-free image in every resample (no degenerate resample)
+    with_les = next(k for k, i in enumerate(ids) if len(gt[i][0]))
+    free = next(k for k, i in enumerate(ids) if not len(gt[i][0]))
+    w[:, with_les] = np.maximum(w[:, with_les], 1)
+    w[:, free] = np.maximum(w[:, free], 1)
     grid = default_grid(gamma, [0.5, 1.0])
     b = bootstrap_froc(r, weights=w, max_fppi=gamma, grid=grid, sensitivity_fppi=[0.5, 1.0])
-    ref_auf, ref_curves = slow_reference(pred, gt, ids, w, gamma, grid, duplicates=dup)
+    ref_auf, ref_curves = slow_reference(
+        pred, gt, ids, w, gamma, grid, duplicates=dup, fp_images=fp_images
+    )
     np.testing.assert_allclose(b.aufroc, ref_auf, atol=1e-12)
     np.testing.assert_allclose(b.tpr_mean, ref_curves.mean(0), atol=1e-12)
     np.testing.assert_allclose(b.tpr_lo, np.percentile(ref_curves, 2.5, axis=0), atol=1e-12)
@@ -78,7 +86,7 @@ def curve_value_rows(curves, grid, f):
     return curves[:, int(np.nonzero(grid == f)[0][0])]
 
 
-def test_bootstrap_truncated_prefix_agrees_with_full_evaluation():
+def test_bootstrap_truncated_prefix_agrees_with_full_evaluation(monkeypatch):
     """Many predictions per image: the bootstrap evaluates a score prefix and redoes the rare
     resamples whose curve stops early; both must agree with the re-matching reference."""
     rng = np.random.default_rng(0)
@@ -94,8 +102,23 @@ def test_bootstrap_truncated_prefix_agrees_with_full_evaluation():
     ids = list(gt)
     r = froc_curve(pred, gt, ids)
     w = resample_weights(len(ids), 30, seed=2)
-    w[:, 1] = np.maximum(w[:, 1], 1)
+    w[:, 1] = np.maximum(w[:, 1], 1)  # i1 has a lesion
+    # resamples made mostly of images without FPs: their curves stop early in the prefix
+    w[0] = 0
+    w[0, [0, 5, 10]] = 4
+    w[0, 1] = 3
+    w[1] = 0
+    w[1, [5, 1]] = [14, 1]
+    calls = []
+    real = bs._curves
+
+    def spy(p, weights):
+        calls.append(len(p.order_img))
+        return real(p, weights)
+
+    monkeypatch.setattr(bs, "_curves", spy)
     b = bootstrap_froc(r, weights=w, max_fppi=2.0)
+    assert len(set(calls)) == 2 and min(calls) < len(r.pred_score)  # prefix + redo on all
     ref, _ = slow_reference(pred, gt, ids, w, 2.0, np.array([0.0]))
     np.testing.assert_allclose(b.aufroc, ref, atol=1e-12)
 
