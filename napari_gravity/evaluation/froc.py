@@ -145,9 +145,9 @@ def match_image(
     r, c = r[o], c[o]
     starts = np.r_[0, np.nonzero(np.diff(r))[0] + 1]
     ends = np.r_[starts[1:], len(r)]
-    matched = np.zeros(len(g), dtype=bool)
+    matched = [False] * len(g)
     n_free = len(g)
-    r_list, c_list = r.tolist(), c.tolist()
+    c_list = c.tolist()
     res_label = np.full(len(starts), DUPLICATE, dtype=np.int8)
     res_lesion = np.full(len(starts), -1, dtype=np.int64)
     for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
@@ -161,7 +161,7 @@ def match_image(
                 res_label[k] = TP
                 res_lesion[k] = lj
                 break
-    pred_idx = order[np.asarray(r_list)[starts]]
+    pred_idx = order[r[starts]]
     labels[pred_idx] = res_label
     lesion[pred_idx] = res_lesion
     return ImageMatch(labels, lesion)
