@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import ndimage as ndi
+from scipy import fft as sfft
+from scipy.fft import next_fast_len
 
 
 def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -25,7 +29,7 @@ def power_law_noise(
     Generated on a domain padded by 50% so the periodic FFT wrap-around does not show.
     """
     h, w = shape
-    ph, pw = int(h * 1.5) + 1, int(w * 1.5) + 1
+    ph, pw = next_fast_len(int(h * 1.5) + 1, True), next_fast_len(int(w * 1.5) + 1, True)
     fy = np.fft.fftfreq(ph)[:, None]
     fx = np.fft.rfftfreq(pw)[None, :]
     amp = (fy**2 + fx**2 + f0**2) ** (-beta / 4.0)
@@ -76,27 +80,38 @@ def clustered_lumpy_background(
     ok = (iy >= 0) & (iy < ph) & (ix >= 0) & (ix < pw)
     iy, ix, orient = iy[ok], ix[ok], orient[ok]
 
-    fh, fw = ph + 2 * krad, pw + 2 * krad  # linear (non-circular) convolution size
-    yy, xx = np.mgrid[-krad : krad + 1, -krad : krad + 1].astype(np.float64)
-    acc = np.zeros((fh, fw // 2 + 1), dtype=np.complex128)
+    # linear (non-circular) convolution size, rounded up to a fast FFT length
+    fh, fw = next_fast_len(ph + 2 * krad, True), next_fast_len(pw + 2 * krad, True)
+    kfts = _lumpy_kernel_ffts(fh, fw, krad, lx, ly, alpha, beta, n_orient)
+    acc = np.zeros((fh, fw // 2 + 1), dtype=np.complex64)
     for k in range(n_orient):
         sel = orient == k
         if not sel.any():
             continue
-        delta = np.zeros((fh, fw))
+        delta = np.zeros((fh, fw), dtype=np.float32)
         np.add.at(delta, (iy[sel], ix[sel]), 1.0)
-        th = np.pi * (k + rng.uniform()) / n_orient
-        u = xx * np.cos(th) + yy * np.sin(th)
-        v = -xx * np.sin(th) + yy * np.cos(th)
-        kern = np.exp(-alpha * np.sqrt((u / lx) ** 2 + (v / ly) ** 2) ** beta)
-        kpad = np.zeros((fh, fw))
-        kpad[: 2 * krad + 1, : 2 * krad + 1] = kern
-        acc += np.fft.rfft2(delta) * np.fft.rfft2(kpad)
-    full = np.fft.irfft2(acc, s=(fh, fw))
+        acc += sfft.rfft2(delta) * kfts[k]
+    full = sfft.irfft2(acc, s=(fh, fw)).astype(np.float64)
     out = full[2 * krad : 2 * krad + h, 2 * krad : 2 * krad + w]
     out = out - out.mean()
     sd = out.std()
     return out / sd if sd > 0 else out
+
+
+@lru_cache(maxsize=8)
+def _lumpy_kernel_ffts(fh, fw, krad, lx, ly, alpha, beta, n_orient) -> tuple[np.ndarray, ...]:
+    """FFTs of the anisotropic blob kernel at ``n_orient`` fixed orientations (cached)."""
+    yy, xx = np.mgrid[-krad : krad + 1, -krad : krad + 1].astype(np.float64)
+    out = []
+    for k in range(n_orient):
+        th = np.pi * (k + 0.5) / n_orient
+        u = xx * np.cos(th) + yy * np.sin(th)
+        v = -xx * np.sin(th) + yy * np.cos(th)
+        kern = np.exp(-alpha * np.sqrt((u / lx) ** 2 + (v / ly) ** 2) ** beta)
+        kpad = np.zeros((fh, fw), dtype=np.float32)
+        kpad[: 2 * krad + 1, : 2 * krad + 1] = kern
+        out.append(sfft.rfft2(kpad))
+    return tuple(out)
 
 
 def bezier_points(p0, p1, p2, step: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

@@ -124,12 +124,13 @@ def grow_vessel_tree(
 
 
 def render_vessels(
-    shape: tuple[int, int], samples: np.ndarray, origin: np.ndarray, step: float
+    shape: tuple[int, int], samples: np.ndarray, origin: np.ndarray, step: float, scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Absorbance images (artery, vein) of the vessel samples in a window at ``origin``.
 
     Each sample is splatted with a weight giving a Gaussian cross-profile of FWHM = width and
-    unit peak; samples are grouped in geometric width bins, one blur per bin.
+    unit peak; samples are grouped in geometric width bins, one blur per bin. ``scale`` is the
+    image scale relative to the virtual fundus (contrast follows the physical calibre).
     """
     h, w = shape
     outs = [np.zeros(shape), np.zeros(shape)]
@@ -153,7 +154,7 @@ def render_vessels(
             wm = float(np.sqrt(lo * hi))
             sigma = wm / 2.3548
             # contrast rises with calibre (thin vessels are fainter)
-            contrast = min(1.0, (wm / 6.0) ** 0.7)
+            contrast = min(1.0, (wm / scale / 6.0) ** 0.7)
             wts = np.full(int(sel.sum()), step * contrast / (np.sqrt(2 * np.pi) * sigma))
             img = splat(shape, yx[sel], wts)
             outs[k] += ndi.gaussian_filter(img, sigma, truncate=3.5) * (2 * np.pi * sigma**2)
@@ -316,8 +317,8 @@ def synth_fundus(
     # --- vessels --------------------------------------------------------------------
     tree = grow_vessel_tree(rng, disc, fovea, R)
     step = 2.0 * max(R / (FOV_PX / 2), 0.5)
-    art, vein = render_vessels(shape, tree, origin, step)
-    ca, cv = rng.uniform(0.25, 0.4), rng.uniform(0.4, 0.6)
+    art, vein = render_vessels(shape, tree, origin, step, R / (FOV_PX / 2))
+    ca, cv = rng.uniform(0.3, 0.45), rng.uniform(0.45, 0.65)
     G *= np.exp(-(ca * art + cv * vein))
     Rc *= np.exp(-(0.06 * art + 0.15 * vein))
     B *= np.exp(-(0.15 * art + 0.3 * vein))
