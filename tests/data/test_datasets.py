@@ -42,6 +42,10 @@ def test_folder_dataset_conventions(tmp_path):
     np.testing.assert_array_equal(b.radii, [1.5])
     assert b.mask.sum() == 40 * 25 and a.mask is None
     assert len(c.points) == 0  # no CSV: lesion-free
+    iio.imwrite(tmp_path / "c.mask.png", np.zeros((40, 49), np.uint8))
+    with pytest.raises(ValueError, match=r"c\.mask\.png: mask shape \(40, 49\) differs"):
+        open_dataset(tmp_path)[2].load()
+    (tmp_path / "c.mask.png").unlink()
     write_points_csv(tmp_path / "c.csv", [[45, 3]], [1])
     with pytest.raises(AnnotationError, match=r"c\.csv, line 2: point .* outside the 40x50"):
         open_dataset(tmp_path)[2].load()

@@ -70,6 +70,7 @@ def test_write_read_roundtrip_each_format(tmp_path, generated, fmt):
         assert got.image.shape == s.image.shape
         if fmt in ("folder", "inbreast") and not isinstance(item, tuple):
             np.testing.assert_array_equal(got.image, s.image)  # 16-bit lossless
+            assert got.spacing == pytest.approx(s.spacing)
         assert len(got.points) == len(s.points)
         idx = _match(s.points, got.points)
         if len(idx):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage as ndi
 from scipy import fft as sfft
+from scipy import ndimage as ndi
 from scipy.fft import next_fast_len
 
 

@@ -489,7 +489,7 @@ def semireal_fundus(
     if region is not None:
         k = {"top": 0, "middle": 1, "bottom": 2}[region]
         r0, r1 = r0 + k * (r1 - r0) // 3, r0 + (k + 1) * (r1 - r0) // 3
-    cand = [*np.argwhere(fmask[r0:r1 + 1]), r0, 0]
+    cand = [*np.argwhere(fmask[r0 : r1 + 1]), r0, 0]
     best = None
     for _ in range(40):
         cy, cx = cand[rng.integers(len(cand))]

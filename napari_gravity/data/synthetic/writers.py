@@ -77,7 +77,15 @@ def write_folder(
         e = ext or (".png" if rgb is not None else ".tif")
         p = out / f"{name}{e}"
         if e in (".tif", ".tiff"):
-            tifffile.imwrite(p, to_uint16(s.image) if rgb is None else rgb, compression="zlib")
+            res = {}
+            if s.spacing is not None:  # pixels per cm, read back as the spacing in mm
+                res = {
+                    "resolution": (10.0 / s.spacing[1], 10.0 / s.spacing[0]),
+                    "resolutionunit": "CENTIMETER",
+                }
+            tifffile.imwrite(
+                p, to_uint16(s.image) if rgb is None else rgb, compression="zlib", **res
+            )
         elif e == ".png":
             iio.imwrite(p, rgb if rgb is not None else to_uint8(s.image, s.mask))
         elif e in (".jpg", ".jpeg"):
