@@ -1,0 +1,141 @@
+"""GravityConfig: everything that defines a GravityNet model and how to use its outputs.
+
+Stored verbatim (``to_dict()``) in every model file, so a model file is self-describing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .gravity_points import LAYOUTS, points_per_axis
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+STRIDES = (8, 16, 32)  # ResNet layer2 / layer3 / layer4 (the paper's)
+HEAD_NORMS = (None, "gn")
+NORMALIZATIONS = ("minmax", "percentile", "none")
+
+
+@dataclass
+class GravityConfig:
+    """GravityNet configuration.
+
+    Defaults follow the paper's best microcalcification model (ResNet-34, step 10, d_h = step,
+    feature stride 32 = ``layer4``, NMS box L = 7, min-max normalisation).
+
+    - ``backbone``: one of ``resnet18/34/50/101/152`` (torchvision).
+    - ``step``: gravity-point spacing in the K×K feature grid, ``0 < step <= stride - 2``.
+    - ``hooking_distance``: d_h in pixels; ``None`` means d_h = step (the paper's choice).
+    - ``stride``: 32 (``layer4``, the paper), 16 (``layer3``) or 8 (``layer2``) — the window size
+      K. Smaller strides give denser, higher-resolution features and learn much faster from scratch
+      on small data (see docs/notes/core.md), at a higher cost per image.
+    - ``layout``: ``"paper"`` (counts of the paper's tables) or ``"uniform"`` (centred lattice).
+    - ``in_channels``: 1 (grayscale, ``conv1`` adapted) or 3 (gray replicated to RGB).
+    - ``head_channels``: width of the four 3×3 conv layers of each subnet (256 in the paper).
+    - ``head_norm``: ``None`` (paper) or ``"gn"`` (GroupNorm(32) after each head conv).
+    - ``nms_box``: L, the side of the NMS box in pixels (7 for MCs, 3 for MAs).
+    - ``nms_iou``: merge boxes whose IoU exceeds this (0.5).
+    - ``threshold``: default score threshold γ.
+    - ``normalization``: ``"minmax"`` (paper), ``"percentile"`` (robust 0.5-99.5 %) or ``"none"``.
+    """
+
+    backbone: str = "resnet34"
+    step: int = 10
+    hooking_distance: float | None = None
+    stride: int = 32
+    layout: str = "paper"
+    in_channels: int = 1
+    head_channels: int = 256
+    head_norm: str | None = None
+    nms_box: float = 7.0
+    nms_iou: float = 0.5
+    threshold: float = 0.5
+    normalization: str = "minmax"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def d_h(self) -> float:
+        """Hooking distance in pixels (``hooking_distance`` or ``step``)."""
+        return float(self.step if self.hooking_distance is None else self.hooking_distance)
+
+    @property
+    def points_per_window(self) -> int:
+        """A: gravity points per feature cell (outputs per cell of the classification head)."""
+        return points_per_axis(self.step, self.stride) ** 2
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        def bad(field: str, msg: str) -> ValueError:
+            return ValueError(f"GravityConfig.{field}: {msg}")
+
+        if self.backbone not in BACKBONES:
+            raise bad("backbone", f"{self.backbone!r} is not one of {', '.join(BACKBONES)}")
+        if isinstance(self.stride, bool) or self.stride not in STRIDES:
+            raise bad("stride", f"{self.stride!r} is not one of {STRIDES} (32 = layer4, the paper)")
+        if isinstance(self.step, bool) or not isinstance(self.step, (int, float)):
+            raise bad("step", f"must be a number, got {self.step!r}")
+        if float(self.step) != int(self.step):
+            raise bad("step", f"must be a whole number of pixels, got {self.step!r}")
+        self.step = int(self.step)
+        if not (0 < self.step <= self.stride - 2):
+            raise bad(
+                "step",
+                f"must satisfy 0 < step <= K-2 = {self.stride - 2} for stride {self.stride}, "
+                f"got {self.step}",
+            )
+        if self.hooking_distance is not None:
+            if not isinstance(self.hooking_distance, (int, float)) or isinstance(
+                self.hooking_distance, bool
+            ):
+                raise bad(
+                    "hooking_distance", f"must be a number or None, got {self.hooking_distance!r}"
+                )
+            if not self.hooking_distance > 0:
+                raise bad("hooking_distance", f"must be > 0, got {self.hooking_distance}")
+            self.hooking_distance = float(self.hooking_distance)
+        if self.layout not in LAYOUTS:
+            raise bad("layout", f"{self.layout!r} is not one of {LAYOUTS}")
+        if self.in_channels not in (1, 3) or isinstance(self.in_channels, bool):
+            raise bad("in_channels", f"must be 1 or 3, got {self.in_channels!r}")
+        if not isinstance(self.head_channels, int) or self.head_channels <= 0:
+            raise bad("head_channels", f"must be a positive integer, got {self.head_channels!r}")
+        if self.head_norm not in HEAD_NORMS:
+            raise bad("head_norm", f"{self.head_norm!r} is not one of {HEAD_NORMS}")
+        if self.head_norm == "gn" and self.head_channels % 32 != 0:
+            raise bad("head_channels", "must be a multiple of 32 with head_norm='gn'")
+        if not isinstance(self.nms_box, (int, float)) or not self.nms_box > 0:
+            raise bad("nms_box", f"must be > 0 pixels, got {self.nms_box!r}")
+        self.nms_box = float(self.nms_box)
+        if not isinstance(self.nms_iou, (int, float)) or not (0.0 <= self.nms_iou < 1.0):
+            raise bad("nms_iou", f"must be in [0, 1), got {self.nms_iou!r}")
+        self.nms_iou = float(self.nms_iou)
+        if not isinstance(self.threshold, (int, float)) or not (0.0 <= self.threshold <= 1.0):
+            raise bad("threshold", f"must be in [0, 1], got {self.threshold!r}")
+        self.threshold = float(self.threshold)
+        if self.normalization not in NORMALIZATIONS:
+            raise bad("normalization", f"{self.normalization!r} is not one of {NORMALIZATIONS}")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GravityConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"GravityConfig.from_dict: expected a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"GravityConfig: unknown key(s) {', '.join(map(repr, unknown))}; "
+                f"known keys are {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> GravityConfig:
+        """A copy with some fields changed (validated)."""
+        return self.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,285 @@
+"""Inference post-processing (paper 000, section 3.4 and fig. 4).
+
+``decode`` moves every gravity point by its predicted offset (``point + d_h · offset``).
+``nms_points`` is greedy non-maximum suppression with an L×L box around every candidate: boxes
+whose IoU exceeds ``iou`` are merged, keeping the highest score (the paper's fig. 4).
+``postprocess`` = drop points outside the image → threshold γ → NMS → tissue-mask filter.
+
+Exactness of caching. Greedy NMS lets a candidate be suppressed only by higher-scoring ones, so
+whether a candidate with score s survives depends only on the candidates scoring above s. Hence,
+for every γ ≥ floor, "NMS over all candidates, then threshold γ", "NMS over candidates ≥ floor,
+then threshold γ" and "threshold γ, then NMS" give the same detections. The ``Predictor`` runs NMS
+once over the candidates above a small floor score and answers every γ ≥ floor by masking the
+cached kept set (a γ below the floor re-runs NMS with floor = γ).
+
+Speed. Two equal L×L boxes whose centres differ by (dy, dx) have IoU > t only if
+``|dy|, |dx| < r = L(1−t)/(1+t)`` (L/3 for t = 0.5). Candidates are bucketed in a grid of cells
+of side ≥ r; only pairs in neighbouring cells are compared, and the greedy order is resolved in
+a few vectorised rounds (a candidate is kept when none of its higher-scoring neighbours is kept).
+No Python loop runs over candidates: 299,520 candidates take a few tens of ms on a 2-core CPU.
+The exact same function runs with torch tensors on a GPU (``nms_points_torch``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import Detections
+
+_MAX_CELLS = 1 << 22
+_MAX_PAIRS = 50_000_000
+
+
+def decode(gp, offsets, d_h: float):
+    """Predicted positions ``gp + d_h · offsets`` (numpy arrays or torch tensors; (N,2) or (B,N,2))."""
+    return gp + offsets * float(d_h)
+
+
+def suppression_radius(box: float, iou: float) -> float:
+    """Largest per-axis centre distance (exclusive) at which two L×L boxes can have IoU > iou."""
+    return float(box) * (1.0 - iou) / (1.0 + iou)
+
+
+def _box_iou_same_size(dy: np.ndarray, dx: np.ndarray, box: float) -> np.ndarray:
+    wy = np.clip(box - np.abs(dy), 0.0, None)
+    wx = np.clip(box - np.abs(dx), 0.0, None)
+    inter = wy * wx
+    return inter / (2.0 * box * box - inter)
+
+
+def _candidate_pairs(points: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, j) of points in the same (i < j) or a neighbouring grid cell of side ≥ r."""
+    lo = points.min(axis=0)
+    extent = points.max(axis=0) - lo
+    cell = max(r, 1e-6)
+    # keep the lookup table bounded: grow cells when the image is huge relative to r
+    while (extent[0] / cell + 3) * (extent[1] / cell + 3) > _MAX_CELLS:
+        cell *= 2.0
+    ny = int(extent[0] / cell) + 3
+    nx = int(extent[1] / cell) + 3
+    cyx = ((points - lo) * (1.0 / cell)).astype(np.int32)  # ≥ 0, so truncation = floor
+    key = cyx[:, 0] * np.int32(nx) + cyx[:, 1] + np.int32(nx + 1)
+    counts = np.bincount(key, minlength=ny * nx).astype(np.int32)
+    starts = np.cumsum(counts, dtype=np.int32) - counts
+    order = np.argsort(key, kind="stable").astype(np.int32)
+    ii_all, jj_all = [], []
+    for oy, ox in ((0, 0), (0, 1), (1, -1), (1, 0), (1, 1)):
+        nk = key + np.int32(oy * nx + ox)
+        c = counts[nk]
+        same = oy == 0 and ox == 0
+        src = np.flatnonzero(c > 1 if same else c > 0).astype(np.int32)
+        if src.size == 0:
+            continue
+        c = c[src]
+        s = starts[nk[src]]
+        total = int(c.sum(dtype=np.int64))
+        if total > _MAX_PAIRS:
+            raise MemoryError("too many NMS candidate pairs")
+        ii = np.repeat(src, c)
+        # position inside the run = arange(total) - run start
+        run_start = np.repeat(np.cumsum(c, dtype=np.int64) - c, c)
+        jj = order[np.repeat(s, c) + (np.arange(total) - run_start)]
+        if same:
+            keep = ii < jj
+            ii, jj = ii[keep], jj[keep]
+        ii_all.append(ii)
+        jj_all.append(jj)
+    if not ii_all:
+        e = np.zeros(0, dtype=np.int32)
+        return e, e
+    return np.concatenate(ii_all), np.concatenate(jj_all)
+
+
+def _resolve_greedy(n: int, beater: np.ndarray, loser: np.ndarray) -> np.ndarray:
+    """Greedy NMS outcome on a dominance DAG: kept(j) ⇔ no kept beater of j. Returns bool (n,)."""
+    state = np.zeros(n, dtype=np.int8)  # 0 undecided, 1 kept, 2 suppressed
+    has_beater = np.zeros(n, dtype=bool)
+    has_beater[loser] = True
+    state[~has_beater] = 1
+    while beater.size:
+        sb = state[beater]
+        # losers of a kept beater are suppressed
+        state[loser[sb == 1]] = 2
+        # drop pairs whose loser is decided, or whose beater is suppressed
+        sl = state[loser]
+        live = (sl == 0) & (state[beater] != 2)
+        beater, loser = beater[live], loser[live]
+        # an undecided point with no live beater left is kept
+        blocked = np.zeros(n, dtype=bool)
+        blocked[loser] = True
+        newly = (state == 0) & ~blocked
+        if not newly.any() and beater.size:
+            # cannot happen on a DAG; guard against an infinite loop
+            raise RuntimeError("NMS resolution did not progress")
+        state[newly] = 1
+    state[state == 0] = 1
+    return state == 1
+
+
+def nms_keep(points, scores, box: float, iou: float = 0.5) -> np.ndarray:
+    """Greedy NMS with L×L boxes (L = ``box``) as a bool mask of kept points (input order).
+
+    Ties in score are broken by index (lower index wins), like a stable sort.
+    """
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+    sc = np.asarray(scores).reshape(-1)
+    n = len(sc)
+    r = suppression_radius(box, iou)
+    if r <= 0 or n <= 1:
+        return np.ones(n, dtype=bool)
+    try:
+        ii, jj = _candidate_pairs(pts, r)
+    except MemoryError:
+        keep = np.zeros(n, dtype=bool)
+        keep[nms_points_torchvision(pts, sc, box, iou)] = True
+        return keep
+    if ii.size == 0:
+        return np.ones(n, dtype=bool)
+    d = pts[ii] - pts[jj]
+    ok = _box_iou_same_size(d[:, 0], d[:, 1], box) > iou
+    ii, jj = ii[ok], jj[ok]
+    si, sj = sc[ii], sc[jj]
+    i_wins = (si > sj) | ((si == sj) & (ii < jj))
+    beater = np.where(i_wins, ii, jj)
+    loser = np.where(i_wins, jj, ii)
+    return _resolve_greedy(n, beater, loser)
+
+
+def nms_points(points, scores, box: float, iou: float = 0.5) -> np.ndarray:
+    """Greedy NMS of points with L×L boxes (L = ``box``): indices of kept points, best first."""
+    sc = np.asarray(scores).reshape(-1)
+    kept = np.flatnonzero(nms_keep(points, sc, box, iou))
+    return kept[np.argsort(-sc[kept], kind="stable")]
+
+
+def nms_points_torchvision(points, scores, box: float, iou: float = 0.5) -> np.ndarray:
+    """Reference/fallback: ``torchvision.ops.nms`` on L×L boxes (O(N²) on CPU for dense sets)."""
+    import torch
+    from torchvision.ops import nms
+
+    p = torch.as_tensor(np.asarray(points, dtype=np.float32)).reshape(-1, 2)
+    s = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(-1)
+    h = float(box) / 2.0
+    boxes = torch.stack([p[:, 1] - h, p[:, 0] - h, p[:, 1] + h, p[:, 0] + h], dim=1)
+    return nms(boxes, s, float(iou)).numpy().astype(np.int64)
+
+
+def nms_points_torch(points, scores, box: float, iou: float = 0.5):
+    """The grid NMS with torch tensors (any device, e.g. CUDA): kept indices, best first.
+
+    Same algorithm as :func:`nms_points`: grid bucketing by sorting cell keys, neighbour pairs,
+    vectorised greedy resolution. Returns a LongTensor on the input's device.
+    """
+    import torch
+
+    pts = points.reshape(-1, 2).to(torch.float32)
+    sc = scores.reshape(-1).to(torch.float32)
+    dev = pts.device
+    n = sc.numel()
+    if n <= 1:
+        return torch.argsort(-sc, stable=True)
+    r = suppression_radius(box, iou)
+    lo = pts.min(dim=0).values
+    ext = (pts.max(dim=0).values - lo).tolist()
+    cell = max(r, 1e-6)
+    while (ext[0] / cell + 3) * (ext[1] / cell + 3) > _MAX_CELLS:
+        cell *= 2.0
+    nx = int(ext[1] // cell) + 3
+    ny = int(ext[0] // cell) + 3
+    cyx = torch.div(pts - lo, cell, rounding_mode="floor").long() + 1
+    key = cyx[:, 0] * nx + cyx[:, 1]
+    counts = torch.bincount(key, minlength=ny * nx)
+    starts = torch.cumsum(counts, 0) - counts
+    order = torch.argsort(key, stable=True)
+    idx = torch.arange(n, device=dev)
+    ii_all, jj_all = [], []
+    for oy, ox in ((0, 0), (0, 1), (1, -1), (1, 0), (1, 1)):
+        nk = key + (oy * nx + ox)
+        c = counts[nk]
+        has = c > (1 if (oy == 0 and ox == 0) else 0)
+        src = idx[has]
+        c = c[has]
+        s = starts[nk[has]]
+        total = int(c.sum())
+        if total == 0:
+            continue
+        ii = torch.repeat_interleave(src, c, output_size=total)
+        run_start = torch.repeat_interleave(torch.cumsum(c, 0) - c, c, output_size=total)
+        jj = order[
+            torch.repeat_interleave(s, c, output_size=total)
+            + torch.arange(total, device=dev)
+            - run_start
+        ]
+        if oy == 0 and ox == 0:
+            keep = ii < jj
+            ii, jj = ii[keep], jj[keep]
+        ii_all.append(ii)
+        jj_all.append(jj)
+    if not ii_all:
+        return torch.argsort(-sc, stable=True)
+    ii = torch.cat(ii_all)
+    jj = torch.cat(jj_all)
+    d = (pts[ii] - pts[jj]).abs()
+    inter = (box - d[:, 0]).clamp(min=0) * (box - d[:, 1]).clamp(min=0)
+    ok = inter / (2 * box * box - inter) > iou
+    ii, jj = ii[ok], jj[ok]
+    i_wins = (sc[ii] > sc[jj]) | ((sc[ii] == sc[jj]) & (ii < jj))
+    beater = torch.where(i_wins, ii, jj)
+    loser = torch.where(i_wins, jj, ii)
+    state = torch.zeros(n, dtype=torch.int8, device=dev)
+    has_beater = torch.zeros(n, dtype=torch.bool, device=dev)
+    has_beater[loser] = True
+    state[~has_beater] = 1
+    for _ in range(n):
+        if beater.numel() == 0:
+            break
+        state[loser[state[beater] == 1]] = 2
+        live = (state[loser] == 0) & (state[beater] != 2)
+        beater, loser = beater[live], loser[live]
+        blocked = torch.zeros(n, dtype=torch.bool, device=dev)
+        blocked[loser] = True
+        state[(state == 0) & ~blocked] = 1
+    state[state == 0] = 1
+    kept = torch.nonzero(state == 1).flatten()
+    return kept[torch.argsort(-sc[kept], stable=True)]
+
+
+def inside_image(points: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+    """Bool mask of points whose nearest pixel lies inside an (H, W) image."""
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    p = np.asarray(points)
+    return (p[:, 0] >= -0.5) & (p[:, 0] < h - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] < w - 0.5)
+
+
+def inside_mask(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Bool mask of points whose nearest pixel is True in ``mask`` (False outside the image)."""
+    m = np.asarray(mask, dtype=bool)
+    p = np.rint(np.asarray(points)).astype(np.int64)
+    ok = (p[:, 0] >= 0) & (p[:, 0] < m.shape[0]) & (p[:, 1] >= 0) & (p[:, 1] < m.shape[1])
+    out = np.zeros(len(p), dtype=bool)
+    out[ok] = m[p[ok, 0], p[ok, 1]]
+    return out
+
+
+def postprocess(
+    points,
+    scores,
+    threshold: float,
+    box: float,
+    iou: float = 0.5,
+    mask: np.ndarray | None = None,
+    image_shape: tuple[int, ...] | None = None,
+) -> Detections:
+    """Decoded candidates → detections: drop points outside the image (when ``image_shape`` is
+    given), keep scores ≥ ``threshold``, NMS with L×L boxes, drop points outside ``mask``.
+    Detections come sorted by decreasing score."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1)
+    sel = sc >= threshold
+    if image_shape is not None:
+        sel &= inside_image(pts, image_shape)
+    idx = np.flatnonzero(sel)
+    kept = idx[nms_points(pts[idx], sc[idx], box, iou)]
+    if mask is not None and kept.size:
+        kept = kept[inside_mask(pts[kept], mask)]
+    return Detections(points=pts[kept], scores=sc[kept])

@@ -1,0 +1,212 @@
+"""Predictor: run GravityNet once per image, then re-apply γ / NMS from cached outputs.
+
+``raw(image)`` normalises the image as configured, runs the network once and caches the decoded
+candidates (all N gravity points: moved positions + scores) by a hash of the image. ``detect``
+and ``from_raw`` post-process from the cache: the NMS over the candidates above a small floor
+score is computed once per (L, IoU) and a threshold change is a mask on that kept set (exact for
+every γ ≥ floor, see :mod:`napari_gravity.core.postprocess`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..types import Detections
+from .config import GravityConfig
+from .model import GravityNet
+from .normalize import normalize_image
+from .postprocess import inside_image, inside_mask, nms_keep
+
+DEFAULT_FLOOR = 1e-3
+
+
+def image_key(image: np.ndarray) -> str:
+    """Content hash of an image (shape, dtype and bytes)."""
+    a = np.ascontiguousarray(image)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{a.shape}{a.dtype}".encode())
+    h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+@dataclass
+class RawOutput:
+    """Network outputs for one image, decoded.
+
+    ``points`` (N, 2) float32 (y, x): every gravity point moved by its offset (= ``moved_points``);
+    ``scores`` (N,) float32 sigmoid scores; ``gravity_points`` (N, 2) the initial positions
+    (for a GUI overlay). ``floor``: NMS results are cached for candidates scoring ≥ floor.
+    """
+
+    points: np.ndarray
+    scores: np.ndarray
+    gravity_points: np.ndarray
+    image_shape: tuple[int, int]
+    d_h: float
+    floor: float = DEFAULT_FLOOR
+    key: str = ""
+    _nms_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def moved_points(self) -> np.ndarray:
+        return self.points
+
+    def kept(
+        self, box: float, iou: float, floor: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of NMS survivors among candidates ≥ floor inside the image, sorted by
+        decreasing score, with their scores (cached)."""
+        floor = self.floor if floor is None else float(floor)
+        ck = (float(box), float(iou), floor)
+        hit = self._nms_cache.get(ck)
+        if hit is None:
+            sel = (self.scores >= floor) & inside_image(self.points, self.image_shape)
+            idx = np.flatnonzero(sel)
+            keep = idx[nms_keep(self.points[idx], self.scores[idx], box, iou)]
+            sc = self.scores[keep]
+            order = np.argsort(-sc, kind="stable")
+            hit = (keep[order], sc[order])
+            if len(self._nms_cache) >= 8:
+                self._nms_cache.pop(next(iter(self._nms_cache)))
+            self._nms_cache[ck] = hit
+        return hit
+
+    def select(
+        self,
+        threshold: float,
+        box: float,
+        iou: float = 0.5,
+        mask: np.ndarray | None = None,
+    ) -> Detections:
+        """Detections with score ≥ threshold after NMS (L = box) and the tissue-mask filter."""
+        floor = self.floor if threshold >= self.floor else float(threshold)
+        keep, sc = self.kept(box, iou, floor)
+        n = int(np.searchsorted(-sc, -float(threshold), side="right"))  # sc descending
+        keep, sc = keep[:n], sc[:n]
+        pts = self.points[keep]
+        if mask is not None and n:
+            ok = inside_mask(pts, mask)
+            pts, sc = pts[ok], sc[ok]
+        return Detections(points=pts, scores=sc)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Predictor:
+    """Runs a GravityNet on 2-D images. Satisfies the ``Detector`` protocol (``name``,
+    ``detect(image, mask=None)``)."""
+
+    def __init__(
+        self,
+        model: GravityNet,
+        config: GravityConfig | None = None,
+        device: str | torch.device = "auto",
+        *,
+        name: str | None = None,
+        floor: float = DEFAULT_FLOOR,
+        amp: bool = True,
+        cache_size: int = 4,
+    ):
+        self.config = config or model.config
+        self.device = _resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.name = name or f"GravityNet ({self.config.backbone}, step {self.config.step})"
+        self.floor = float(floor)
+        self.amp = bool(amp)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, RawOutput] = OrderedDict()
+
+    @classmethod
+    def from_file(cls, path, device: str | torch.device = "auto", **kw) -> Predictor:
+        from .model_io import load_model
+
+        dev = _resolve_device(device)
+        loaded = load_model(path, device=dev)
+        pred = cls(loaded.model, loaded.config, dev, **kw)
+        pred.metadata = loaded.metadata
+        thr = loaded.metadata.get("threshold")
+        if isinstance(thr, (int, float)) and 0 <= thr <= 1:
+            pred.config = pred.config.replace(threshold=float(thr))
+        return pred
+
+    # ------------------------------------------------------------------ network
+    def _autocast(self):
+        if self.amp and self.device.type == "cuda":
+            dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dt)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def raw(self, image: np.ndarray) -> RawOutput:
+        """Decoded candidates of one 2-D image (cached by content hash)."""
+        img = np.asarray(image)
+        if img.ndim != 2:
+            raise ValueError(f"Predictor expects a 2-D image, got shape {img.shape}")
+        key = image_key(img)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        x = torch.from_numpy(normalize_image(img, self.config.normalization))[None, None]
+        x = x.to(self.device)
+        with self._autocast():
+            logits, offsets = self.model(x)
+        gp = self.model.points_for(img.shape, self.device)
+        scores = torch.sigmoid(logits[0].float())
+        pts = gp + offsets[0].float() * self.config.d_h
+        out = RawOutput(
+            points=pts.cpu().numpy(),
+            scores=scores.cpu().numpy(),
+            gravity_points=gp.cpu().numpy(),
+            image_shape=(int(img.shape[0]), int(img.shape[1])),
+            d_h=self.config.d_h,
+            floor=self.floor,
+            key=key,
+        )
+        self._cache[key] = out
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ detections
+    def from_raw(
+        self,
+        raw: RawOutput,
+        mask: np.ndarray | None = None,
+        threshold: float | None = None,
+        nms_box: float | None = None,
+        nms_iou: float | None = None,
+    ) -> Detections:
+        """Re-apply γ / NMS / mask to cached outputs (never runs the network)."""
+        c = self.config
+        thr = c.threshold if threshold is None else float(threshold)
+        box = c.nms_box if nms_box is None else float(nms_box)
+        iou = c.nms_iou if nms_iou is None else float(nms_iou)
+        if mask is not None and np.asarray(mask).shape != raw.image_shape:
+            raise ValueError(
+                f"mask shape {np.asarray(mask).shape} does not match image shape {raw.image_shape}"
+            )
+        return raw.select(thr, box, iou, mask)
+
+    def detect(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray | None = None,
+        threshold: float | None = None,
+        nms_box: float | None = None,
+        nms_iou: float | None = None,
+    ) -> Detections:
+        return self.from_raw(self.raw(image), mask, threshold, nms_box, nms_iou)
