@@ -151,9 +151,9 @@ def test_semireal_mammogram():
 
 def test_make_benchmark_tiny(tmp_path):
     info = make_benchmark(
-        tmp_path / "b", "mc-tiny", counts={"train": 4, "val": 2, "test": 3}, size=(96, 96)
+        tmp_path / "b", "mc-tiny", counts={"train": 4, "val": 2, "test": 5}, size=(96, 96)
     )
-    assert info["counts"] == {"train": 4, "val": 2, "test": 3}
+    assert info["counts"] == {"train": 4, "val": 2, "test": 5}
     parts = load_benchmark(tmp_path / "b")
     sp = load_splits(tmp_path / "b" / "splits.json")
     check_splits(sp)
@@ -163,7 +163,15 @@ def test_make_benchmark_tiny(tmp_path):
     with open(tmp_path / "b" / "test_ground_truth.csv") as fh:
         rows = list(csv.DictReader(fh))
     tests = {r.image_id: r.load() for r in parts["test"]}
+    assert {r["image"] for r in rows} == set(tests)  # lesion-free images have an empty row
+    empty = [r for r in rows if r["y"] == ""]
+    assert len(empty) == sum(len(s.points) == 0 for s in tests.values()) >= 1
+    rows = [r for r in rows if r["y"] != ""]
     assert len(rows) == sum(len(s.points) for s in tests.values())
+    from napari_gravity.evaluation.io import read_ground_truth_csv
+
+    gt = read_ground_truth_csv(tmp_path / "b" / "test_ground_truth.csv")
+    assert set(gt) == set(tests) and all(len(gt[k][0]) == len(tests[k].points) for k in gt)
     for row in rows:
         s = tests[row["image"]]
         d = np.hypot(s.points[:, 0] - float(row["y"]), s.points[:, 1] - float(row["x"]))
@@ -172,7 +180,7 @@ def test_make_benchmark_tiny(tmp_path):
     make_benchmark(
         tmp_path / "c",
         "mc-tiny",
-        counts={"train": 4, "val": 2, "test": 3},
+        counts={"train": 4, "val": 2, "test": 5},
         size=(96, 96),
         workers=2,
     )

@@ -4,7 +4,8 @@ Layout written by :func:`make_benchmark`::
 
     ROOT/train/  ROOT/val/  ROOT/test/     one data set each, in the chosen format
     ROOT/splits.json                       one fold: image ids of train / val / test + patients
-    ROOT/test_ground_truth.csv             image,y,x,radius (evaluation ground truth)
+    ROOT/test_ground_truth.csv             image,y,x,radius (evaluation ground truth; a
+                                           lesion-free image has one row ``image,,,``)
     ROOT/recipe.json                       the recipe, seed, format, counts and timing
 
 Every image is generated from its own seed ``SeedSequence([recipe seed, split, index])``, so
@@ -28,6 +29,9 @@ from ..splits import Fold, Splits, save_splits
 from .writers import write_samples
 
 SPLITS = ("train", "val", "test")
+#: Bumped whenever a generator change alters the images a recipe produces (recorded in
+#: recipe.json so cached benchmarks can be recognised as stale).
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,8 @@ def make_benchmark(
         if split == "test":
             for item in items:
                 s = _sample_of(item)
+                if len(s.points) == 0:  # a lesion-free test image: declared with an empty row
+                    gt_rows.append((s.image_id, "", "", ""))
                 for (y, x), r in zip(s.points, s.radii, strict=False):
                     gt_rows.append((s.image_id, f"{y:.3f}", f"{x:.3f}", f"{r:.3f}"))
     t_all = time.time() - t0
@@ -291,6 +297,7 @@ def make_benchmark(
         for split in SPLITS
     }
     info = {
+        "generator_version": GENERATOR_VERSION,
         "recipe": {**asdict(rec), "size": list(rec.size), "snr": list(rec.snr)},
         "format": format,
         "counts": {s: len(ids[s]) for s in SPLITS},
