@@ -32,6 +32,10 @@ def arrange(viewer, docks, size=(1500, 1050)) -> None:
         qt_window.tabifyDockWidget(review, docks[name][0])
     review.raise_()
     qt_window.resize(*size)
+    from qtpy.QtCore import Qt
+
+    detect = docks["Detect lesions"][0]
+    qt_window.resizeDocks([detect, review], [400, size[1] - 400], Qt.Orientation.Vertical)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ in one place. Imports are lazy so the reader and the manifest stay cheap.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,8 +154,41 @@ class DetectorHandle:
 CLASSICAL = ("Hessian-DoG", "Top-hat")
 
 
+def _block_triton_in_gui() -> None:
+    """Keep torch from importing triton inside a running Qt GUI.
+
+    ``import torchvision`` pulls in ``torch._dynamo``, which imports triton when it is
+    installed; triton's bundled LLVM segfaults when it is loaded after Mesa's llvmpipe
+    (software OpenGL, e.g. under Xvfb) is already in the process. Inference never needs
+    triton (it only serves ``torch.compile``), so inside a GUI that has not imported it
+    yet we make ``import triton`` fail cleanly. ``GRAVITY_ALLOW_TRITON=1`` turns this off.
+    """
+    if "triton" in sys.modules or os.environ.get("GRAVITY_ALLOW_TRITON") == "1":
+        return
+    try:
+        from qtpy.QtWidgets import QApplication
+    except Exception:  # no Qt: nothing to protect
+        return
+    if QApplication.instance() is not None:
+        sys.modules["triton"] = None  # torch treats this as "triton not installed"
+
+
+def preload_torch() -> None:
+    """Import torch / torchvision in the calling (main) thread, safely next to Qt.
+
+    The Detect dock calls this before starting a worker, so torch is never first
+    imported off the main thread.
+    """
+    _block_triton_in_gui()
+    import torchvision  # noqa: F401  (imports torchvision.ops -> torch._dynamo)
+
+    import napari_gravity.core.model_io
+    import napari_gravity.core.predictor  # noqa: F401
+
+
 def load_detector(path: str | os.PathLike, device: str = "auto") -> DetectorHandle:
     """A GravityNet ``Predictor`` for a model file (its metadata threshold as default γ)."""
+    _block_triton_in_gui()
     from napari_gravity.core.predictor import Predictor
 
     pred = Predictor.from_file(path, device=device)
@@ -211,6 +245,7 @@ def raw_points(raw) -> tuple[np.ndarray, np.ndarray]:
 
 def device_name(handle: DetectorHandle | None = None) -> str:
     dev = getattr(getattr(handle, "detector", None), "device", None)
+    _block_triton_in_gui()
     try:
         import torch
 

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import _api
-from ._session import get_session, image_path_of, unwrap
+from ._session import DOCK_WIDTH, get_session, image_path_of, unwrap
 
 SLIDER_STEPS = 1000
 
@@ -58,6 +58,7 @@ class DetectWidget(QWidget):
         super().__init__()
         self.viewer = unwrap(napari_viewer)
         self.session = get_session(napari_viewer)
+        self.setMaximumWidth(DOCK_WIDTH)
         self.session.widgets["detect"] = self
         self.worker = None
         self.busy = False
@@ -258,6 +259,9 @@ class DetectWidget(QWidget):
         from napari.qt.threading import create_worker
 
         handle, to_load = self._handle_for_selection()
+        if to_load is not None and to_load[0] == "model":
+            self.run_label.setText("loading torch…")
+            _api.preload_torch()  # never first-import torch in a worker thread
         image = np.asarray(img.data, dtype=np.float32)
         key_layer = img.unique_id
 

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
 
 from . import _api
 from . import review as rv
-from ._session import ROLE_KEY, get_session, image_path_of, unwrap
+from ._session import DOCK_WIDTH, ROLE_KEY, get_session, image_path_of, unwrap
 from .sidecar import SidecarError, gt_csv_path, read_review, sidecar_path
 
 SENS_FPPI = (0.5, 1, 2, 4, 8)
@@ -94,6 +94,7 @@ class EvaluateWidget(QWidget):
 
         self.viewer = unwrap(napari_viewer)
         self.session = get_session(napari_viewer)
+        self.setMaximumWidth(DOCK_WIDTH)
         self.session.widgets["evaluate"] = self
         self.report: dict | None = None
         self.scope = QComboBox()
@@ -216,11 +217,11 @@ class EvaluateWidget(QWidget):
                 self.viewer.add_points(
                     p,
                     name=lname,
-                    size=22,
+                    size=17,
                     symbol=symbol,
                     face_color="transparent",
                     border_color=color,
-                    border_width=0.08,
+                    border_width=0.07,
                     border_width_is_relative=True,
                     metadata={ROLE_KEY: {"role": "eval", "image_path": path}},
                 )

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from . import _api
 from . import review as rv
-from ._session import get_session, image_path_of, unwrap
+from ._session import DOCK_WIDTH, get_session, image_path_of, unwrap
 from .runner import TrainingRun, train_command
 from .sidecar import SidecarError, gt_csv_path, read_review, sidecar_path
 
@@ -167,6 +167,7 @@ class RetrainWidget(QWidget):
         self.launch_btn.clicked.connect(self.launch)
         self.cancel_btn.clicked.connect(self.cancel)
         self.session.saved.connect(lambda _p: self.refresh())
+        self.setMaximumWidth(DOCK_WIDTH)
         self.session.widgets["retrain"] = self
         self.refresh()
 
@@ -244,7 +245,7 @@ class RetrainWidget(QWidget):
             self.run = None
             return None
         self.progress.setValue(0)
-        self.log.setPlainText(" ".join(Path(c).name if c == cmd[0] else str(c) for c in cmd))
+        self.log.setPlainText("python " + " ".join(str(c) for c in cmd[1:]))
         self.state_label.setText(f"Training in {run_dir} …")
         self.launch_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import review as rv
-from ._session import get_session, image_path_of, role_of, unwrap
+from ._session import DOCK_WIDTH, get_session, image_path_of, role_of, unwrap
 from .sidecar import IMAGE_SUFFIXES, SidecarError, read_review, read_status, sidecar_path
 
 STATUS_MARK = {"unreviewed": "○", "in_progress": "◐", "done": "●"}
@@ -64,6 +64,7 @@ class ReviewWidget(QWidget):
         super().__init__()
         self.viewer = unwrap(napari_viewer)
         self.session = get_session(napari_viewer)
+        self.setMaximumWidth(DOCK_WIDTH)
         self.session.widgets["review"] = self
         self.queue: list[Path] = []
         self.queue_pos = -1
@@ -71,6 +72,7 @@ class ReviewWidget(QWidget):
         self.counts_label = QLabel("No detections yet.")
         self.counts_label.setWordWrap(True)
         self.saved_label = QLabel("")
+        self.saved_label.setWordWrap(True)
         self.saved_label.setStyleSheet("color: #9aa;")
         self.accept_btn = QPushButton("Accept  [a]")
         self.reject_btn = QPushButton("Reject  [r]")
@@ -83,6 +85,18 @@ class ReviewWidget(QWidget):
         self.promote_btn = QPushButton("Promote accepted to ground truth")
         self.promote_btn.setStyleSheet("font-weight: bold;")
         self.save_btn = QPushButton("Save now")
+        for b in (
+            self.accept_btn,
+            self.reject_btn,
+            self.next_btn,
+            self.undo_btn,
+            self.add_btn,
+            self.delete_btn,
+            self.accept_all_btn,
+            self.save_btn,
+            self.promote_btn,
+        ):
+            b.setMinimumHeight(26)
         grid = QGridLayout()
         grid.addWidget(self.accept_btn, 0, 0)
         grid.addWidget(self.reject_btn, 0, 1)
@@ -181,7 +195,8 @@ class ReviewWidget(QWidget):
 
     # ------------------------------------------------------------------ display
     def _on_saved(self, path: str):
-        self.saved_label.setText(f"autosaved {Path(path).name} at {time.strftime('%H:%M:%S')}")
+        self.saved_label.setText(f"autosaved at {time.strftime('%H:%M:%S')}")
+        self.saved_label.setToolTip(path)
         self._refresh_queue_marks()
 
     def _refresh(self, *_):
@@ -192,9 +207,9 @@ class ReviewWidget(QWidget):
         c = rv.status_counts(rev.features)
         self.counts_label.setText(
             f"<b>{rev.layer.name}</b> — {rev.status.replace('_', ' ')}<br>"
-            f"<span style='color:#ffd900'>● {c['pending']} pending</span> &nbsp; "
-            f"<span style='color:#1ae633'>● {c['accepted']} accepted</span> &nbsp; "
-            f"<span style='color:#ff2626'>● {c['rejected']} rejected</span> &nbsp; "
+            f"<span style='color:#ffd900'>● {c['pending']} pending</span> · "
+            f"<span style='color:#1ae633'>● {c['accepted']} accepted</span> · "
+            f"<span style='color:#ff2626'>● {c['rejected']} rejected</span> · "
             f"<span style='color:#00d9ff'>● {c['added']} added</span>"
         )
         self.undo_btn.setEnabled(len(rev.undo_stack) > 0)

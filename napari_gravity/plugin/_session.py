@@ -24,7 +24,8 @@ from .sidecar import Review, gt_csv_path, read_review, sidecar_path, write_revie
 
 ROLE_KEY = "gravity"
 AUTOSAVE_MS = 300
-POINT_SIZE = 14
+POINT_SIZE = 11
+DOCK_WIDTH = 430  # px: the docks never squeeze the canvas
 
 
 def unwrap(obj):

@@ -1,0 +1,184 @@
+"""Screenshots of the radiologist's workflow for docs/plugin.md (run under Xvfb).
+
+    QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1200x24" \\
+        .venv/bin/python docs/screenshots/make_screenshots.py [--model MODEL.safetensors]
+
+Drives the real docks on the synthetic mammogram sample: open → detect → threshold →
+review → evaluate → retrain, saving ``NN_step.png`` next to this file. Detection uses
+``--model``, else the bundled default model, else the classical Hessian-DoG candidates;
+the fine-tune starts from ``--model`` / the default model, else from a ``tiny`` model the
+trainer makes first (seconds). Everything it writes besides the PNGs goes to a
+temporary folder (samples, registry, runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SIZE = (1500, 1000)
+
+
+def pump(seconds: float = 0.3) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def wait(cond, timeout: float = 300.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise TimeoutError("timed out")
+        pump(0.05)
+
+
+def shot(viewer, name: str) -> Path:
+    pump(0.5)
+    path = HERE / f"{name}.png"
+    viewer.screenshot(str(path), canvas_only=False)
+    print("wrote", path.relative_to(HERE.parent.parent))
+    return path
+
+
+def densest(points: np.ndarray, radius: float = 40.0) -> np.ndarray:
+    d2 = ((points[:, None] - points[None]) ** 2).sum(-1)
+    return points[int(np.argmax((d2 < radius**2).sum(1)))]
+
+
+def tiny_init(tmp: Path) -> Path:
+    """A quickly trained tiny GravityNet to fine-tune from when no real model exists."""
+    run = tmp / "tiny-run"
+    cmd = [sys.executable, "-m", "training", "train", "tiny", "--out", str(run), "--no-progress"]
+    subprocess.run(cmd, check=True, cwd=HERE.parent.parent, capture_output=True)
+    return run / "model.safetensors"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", help="GravityNet model file for detection and fine-tuning")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="gravity-shots-"))
+    for var in ("GRAVITY_SAMPLES", "GRAVITY_MODELS", "GRAVITY_RUNS"):
+        os.environ[var] = str(tmp / var.lower())
+    os.environ["GRAVITY_NO_PROGRESS"] = "1"
+
+    from napari_gravity.core.registry import default_model_path
+    from napari_gravity.plugin.__main__ import open_viewer
+
+    model = args.model or (str(default_model_path()) if default_model_path() else None)
+    viewer, docks = open_viewer("mammogram", show=True)
+    viewer.window._qt_window.resize(*SIZE)
+    det, rev_w = docks["Detect lesions"][1], docks["Review"][1]
+    ev_w, rt_w = docks["Evaluate"][1], docks["Retrain"][1]
+    session = det.session
+    pump(1.0)
+    viewer.reset_view()
+    img = session.current_image_layer()
+    gt_layer = session.gt_layer(img, create=False)
+    gt = np.asarray(gt_layer.data)
+    shot(viewer, "01_open")
+
+    # --- detect
+    if model:
+        det.use_model_file(model)
+    else:
+        idx = det.model_combo.findText("Classical: Hessian-DoG")
+        det.model_combo.setCurrentIndex(idx)
+    det.run_detection()
+    wait(lambda: not det.busy)
+    layer = session.detections_layer(img, create=False)
+    viewer.reset_view()
+    shot(viewer, "02_detect")
+
+    # --- threshold: zoom on the densest cluster, raise γ
+    from napari_gravity.plugin import _api
+
+    raw = session.raw_cache[(img.unique_id, session.detector_key())]
+    p = session.params
+    # the lowest γ (on the slider's grid) that shows at most ~1.5 detections per lesion
+    for k in range(0, 1001, 5):
+        n = len(_api.apply_params(session.detector, raw, k / 1000, p["nms_box"], p["nms_iou"]))
+        if n <= 1.5 * len(gt) + 5:
+            break
+    det.set_threshold(k / 1000)
+    centre = densest(gt)
+    viewer.camera.center = tuple(centre)
+    viewer.camera.zoom = viewer.camera.zoom * 2.2
+    shot(viewer, "03_threshold")
+
+    # --- review: accept what lies on a lesion, reject the rest nearby, add a missed one
+    rev = session.review_for(layer)
+    pts = np.asarray(layer.data)
+    d = np.sqrt(((pts[:, None] - gt[None]) ** 2).sum(-1))
+    near = np.sqrt(((pts - centre) ** 2).sum(-1)) < 90
+    hits = np.flatnonzero(near & (d.min(1) <= 4))
+    misses = np.flatnonzero(near & (d.min(1) > 8))
+    rev.set_status(hits, "accepted")
+    rev.set_status(misses[: max(1, len(misses) // 2)], "rejected")
+    found = (d <= 4).any(0)
+    missed_gt = gt[~found]
+    if len(missed_gt):
+        close = missed_gt[np.argsort(((missed_gt - centre) ** 2).sum(-1))][:1]
+        layer.add(close)
+    gt_layer.visible = False
+    viewer.layers.selection.active = layer
+    pend = rev.select_next_pending()
+    if pend is not None:
+        layer.selected_data = {pend}
+    rev_w._refresh()
+    pump(0.6)  # let the autosave land
+    shot(viewer, "04_review")
+
+    # --- evaluate (on the original ground truth), TP / FP / FN on the canvas
+    gt_layer.visible = True
+    docks["Evaluate"][0].raise_()
+    ev_w.evaluate()
+    gt_layer.visible = False
+    layer.visible = False
+    viewer.layers.selection.active = layer
+    shot(viewer, "05_evaluate")
+    for name in ("TP", "FP", "FN"):
+        viewer.layers.remove(f"{img.name} {name}")
+    gt_layer.visible = True
+    layer.visible = True
+
+    # --- promote and retrain
+    rev_w.promote()
+    docks["Retrain"][0].raise_()
+    init = model or str(tiny_init(tmp))
+    if session.detector is None or session.detector.kind != "model":
+        det.use_model_file(init)
+        det.run_detection()
+        wait(lambda: not det.busy)
+    rt_w.refresh()
+    rt_w.epochs_spin.setValue(1)
+    rt_w.name_edit.setText("my_mc")
+    run = rt_w.launch()
+    wait(lambda: run.progress > 0.3 or run.state not in ("running", "cancelling"), 600)
+    shot(viewer, "06_retrain_running")
+    wait(lambda: run.state not in ("running", "cancelling"), 900)
+    wait(lambda: not det.busy)
+    pump(0.5)
+    viewer.reset_view()
+    docks["Retrain"][0].raise_()
+    shot(viewer, "07_retrain_done")
+    print("run state:", run.state, run.error or "")
+    viewer.close()
+    return 0 if run.state == "done" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
