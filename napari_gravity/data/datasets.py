@@ -79,7 +79,7 @@ def open_dataset(root: str | os.PathLike, format: str = "auto", **preprocess) ->
       ``max_radius=7.0`` (keep calcifications with radius < 7 px; ``None`` keeps all),
       ``point_radius=1.0`` (one-point ROIs), ``mask=True`` (breast mask).
     - eophtha: ``channel="green"``, ``size=(1216, 1408)`` (``None`` keeps the original size),
-      ``mask=True`` (field-of-view mask).
+      ``fov_crop=True`` (crop to the field of view before resizing), ``mask=True`` (FOV mask).
     """
     r = Path(root)
     if not r.is_dir():
@@ -339,11 +339,17 @@ def load_eophtha_sample(
     *,
     channel="green",
     size: tuple[int, int] | None = EOPHTHA_SIZE,
+    fov_crop: bool = True,
     mask: bool = True,
     image_id: str | None = None,
     patient_id: str | None = None,
 ) -> Sample:
-    """One E-ophtha-MA image (green channel) with its MA mask, resized with exact mapping."""
+    """One E-ophtha-MA image (green channel) with its MA mask, resized with exact mapping.
+
+    Before resizing to ``size``, ``fov_crop`` crops the image to the bounding box of its field
+    of view (and of every lesion), so the 3:2 photographs are not squeezed by ~30% into the
+    paper's 1216×1408 (the paper does not say how it resized; this keeps MAs round).
+    """
     p = Path(image)
     rec = read_image(p, channel=channel)
     pts, rad = np.zeros((0, 2)), np.zeros(0)
@@ -358,11 +364,36 @@ def load_eophtha_sample(
         spacing=rec.spacing,
         path=str(p),
     )
+    if size is not None and fov_crop:
+        s = _crop_to_fov(s)
     if size is not None and tuple(s.image.shape) != tuple(size):
         s = resize_sample(s, size)
     if mask:
         s = replace(s, mask=fundus_mask(s.image))
     return s
+
+
+def _crop_to_fov(s: Sample) -> Sample:
+    """Crop to the bounding box of the field of view, grown to hold every lesion."""
+    from .augment import crop_sample
+
+    fm = fundus_mask(s.image, erode=0)
+    if fm.all() or not fm.any():
+        return s
+    rows, cols = np.flatnonzero(fm.any(axis=1)), np.flatnonzero(fm.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if len(s.points):
+        lo = np.floor(s.points - s.radii[:, None] - 1).min(axis=0).astype(int)
+        hi = np.ceil(s.points + s.radii[:, None] + 2).max(axis=0).astype(int)
+        top, left = max(min(top, lo[0]), 0), max(min(left, lo[1]), 0)
+        bottom, right = (
+            min(max(bottom, hi[0]), s.image.shape[0]),
+            min(max(right, hi[1]), s.image.shape[1]),
+        )
+    if (bottom - top) * (right - left) >= 0.98 * fm.size:
+        return s
+    out = crop_sample(s, int(top), int(left), int(bottom - top), int(right - left))
+    return replace(out, mask=None, image_id=s.image_id)
 
 
 def _open_eophtha(root: Path, **opts) -> list[SampleRef]:

@@ -115,6 +115,27 @@ def test_eophtha_resize_maps_points_exactly(tmp_path):
         open_dataset(tmp_path)
 
 
+def test_eophtha_fov_crop_before_resize(tmp_path):
+    """A 3:2 photograph with black margins: crop to the FOV, then resize, points exact."""
+    from napari_gravity.data.synthetic import synth_fundus
+
+    s, rgb = synth_fundus((200, 300), seed=1, view="full", has_lesions=True, rgb=True, jpeg=0.0)
+    write_eophtha([(s, rgb)], tmp_path)
+    got = open_dataset(tmp_path, size=(96, 112))[0].load()
+    orig = open_dataset(tmp_path, size=None)[0].load()  # original size, points from the mask
+    fov = fundus_mask(orig.image, erode=0)
+    rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
+    h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    assert abs(h - w) <= 8 and w < 250  # the FOV's bounding box is about square, not 3:2
+    ref_rows = np.flatnonzero(s.mask.any(axis=1))
+    assert abs(rows[0] - ref_rows[0]) <= 3 and abs(h - len(ref_rows)) <= 6
+    exp = (orig.points - [rows[0], cols[0]] + 0.5) * [96 / h, 112 / w] - 0.5
+    np.testing.assert_allclose(got.points, exp, atol=1e-9)
+    assert len(got.points) == len(s.points) >= 1
+    nocrop = open_dataset(tmp_path, size=(96, 112), fov_crop=False)[0].load()
+    assert len(nocrop.points) == len(s.points)
+
+
 def test_microaneurysms_crop_with_hand_labels(tmp_path):
     """skimage's real 102x102 fundus crop: the two labelled MAs are its two darkest blobs."""
     from scipy import ndimage as ndi
