@@ -16,11 +16,14 @@ from napari_gravity.evaluation.bootstrap import BootstrapResult, PairedCompariso
 from napari_gravity.evaluation.froc import (
     DEFAULT_SENSITIVITY_FPPI,
     FROCResult,
+    curve_value,
     froc_curve,
+    partial_area,
 )
 from napari_gravity.types import Detections, Sample
 
 REPORT_VERSION = 1
+CM2_FP = (0.2, 0.4, 1.0)  # FP/cm² values reported when pixel spacing is known
 
 
 def _key(f: float) -> str:
@@ -60,6 +63,14 @@ def build_report(
     if fpc is not None:
         rep["area_cm2"] = result.area_cm2
         rep["fp_per_cm2"] = _finite_list(fpc)
+        # paper 003's summaries: TPR at 0.4 FP/cm², normalised partial area over 0-1 FP/cm²
+        rep["per_cm2"] = {
+            "sensitivity_at": {
+                _key(f): float(v)
+                for f, v in zip(CM2_FP, curve_value(fpc, result.tpr, CM2_FP), strict=True)
+            },
+            "pauc_1": float(partial_area(fpc, result.tpr, 1.0)),
+        }
     rep["bootstrap"] = bootstrap.to_dict() if bootstrap is not None else None
     return rep
 

@@ -199,6 +199,9 @@ def test_fp_per_cm2_and_evaluate_detections():
     # tissue = 50x100 px at 0.1 mm -> 0.5 cm² per image, 1 cm² in all
     assert rep["area_cm2"] == pytest.approx(1.0)
     assert rep["fp_per_cm2"][-1] == pytest.approx(2.0)
+    # curve in FP/cm²: (0,0) (0,1) (1,1) (2,1): TPR 1 from 0 FP/cm² on
+    assert rep["per_cm2"]["sensitivity_at"]["0.4"] == pytest.approx(1.0)
+    assert rep["per_cm2"]["pauc_1"] == pytest.approx(1.0)
     assert rep["aufroc"] == pytest.approx(res.aufroc(10))
     assert set(rep) >= {"aufroc", "sensitivity_at", "fppi", "tpr", "thresholds", "counts"}
     rep2 = evaluate_detections(dets, samples, use_masks=False, bootstrap=50)
