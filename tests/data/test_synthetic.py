@@ -227,3 +227,24 @@ def test_gravity_synth_cli(tmp_path, capsys):
     assert rc == 0 and (tmp_path / "r" / "test_ground_truth.csv").exists()
     assert main(["synth", "--size", "8", "--out", str(tmp_path / "x")]) == 1
     assert "--size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["inbreast", "eophtha"])
+def test_make_benchmark_other_formats_ground_truth_matches(tmp_path, fmt):
+    from napari_gravity.evaluation.io import read_ground_truth_csv
+
+    recipe = "mc-tiny" if fmt == "inbreast" else "ma-tiny"
+    make_benchmark(tmp_path, recipe, fmt, counts={"train": 2, "val": 1, "test": 3}, size=(96, 96))
+    parts = load_benchmark(tmp_path)
+    sp = load_splits(tmp_path / "splits.json")
+    assert sorted(r.image_id for r in parts["test"]) == sp.folds[0].test
+    gt = read_ground_truth_csv(tmp_path / "test_ground_truth.csv")
+    assert set(gt) == set(sp.folds[0].test)
+    for ref in parts["test"]:
+        s = ref.load()
+        pts, rad = gt[ref.image_id]
+        assert len(pts) == len(s.points)
+        if len(pts):
+            idx = _match(pts, s.points)
+            np.testing.assert_array_less(np.hypot(*(s.points[idx] - pts).T), 0.5)
+            np.testing.assert_allclose(s.radii[idx], rad, atol=0.5 if fmt == "eophtha" else 1e-3)
