@@ -113,15 +113,17 @@ def synth_mammogram(seed: int = 0, shape=(512, 512)):
 
 
 def synth_fundus(seed: int = 0, shape=(608, 704)):
+    """A whole synthetic fundus photograph (green channel) with microaneurysms."""
     from napari_gravity.data.synthetic import synth_fundus as _synth
 
-    return _synth(shape=shape, seed=seed)
+    return _synth(shape=shape, seed=seed, view="full", has_lesions=True)
 
 
-def semi_real_retina(seed: int = 0):
-    from napari_gravity.data import synthetic
+def semi_real_retina(seed: int = 0, shape=(512, 512)):
+    """Microaneurysms inserted into a window of scikit-image's real retina photograph."""
+    from napari_gravity.data.synthetic import semi_real_retina as _semi
 
-    return synthetic.semi_real_retina(seed=seed)
+    return _semi(seed=seed, shape=shape)
 
 
 # --------------------------------------------------------------------------- detectors / models

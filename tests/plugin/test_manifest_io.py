@@ -125,3 +125,15 @@ def test_mammogram_sample_is_written_once(gravity_env):
     assert path.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(layers[0][0], again[0][0])
     assert len(layers[1][0]) > 0  # ground truth of the sample
+
+
+@pytest.mark.parametrize("name", ["fundus", "retina"])
+def test_retina_samples_have_microaneurysms(gravity_env, name):
+    from napari_gravity.plugin import _sample_data
+
+    layers = getattr(_sample_data, name)()
+    (image, meta, kind), (gt, gt_kw, gt_kind) = layers[:2]
+    assert kind == "image" and image.ndim == 2 and gt_kind == "points"
+    assert len(gt) > 0 and np.all(gt_kw["features"]["radius"] > 0)
+    assert np.all((gt >= 0) & (gt < np.array(image.shape)))
+    assert Path(meta["metadata"]["path"]).with_suffix(".csv").exists()
