@@ -215,22 +215,28 @@ def evaluate_predictions(
     from napari_gravity.evaluation.io import read_ground_truth_csv
 
     gt = read_ground_truth_csv(gt_csv)
+    # Every predicted image is evaluated (the paper's protocol counts the FPs of lesion-free
+    # images); an image with no row in the CSV is taken as lesion-free and listed in the summary.
     missing = [i for i in ids if i not in gt]
     if len(missing) == len(ids):
         raise PredictError(
-            f"{gt_csv}: none of the predicted images are in the ground truth (e.g. {ids[0]!r})"
+            f"{gt_csv}: none of the predicted images are in the ground truth (e.g. {ids[0]!r}); "
+            "image ids are file names without extension"
         )
-    eval_ids = [i for i in ids if i in gt]
-    res = froc_curve({i: preds[i] for i in eval_ids}, gt, eval_ids)
+    if missing:
+        log.warning("%d image(s) have no row in %s and count as lesion-free", len(missing), gt_csv)
+    unpredicted = [i for i in gt if i not in set(ids)]
+    res = froc_curve({i: preds[i] for i in ids}, {i: gt[i] for i in ids if i in gt}, ids)
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "ground_truth": str(gt_csv),
-        "n_images": len(eval_ids),
+        "n_images": len(ids),
         "n_lesions": res.n_lesions,
         "max_fppi": 10.0,
         "aufroc": res.aufroc(10.0),
         "sensitivity": {str(k): v for k, v in res.sensitivity_at().items()},
-        "skipped_images_without_ground_truth": missing,
+        "images_without_ground_truth_rows": missing,
+        "ground_truth_images_not_predicted": unpredicted,
     }
     try:  # the evaluation package's report (JSON + Markdown + FROC plot)
         from napari_gravity.evaluation.plots import plot_froc
