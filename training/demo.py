@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="gravity-demo", help="output folder (default ./gravity-demo)")
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic sample")
     p.add_argument("--size", type=int, nargs=2, default=(1024, 1024), metavar=("H", "W"))
-    p.add_argument("--n-images", type=int, default=4, help="how many samples to synthesise")
+    p.add_argument("--n-images", type=int, default=2, help="how many samples to synthesise")
     p.add_argument("--model", default="default", help="model file/registry name, or 'classical'")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)

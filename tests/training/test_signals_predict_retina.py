@@ -168,3 +168,18 @@ def test_retinanet_smoke_train_and_predict(tmp_path, make_tiny_config, folder_da
     )
     header = (out / "predictions.csv").read_text().splitlines()[0]
     assert header == "image,y,x,score"
+
+
+def test_demo_runs_with_the_default_model(tmp_path):
+    from napari_gravity.core.registry import default_model_path
+    from training.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--size", "256", "256", "--n-images", "1"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    names = [r["method"] for r in rep["reports"]]
+    assert "Hessian-DoG" in names and "top-hat" in names
+    if default_model_path() is not None:
+        assert names[0].startswith("GravityNet")
+    assert (out / "predictions.csv").read_text().startswith("image,y,x,score")
+    assert (out / "ground_truth.csv").is_file() and (out / "sample0.tif").is_file()
