@@ -141,11 +141,28 @@ def report_markdown(
     return "\n".join(out) + "\n"
 
 
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf -> None, numpy scalars/arrays -> Python (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_json_safe(v) for v in obj.tolist()]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented strict JSON (NaN/inf as null), atomically."""
     from napari_gravity.evaluation.io import _atomic_write
 
-    return _atomic_write(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+    return _atomic_write(path, json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n")
 
 
 def evaluate_detections(

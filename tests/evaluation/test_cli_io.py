@@ -150,3 +150,12 @@ def test_cli_errors(tmp_path, capsys):
     )
     assert rc == 1
     assert "not in" in capsys.readouterr().err
+
+
+def test_write_json_is_strict(tmp_path):
+    from napari_gravity.evaluation.report import write_json
+
+    p = write_json(
+        tmp_path / "r.json", {"a": float("nan"), "b": np.array([1.0, np.inf]), "c": np.int64(3)}
+    )
+    assert json.loads(p.read_text()) == {"a": None, "b": [1.0, None], "c": 3}
