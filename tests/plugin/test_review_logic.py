@@ -114,6 +114,10 @@ FAKE_TRAINER = textwrap.dedent(
     fh.write('{"event": "step", "epo'); fh.flush()   # a torn line the reader must wait for
     time.sleep(0.3)
     fh.write('ch": 2, "step": 1, "steps_per_epoch": 2, "loss": 0.5}\\n'); fh.flush()
+    if sys.argv[2] == "slow":  # stops cleanly on SIGTERM, as the trainer does
+        import signal
+        signal.signal(signal.SIGTERM, lambda *a: (emit(event="done", model_path=None, stopped=True), sys.exit(0)))
+        time.sleep(60)
     if sys.argv[2] == "fail":
         emit(event="error", message="data.root: /nope does not exist"); sys.exit(1)
     (run / "model.safetensors").write_bytes(b"x")
@@ -122,25 +126,35 @@ FAKE_TRAINER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("mode", ["ok", "fail"])
+@pytest.mark.parametrize("mode", ["ok", "fail", "slow"])
 def test_runner_follows_event_stream(tmp_path, mode):
+    import time
+
     script = tmp_path / "fake.py"
     script.write_text(FAKE_TRAINER)
     run = TrainingRun([sys.executable, str(script), str(tmp_path / "run"), mode], tmp_path / "run")
     run.start()
     progress = []
-    while run.state == "running":
+    t0 = time.monotonic()
+    while run.state in ("running", "cancelling"):
         run.poll()
         progress.append(run.progress)
+        if mode == "slow" and len(run.events) >= 3 and run.state == "running":
+            run.cancel(grace_s=20)
+        time.sleep(0.01)
+    assert time.monotonic() - t0 < 20
     kinds = [e["event"] for e in run.events]
     assert kinds[:3] == ["start", "step", "step"]
     assert progress == sorted(progress)  # monotone
     if mode == "ok":
         assert run.state == "done" and run.progress == 1.0
         assert run.model_path.endswith("model.safetensors")
-    else:
+    elif mode == "fail":
         assert run.state == "failed" and "does not exist" in run.error
         assert run.progress == pytest.approx(0.75)
+    else:
+        assert run.state == "cancelled" and run.proc.returncode == 0
+        assert run.events[-1]["event"] == "done" and run.events[-1]["stopped"] is True
 
 
 def test_train_command_shape(tmp_path):
@@ -149,3 +163,26 @@ def test_train_command_shape(tmp_path):
     assert cmd[cmd.index("--init") + 1] == "m.safetensors"
     assert "data.root=/d" in cmd
     assert json.dumps(cmd)  # plain strings only
+
+
+def test_queue_orders_by_uncertainty(tmp_path):
+    from napari_gravity.plugin._review_widget import folder_images, order_queue
+
+    names = ["a.png", "b.png", "c.png", "d.png", "a.mask.png"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    pts = np.zeros((2, 2))
+    # b: two pending near 0.5 (most uncertain); c: one pending at 0.9; d: done
+    write_review(sidecar_path(tmp_path / "b.png"), Review("b", pts, rv.make_features([0.5, 0.45])))
+    write_review(
+        sidecar_path(tmp_path / "c.png"),
+        Review("c", pts, rv.make_features([0.9, 0.99], status=["pending", "accepted"])),
+    )
+    write_review(
+        sidecar_path(tmp_path / "d.png"),
+        Review("d", pts, rv.make_features([0.5, 0.5], status="accepted"), "done"),
+    )
+    paths = folder_images(tmp_path)
+    assert [p.name for p in paths] == ["a.png", "b.png", "c.png", "d.png"]
+    assert [p.name for p in order_queue(paths, False)] == ["a.png", "b.png", "c.png", "d.png"]
+    assert [p.name for p in order_queue(paths, True)] == ["b.png", "c.png", "a.png", "d.png"]

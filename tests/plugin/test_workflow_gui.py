@@ -86,6 +86,15 @@ def test_detect_review_save_crash_reopen(
     print(f"threshold/NMS update latency ms: {[round(v, 1) for v in latencies]}")
     assert np.median(latencies) < 100
     det.box_spin.setValue(7)
+    # overlay of the moved gravity points (paper fig. 8)
+    det.overlay_check.setChecked(True)
+    overlay = viewer.layers[f"{img.name} gravity points"]
+    moved, sc = _api.raw_points(raw)
+    assert len(overlay.data) == int((sc >= min(0.05, g)).sum())
+    assert not np.allclose(moved, raw.gravity_points)  # the regression head moved them
+    det.overlay_check.setChecked(False)
+    assert not overlay.visible
+    viewer.layers.selection.active = layer
     n_det = len(layer.data)
     assert n_det >= 6
     assert set(layer.features["status"]) == {"pending"}
@@ -163,6 +172,10 @@ def test_detect_review_save_crash_reopen(
     backups = list(gt_path.parent.glob(gt_path.name + ".bak-*"))
     assert len(backups) == 1 and backups[0].read_text() == old_gt
     assert len(_api.read_points_csv(gt_path).points) == n_gt + n_new
+    # folder evaluation: only img0 has both a review sidecar and a ground truth
+    ev_w.scope.setCurrentIndex(1)
+    rep = ev_w.evaluate()
+    assert rep is not None and "over 1 image(s)" in ev_w.result_label.text()
 
     # --- crash: drop the viewer without any explicit save, then reopen from disk
     final_pts, final_feats = layer.data.copy(), layer.features.copy()
@@ -248,3 +261,24 @@ def test_failed_training_leaves_everything_intact(
     np.testing.assert_allclose(layer.data, before[0])
     assert layer.features.equals(before[1])
     assert not any((gravity_env / "models").iterdir())
+
+
+@pytest.mark.skipif(not HAS_TINY, reason="training/configs/tiny.yaml (trainer) not available yet")
+def test_cancel_training_keeps_current_model(
+    make_napari_viewer, qtbot, gravity_env, tiny_model, image_folder
+):
+    _viewer, w = open_gui(make_napari_viewer)
+    rev_w, rt = w["Review"], w["Retrain"]
+    session, _img, _layer = detect_first_image(qtbot, w, image_folder[0].parent, tiny_model)
+    rev_w.accept_all_btn.click()
+    handle = session.detector
+    rt.epochs_spin.setValue(200)
+    run = rt.launch()
+    assert run is not None and rt.cancel_btn.isEnabled()
+    qtbot.waitUntil(lambda: any(e["event"] == "step" for e in run.events), timeout=120_000)
+    rt.cancel_btn.click()
+    qtbot.waitUntil(lambda: run.state not in ("running", "cancelling"), timeout=60_000)
+    assert run.state == "cancelled" and run.proc.returncode is not None
+    assert "Cancelled" in rt.state_label.text()
+    assert session.detector is handle
+    assert rt.launch_btn.isEnabled()
