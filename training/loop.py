@@ -585,7 +585,10 @@ def _train(
         val_auc = float(val_summary["aufroc"]) if val_summary else float("nan")
         if val_summary is not None:
             sched.step(val_auc)
-        improved = val_summary is not None and val_auc > best_aufroc
+        # without validation lesions the AUFROC is undefined (0): keep the latest weights instead
+        improved = val_summary is not None and (
+            val_auc > best_aufroc or int(val_summary.get("n_lesions", 1)) == 0
+        )
         if improved:
             best_aufroc, best_epoch, no_improve = val_auc, epoch, 0
             best_threshold = float(val_summary["threshold_at_target"])
