@@ -213,6 +213,11 @@ class ReviewWidget(QWidget):
             f"<span style='color:#00d9ff'>● {c['added']} added</span>"
         )
         self.undo_btn.setEnabled(len(rev.undo_stack) > 0)
+        if not rev.image_path:
+            self.saved_label.setText(
+                "<span style='color:#ff9a3c'>Not autosaved: this image has no file. "
+                "Save the image, then open it from disk.</span>"
+            )
 
     # ------------------------------------------------------------------ folder queue
     def _choose_folder(self):

@@ -109,14 +109,15 @@ FAKE_TRAINER = textwrap.dedent(
     fh = open(run / "events.jsonl", "a")
     def emit(**ev):
         fh.write(json.dumps(dict(ev, time=time.time())) + "\\n"); fh.flush()
+    if sys.argv[2] == "slow":  # stops cleanly on SIGTERM, as the trainer does
+        import signal
+        signal.signal(signal.SIGTERM, lambda *a: (emit(event="done", model_path=None, stopped=True), sys.exit(0)))
     emit(event="start", epochs=2, steps_per_epoch=2)
     emit(event="step", epoch=1, step=1, steps_per_epoch=2, loss=1.0)
     fh.write('{"event": "step", "epo'); fh.flush()   # a torn line the reader must wait for
     time.sleep(0.3)
     fh.write('ch": 2, "step": 1, "steps_per_epoch": 2, "loss": 0.5}\\n'); fh.flush()
-    if sys.argv[2] == "slow":  # stops cleanly on SIGTERM, as the trainer does
-        import signal
-        signal.signal(signal.SIGTERM, lambda *a: (emit(event="done", model_path=None, stopped=True), sys.exit(0)))
+    if sys.argv[2] == "slow":
         time.sleep(60)
     if sys.argv[2] == "fail":
         emit(event="error", message="data.root: /nope does not exist"); sys.exit(1)
