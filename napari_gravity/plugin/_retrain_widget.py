@@ -120,11 +120,11 @@ class RetrainWidget(QWidget):
         self.summary_label = QLabel("")
         self.summary_label.setWordWrap(True)
         self.refresh_btn = QPushButton("Refresh")
-        self.config_edit = QLineEdit("tiny")
+        self.config_edit = QLineEdit("finetune")
         self.config_edit.setToolTip("A training config file or the name of a bundled one")
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 500)
-        self.epochs_spin.setValue(3)
+        self.epochs_spin.setValue(10)
         self.name_edit = QLineEdit("finetuned")
         self.name_edit.setToolTip("Registry name of the new model version")
         self.launch_btn = QPushButton("Fine-tune on my corrections")
@@ -221,7 +221,7 @@ class RetrainWidget(QWidget):
             n += 1
         data_dir = build_dataset(imgs, run_dir / "data")
         cmd = train_command(
-            self.config_edit.text().strip() or "tiny",
+            self.config_edit.text().strip() or "finetune",
             run_dir,
             init=init,
             overrides={

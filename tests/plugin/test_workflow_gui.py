@@ -36,6 +36,12 @@ def detect_first_image(qtbot, w, folder, model):
     rev_w.step_image(+1)
     img = session.current_image_layer()
     assert image_path_of(img) == str(rev_w.queue[0])
+    from napari_gravity.core.registry import default_model_path
+
+    if default_model_path() is not None:  # the bundled model is preselected
+        assert det.selected_model() == ("model", str(default_model_path()))
+    else:  # no model at all: the classical candidates stand in
+        assert det.selected_model() == ("classical", "Hessian-DoG")
     if model is not None:
         det.use_model_file(str(model))
     det.run_detection()
@@ -217,6 +223,8 @@ def test_finetune_registers_and_uses_new_model(
     assert len(imgs[0].points) == n_train
     assert f"{n_train}</b> lesion points" in rt.summary_label.text()
 
+    assert rt.config_edit.text() == "finetune"  # the trainer's GUI fine-tuning recipe
+    rt.config_edit.setText("tiny")  # seconds on a CPU
     rt.epochs_spin.setValue(1)
     rt.name_edit.setText("mine")
     run = rt.launch()
@@ -272,6 +280,7 @@ def test_cancel_training_keeps_current_model(
     session, _img, _layer = detect_first_image(qtbot, w, image_folder[0].parent, tiny_model)
     rev_w.accept_all_btn.click()
     handle = session.detector
+    rt.config_edit.setText("tiny")
     rt.epochs_spin.setValue(200)
     run = rt.launch()
     assert run is not None and rt.cancel_btn.isEnabled()
