@@ -69,6 +69,7 @@ def main() -> int:
     ap.add_argument("--no-classical", action="store_true")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--offset", type=int, default=0, help="skip the first N test images")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     ap.add_argument("--plot", default=None, help="FROC plot path stem")
@@ -83,7 +84,7 @@ def main() -> int:
 
     root = Path(args.test)
     ensure_test(root, args.recipe)
-    refs = load_benchmark(root)["test"]
+    refs = load_benchmark(root)["test"][args.offset :]
     if args.limit:
         refs = refs[: args.limit]
     samples = [r.load() for r in refs]
