@@ -104,16 +104,12 @@ def main() -> int:
     shot(viewer, "02_detect")
 
     # --- threshold: zoom on the densest cluster, raise γ
-    from napari_gravity.plugin import _api
-
     raw = session.raw_cache[(img.unique_id, session.detector_key())]
-    p = session.params
-    # the lowest γ (on the slider's grid) that shows at most ~1.5 detections per lesion
-    for k in range(0, 1001, 5):
-        n = len(_api.apply_params(session.detector, raw, k / 1000, p["nms_box"], p["nms_iou"]))
-        if n <= 1.5 * len(gt) + 5:
-            break
-    det.set_threshold(k / 1000)
+    if session.detector.kind == "model":  # raise γ above the model's default
+        det.set_threshold(min(0.95, session.params["threshold"] + 0.2))
+    else:  # classical candidates: about 1.5 per lesion
+        scores = np.sort(np.asarray(raw.scores))[::-1]
+        det.set_threshold(float(scores[min(len(scores) - 1, int(1.5 * len(gt)))]))
     centre = densest(gt)
     viewer.camera.center = tuple(centre)
     viewer.camera.zoom = viewer.camera.zoom * 2.2
