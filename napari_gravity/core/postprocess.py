@@ -49,8 +49,8 @@ def _box_iou_same_size(dy: np.ndarray, dx: np.ndarray, box: float) -> np.ndarray
 
 def _candidate_pairs(points: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i, j) of points in the same (i < j) or a neighbouring grid cell of side ≥ r."""
-    lo = points.min(axis=0)
-    extent = points.max(axis=0) - lo
+    lo = np.array([points[:, 0].min(), points[:, 1].min()], dtype=points.dtype)
+    extent = np.array([points[:, 0].max(), points[:, 1].max()]) - lo
     cell = max(r, 1e-6)
     # keep the lookup table bounded: grow cells when the image is huge relative to r
     while (extent[0] / cell + 3) * (extent[1] / cell + 3) > _MAX_CELLS:
@@ -72,6 +72,15 @@ def _candidate_pairs(points: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarr
             continue
         c = c[src]
         s = starts[nk[src]]
+        if not same:
+            # fast path: the neighbouring cell holds exactly one point (the common case)
+            one = c == 1
+            ii_all.append(src[one])
+            jj_all.append(order[s[one]])
+            multi = ~one
+            src, c, s = src[multi], c[multi], s[multi]
+            if src.size == 0:
+                continue
         total = int(c.sum(dtype=np.int64))
         if total > _MAX_PAIRS:
             raise MemoryError("too many NMS candidate pairs")
@@ -135,8 +144,15 @@ def nms_keep(points, scores, box: float, iou: float = 0.5) -> np.ndarray:
         return keep
     if ii.size == 0:
         return np.ones(n, dtype=bool)
-    d = pts[ii] - pts[jj]
-    ok = _box_iou_same_size(d[:, 0], d[:, 1], box) > iou
+    # equal L×L boxes: IoU > t  ⇔  inter · (1 + t) > 2 t L²  (inter = overlap area)
+    py, px = np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 1])
+    L = np.float32(box)
+    wy = L - np.abs(py.take(ii) - py.take(jj))
+    wx = L - np.abs(px.take(ii) - px.take(jj))
+    np.maximum(wy, 0, out=wy)
+    np.maximum(wx, 0, out=wx)
+    wy *= wx
+    ok = wy * np.float32(1.0 + iou) > np.float32(2.0 * iou * box * box)
     ii, jj = ii[ok], jj[ok]
     si, sj = sc[ii], sc[jj]
     i_wins = (si > sj) | ((si == sj) & (ii < jj))
@@ -164,83 +180,105 @@ def nms_points_torchvision(points, scores, box: float, iou: float = 0.5) -> np.n
     return nms(boxes, s, float(iou)).numpy().astype(np.int64)
 
 
-def nms_points_torch(points, scores, box: float, iou: float = 0.5):
-    """The grid NMS with torch tensors (any device, e.g. CUDA): kept indices, best first.
+def nms_keep_torch(points, scores, box: float, iou: float = 0.5, valid=None, extent=None):
+    """The grid NMS with torch tensors (any device; built for CUDA): bool mask of kept points.
 
-    Same algorithm as :func:`nms_points`: grid bucketing by sorting cell keys, neighbour pairs,
-    vectorised greedy resolution. Returns a LongTensor on the input's device.
+    Same algorithm and result as :func:`nms_keep`, written to need few host-device
+    synchronisations: one for the number of candidate pairs and one per resolution round.
+    ``valid`` (bool, optional) marks the candidates (others take no part and are not kept);
+    ``extent`` (H, W) — when every valid point lies in [-0.5, H) × [-0.5, W) — saves the
+    synchronisation of a min/max.
     """
     import torch
 
     pts = points.reshape(-1, 2).to(torch.float32)
-    sc = scores.reshape(-1).to(torch.float32)
+    sc = scores.reshape(-1)
     dev = pts.device
     n = sc.numel()
-    if n <= 1:
-        return torch.argsort(-sc, stable=True)
+    if valid is None:
+        valid = torch.ones(n, dtype=torch.bool, device=dev)
+    if n == 0:
+        return valid.clone()
     r = suppression_radius(box, iou)
-    lo = pts.min(dim=0).values
-    ext = (pts.max(dim=0).values - lo).tolist()
+    if extent is None:
+        vp = torch.where(valid[:, None], pts, pts.new_tensor(float("nan")))
+        lo_t = torch.nan_to_num(vp, nan=float("inf")).amin(0)
+        hi_t = torch.nan_to_num(vp, nan=float("-inf")).amax(0)
+        lo_y, lo_x, hi_y, hi_x = torch.cat([lo_t, hi_t]).tolist()
+        if not np.isfinite(lo_y):
+            return valid.clone()
+    else:
+        lo_y = lo_x = -0.5
+        hi_y, hi_x = float(extent[0]), float(extent[1])
     cell = max(r, 1e-6)
-    while (ext[0] / cell + 3) * (ext[1] / cell + 3) > _MAX_CELLS:
+    while ((hi_y - lo_y) / cell + 3) * ((hi_x - lo_x) / cell + 3) > _MAX_CELLS:
         cell *= 2.0
-    nx = int(ext[1] // cell) + 3
-    ny = int(ext[0] // cell) + 3
-    cyx = torch.div(pts - lo, cell, rounding_mode="floor").long() + 1
-    key = cyx[:, 0] * nx + cyx[:, 1]
-    counts = torch.bincount(key, minlength=ny * nx)
+    ny = int((hi_y - lo_y) / cell) + 3
+    nx = int((hi_x - lo_x) / cell) + 3
+    lo = pts.new_tensor([lo_y, lo_x])
+    cyx = ((pts - lo) * (1.0 / cell)).clamp_(min=0).long() + 1
+    cyx[:, 0].clamp_(max=ny - 2)
+    cyx[:, 1].clamp_(max=nx - 2)
+    sentinel = ny * nx  # invalid points: a cell of their own, never anyone's neighbour
+    key = torch.where(valid, cyx[:, 0] * nx + cyx[:, 1], sentinel)
+    counts = torch.bincount(key, minlength=sentinel + 1)
     starts = torch.cumsum(counts, 0) - counts
     order = torch.argsort(key, stable=True)
-    idx = torch.arange(n, device=dev)
-    ii_all, jj_all = [], []
-    for oy, ox in ((0, 0), (0, 1), (1, -1), (1, 0), (1, 1)):
-        nk = key + (oy * nx + ox)
-        c = counts[nk]
-        has = c > (1 if (oy == 0 and ox == 0) else 0)
-        src = idx[has]
-        c = c[has]
-        s = starts[nk[has]]
-        total = int(c.sum())
-        if total == 0:
-            continue
-        ii = torch.repeat_interleave(src, c, output_size=total)
-        run_start = torch.repeat_interleave(torch.cumsum(c, 0) - c, c, output_size=total)
-        jj = order[
-            torch.repeat_interleave(s, c, output_size=total)
-            + torch.arange(total, device=dev)
-            - run_start
-        ]
-        if oy == 0 and ox == 0:
-            keep = ii < jj
-            ii, jj = ii[keep], jj[keep]
-        ii_all.append(ii)
-        jj_all.append(jj)
-    if not ii_all:
-        return torch.argsort(-sc, stable=True)
-    ii = torch.cat(ii_all)
-    jj = torch.cat(jj_all)
+    offs = torch.tensor([0, 1, nx - 1, nx, nx + 1], device=dev)
+    nk = key[None, :] + offs[:, None]  # (5, n)
+    nk = torch.where(valid[None, :], nk, sentinel)
+    c = torch.where(valid[None, :], counts[nk], 0).reshape(-1)
+    s = starts[nk].reshape(-1)
+    src = torch.arange(n, device=dev).repeat(5)
+    same = torch.zeros(5, n, dtype=torch.bool, device=dev)
+    same[0] = True
+    same = same.reshape(-1)
+    total = int(c.sum())  # sync 1
+    ii = torch.repeat_interleave(src, c, output_size=total)
+    run_start = torch.repeat_interleave(torch.cumsum(c, 0) - c, c, output_size=total)
+    jj = order[
+        torch.repeat_interleave(s, c, output_size=total)
+        + torch.arange(total, device=dev)
+        - run_start
+    ]
+    same_pair = torch.repeat_interleave(same, c, output_size=total)
     d = (pts[ii] - pts[jj]).abs()
-    inter = (box - d[:, 0]).clamp(min=0) * (box - d[:, 1]).clamp(min=0)
-    ok = inter / (2 * box * box - inter) > iou
-    ii, jj = ii[ok], jj[ok]
-    i_wins = (sc[ii] > sc[jj]) | ((sc[ii] == sc[jj]) & (ii < jj))
-    beater = torch.where(i_wins, ii, jj)
-    loser = torch.where(i_wins, jj, ii)
-    state = torch.zeros(n, dtype=torch.int8, device=dev)
-    has_beater = torch.zeros(n, dtype=torch.bool, device=dev)
-    has_beater[loser] = True
-    state[~has_beater] = 1
-    for _ in range(n):
-        if beater.numel() == 0:
+    w = (box - d).clamp_(min=0)
+    ok = (w[:, 0] * w[:, 1]) * (1.0 + iou) > 2.0 * iou * box * box
+    ok &= ~same_pair | (ii < jj)
+    si, sj = sc[ii], sc[jj]
+    i_wins = (si > sj) | ((si == sj) & (ii < jj))
+    dummy = n  # invalid pairs point at a dummy slot that is "suppressed"
+    beater = torch.where(ok, torch.where(i_wins, ii, jj), dummy)
+    loser = torch.where(ok, torch.where(i_wins, jj, ii), dummy)
+    # state: 0 undecided, 1 kept, 2 suppressed; slot n is the dummy
+    blocked = torch.zeros(n + 1, dtype=torch.int32, device=dev)
+    blocked.index_add_(0, loser, ok.int())
+    state = torch.where(blocked[:n] > 0, 0, 1).to(torch.int8)
+    state = torch.cat([state, state.new_tensor([2])])
+    for _ in range(n + 1):
+        if not bool((state[:n] == 0).any()):  # sync per round
             break
-        state[loser[state[beater] == 1]] = 2
-        live = (state[loser] == 0) & (state[beater] != 2)
-        beater, loser = beater[live], loser[live]
-        blocked = torch.zeros(n, dtype=torch.bool, device=dev)
-        blocked[loser] = True
-        state[(state == 0) & ~blocked] = 1
-    state[state == 0] = 1
-    kept = torch.nonzero(state == 1).flatten()
+        sb = state[beater]
+        # losers of a kept beater are suppressed
+        sup = torch.where(sb == 1, 2, 0).to(torch.int8)
+        state.scatter_reduce_(0, loser, sup, reduce="amax")
+        # an undecided point whose beaters are all suppressed is kept
+        live = (state[beater] != 2) & (state[loser] == 0)
+        blocked.zero_()
+        blocked.index_add_(0, loser, live.int())
+        newly = (state == 0) & (blocked == 0)
+        newly[n] = False
+        state = torch.where(newly, torch.ones_like(state), state)
+    return (state[:n] == 1) & valid
+
+
+def nms_points_torch(points, scores, box: float, iou: float = 0.5):
+    """:func:`nms_keep_torch` as indices of kept points, best first (a LongTensor)."""
+    import torch
+
+    sc = scores.reshape(-1)
+    kept = torch.nonzero(nms_keep_torch(points, sc, box, iou)).flatten()
     return kept[torch.argsort(-sc[kept], stable=True)]
 
 

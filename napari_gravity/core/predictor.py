@@ -21,7 +21,7 @@ from ..types import Detections
 from .config import GravityConfig
 from .model import GravityNet
 from .normalize import normalize_image
-from .postprocess import inside_image, inside_mask, nms_keep
+from .postprocess import inside_image, inside_mask, nms_keep, nms_keep_torch
 
 DEFAULT_FLOOR = 1e-3
 
@@ -57,25 +57,44 @@ class RawOutput:
     def moved_points(self) -> np.ndarray:
         return self.points
 
-    def kept(
-        self, box: float, iou: float, floor: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of NMS survivors among candidates ≥ floor inside the image, sorted by
-        decreasing score, with their scores (cached)."""
-        floor = self.floor if floor is None else float(floor)
-        ck = (float(box), float(iou), floor)
+    def _entry(self, box: float, iou: float, floor: float) -> dict:
+        ck = (float(box), float(iou), float(floor))
         hit = self._nms_cache.get(ck)
         if hit is None:
             sel = (self.scores >= floor) & inside_image(self.points, self.image_shape)
             idx = np.flatnonzero(sel)
             keep = idx[nms_keep(self.points[idx], self.scores[idx], box, iou)]
-            sc = self.scores[keep]
-            order = np.argsort(-sc, kind="stable")
-            hit = (keep[order], sc[order])
+            hit = {"keep": keep, "scores": self.scores[keep], "sorted_min": np.inf}
             if len(self._nms_cache) >= 8:
                 self._nms_cache.pop(next(iter(self._nms_cache)))
             self._nms_cache[ck] = hit
         return hit
+
+    def kept(
+        self, box: float, iou: float, floor: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the NMS survivors among the candidates ≥ floor inside the image, with their
+        scores (input order; cached per (box, iou, floor))."""
+        e = self._entry(box, iou, self.floor if floor is None else float(floor))
+        return e["keep"], e["scores"]
+
+    def _sorted_above(self, e: dict, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Survivors with score ≥ threshold, best first. The first call sorts only the survivors
+        above its threshold; the first lower threshold sorts them all (once), so every later
+        threshold change is a prefix found by binary search."""
+        if threshold < e["sorted_min"]:
+            if np.isfinite(e["sorted_min"]):
+                threshold_sort = -np.inf  # second time: sort every survivor once
+            else:
+                threshold_sort = threshold
+            m = e["scores"] >= threshold_sort
+            k, sc = e["keep"][m], e["scores"][m]
+            order = np.argsort(-sc, kind="stable")
+            e["sorted_keep"], e["sorted_scores"] = k[order], sc[order]
+            e["sorted_min"] = threshold_sort
+        sc = e["sorted_scores"]
+        n = int(np.searchsorted(-sc, -threshold, side="right"))
+        return e["sorted_keep"][:n], sc[:n]
 
     def select(
         self,
@@ -84,13 +103,13 @@ class RawOutput:
         iou: float = 0.5,
         mask: np.ndarray | None = None,
     ) -> Detections:
-        """Detections with score ≥ threshold after NMS (L = box) and the tissue-mask filter."""
-        floor = self.floor if threshold >= self.floor else float(threshold)
-        keep, sc = self.kept(box, iou, floor)
-        n = int(np.searchsorted(-sc, -float(threshold), side="right"))  # sc descending
-        keep, sc = keep[:n], sc[:n]
+        """Detections with score ≥ threshold after NMS (L = box) and the tissue-mask filter,
+        sorted by decreasing score. Equal to NMS over all candidates, then the threshold."""
+        threshold = float(threshold)
+        floor = self.floor if threshold >= self.floor else threshold
+        keep, sc = self._sorted_above(self._entry(box, iou, floor), threshold)
         pts = self.points[keep]
-        if mask is not None and n:
+        if mask is not None and len(keep):
             ok = inside_mask(pts, mask)
             pts, sc = pts[ok], sc[ok]
         return Detections(points=pts, scores=sc)
@@ -124,6 +143,8 @@ class Predictor:
         self.floor = float(floor)
         self.amp = bool(amp)
         self.cache_size = int(cache_size)
+        # on a GPU, raw() also runs the NMS for the configured (L, IoU) there and seeds the cache
+        self.device_nms = self.device.type == "cuda"
         self._cache: OrderedDict[str, RawOutput] = OrderedDict()
 
     @classmethod
@@ -173,6 +194,18 @@ class Predictor:
             floor=self.floor,
             key=key,
         )
+        if self.device_nms:
+            h, w = out.image_shape
+            valid = (scores >= self.floor) & (pts[:, 0] >= -0.5) & (pts[:, 0] < h - 0.5)
+            valid &= (pts[:, 1] >= -0.5) & (pts[:, 1] < w - 0.5)
+            c = self.config
+            keep = nms_keep_torch(pts, scores, c.nms_box, c.nms_iou, valid=valid, extent=(h, w))
+            kidx = torch.nonzero(keep).flatten().cpu().numpy()
+            out._nms_cache[(float(c.nms_box), float(c.nms_iou), float(self.floor))] = {
+                "keep": kidx,
+                "scores": out.scores[kidx],
+                "sorted_min": np.inf,
+            }
         self._cache[key] = out
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

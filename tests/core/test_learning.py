@@ -141,7 +141,7 @@ def evaluate(model: GravityNet, config: GravityConfig, test_set, box: float = 5.
 RECIPE = dict(
     config=dict(backbone="resnet18", step=4, stride=8, head_channels=64, head_norm="gn", nms_box=5),
     lr=1e-3,
-    steps=120,
+    steps=80,
 )
 
 

@@ -118,3 +118,28 @@ def test_full_mammogram_candidates_fast():
     keep = nms_keep(pts, sc, 7)
     assert time.perf_counter() - t0 < 2.0
     assert 0.5 * len(gp) < keep.sum() < len(gp)
+
+
+@pytest.mark.parametrize("with_extent", [False, True])
+def test_torch_version_with_valid_mask(with_extent):
+    import torch
+
+    from napari_gravity.core.postprocess import nms_keep_torch
+
+    rng = np.random.default_rng(7)
+    gp = gravity_points((200, 160), 6)
+    pts = gp + rng.normal(0, 2, gp.shape)
+    sc = rng.random(len(gp))
+    valid = (sc > 0.2) & inside_image(pts, (200, 160))
+    want = np.zeros(len(gp), dtype=bool)
+    idx = np.flatnonzero(valid)
+    want[idx[nms_keep(pts[idx], sc[idx], 7)]] = True
+    got = nms_keep_torch(
+        torch.from_numpy(pts),
+        torch.from_numpy(sc),
+        7,
+        0.5,
+        valid=torch.from_numpy(valid),
+        extent=(200, 160) if with_extent else None,
+    ).numpy()
+    np.testing.assert_array_equal(got, want)

@@ -52,7 +52,8 @@ def test_detect_equals_postprocess_of_all_candidates(predictor):
     inside &= (raw.points[:, 1] >= -0.5) & (raw.points[:, 1] < img.shape[1] - 0.5)
     idx = np.flatnonzero(inside)
     ref = idx[nms_points(raw.points[idx], raw.scores[idx], 5, 0.5)]
-    for thr in (0.0, 1e-4, 0.002, 0.3, 0.5, 0.8):
+    # thresholds up, down and across the floor: always "NMS over all, then threshold"
+    for thr in (0.5, 0.8, 0.3, 0.002, 0.9, 0.0, 1e-4, 0.4):
         det = predictor.detect(img, threshold=thr)
         assert isinstance(det, Detections)
         want = ref[raw.scores[ref] >= thr]
@@ -79,3 +80,20 @@ def test_protocol_and_errors(predictor):
     assert isinstance(predictor.name, str) and "GravityNet" in predictor.name
     with pytest.raises(ValueError, match="2-D"):
         predictor.raw(np.zeros((2, 8, 8)))
+
+
+def test_device_nms_seeds_the_same_cache(predictor):
+    img = image(5)
+    want = [predictor.detect(img, threshold=t) for t in (0.5, 0.2, 0.9)]
+    predictor.clear_cache()
+    predictor.device_nms = True  # the CUDA path, run here with CPU tensors
+    try:
+        raw = predictor.raw(img)
+        assert len(raw._nms_cache) == 1
+        got = [predictor.detect(img, threshold=t) for t in (0.5, 0.2, 0.9)]
+    finally:
+        predictor.device_nms = False
+        predictor.clear_cache()
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a.points, b.points)
+        np.testing.assert_array_equal(a.scores, b.scores)
