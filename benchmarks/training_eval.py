@@ -152,13 +152,20 @@ def main() -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # keep the JSON small: drop per-operating-point curves except a thinned copy
+    if args.plot:  # from the full curves
+        from napari_gravity.evaluation.plots import plot_froc
+
+        title = f"{summary['recipe']} test split ({len(samples)} images)"
+        plot_froc(reports, args.plot, formats=("png",), title=title)
+    # keep the JSON small: the curve up to max_fppi (at most 1,000 points) plus its last point
     for rep in reports:
+        fppi = [np.inf if v is None else v for v in rep["fppi"]]
+        inside = [i for i, v in enumerate(fppi) if v <= rep["max_fppi"]]
+        if len(inside) > 1000:
+            inside = sorted(set(np.linspace(inside[0], inside[-1], 1000).astype(int).tolist()))
+        keep = [*inside, len(fppi) - 1] if inside and inside[-1] != len(fppi) - 1 else inside
         for key in ("fppi", "tpr", "thresholds"):
-            v = rep.get(key)
-            if isinstance(v, list) and len(v) > 400:
-                idx = np.unique(np.linspace(0, len(v) - 1, 400).astype(int))
-                rep[key] = [v[i] for i in idx]
+            rep[key] = [rep[key][i] for i in keep]
     out.write_text(json.dumps(summary, indent=1, allow_nan=False, default=float))
     cmp0 = paired[0] if paired else None
     md = report_markdown(reports, cmp0)
@@ -167,15 +174,6 @@ def main() -> int:
         lo, hi = p["delta_ci"]
         print(
             f"Δ({p['a']} − {p['b']}) = {100 * p['delta_aufroc']:.2f} % (95% CI {100 * lo:.2f} to {100 * hi:.2f}), p = {p['p_value']:.4f}"
-        )
-    if args.plot:
-        from napari_gravity.evaluation.plots import plot_froc
-
-        plot_froc(
-            reports,
-            args.plot,
-            formats=("png",),
-            title=f"{summary['recipe']} test split ({len(samples)} images)",
         )
     return 0
 
