@@ -155,6 +155,7 @@ class DetectWidget(QWidget):
         self.viewer.layers.events.removed.connect(self.refresh_images)
         self.viewer.layers.selection.events.active.connect(self._on_active)
         self.session.detector_changed.connect(self._on_detector_changed)
+        self.session.params_changed.connect(self._set_param_widgets)
         self._on_model_selected()
 
     # ------------------------------------------------------------------ models

@@ -109,6 +109,7 @@ def review_layers(path: Path, name: str) -> list[tuple]:
         return []
     kwargs = detections_layer_kwargs(name, str(path), size=POINT_SIZE)
     kwargs["metadata"][ROLE_KEY]["review_status"] = review.status
+    kwargs["metadata"][ROLE_KEY]["params"] = dict(review.params)
     kwargs["features"] = clean_features(review.features, len(review.points))
     return [(review.points, kwargs, "points")]
 

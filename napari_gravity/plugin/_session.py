@@ -281,6 +281,7 @@ class GravitySession:
     saved = Signal(str)
     detections_updated = Signal(object, float)  # layer, milliseconds
     retrained = Signal(str)  # path of the new model version
+    params_changed = Signal(dict)  # γ / NMS restored from a sidecar
 
     def __init__(self, viewer) -> None:
         self._viewer_ref = weakref.ref(viewer)
@@ -317,6 +318,7 @@ class GravitySession:
         rev = LayerReview(layer, self, image_path_of(layer), shape)
         info = layer.metadata.get(ROLE_KEY, {})
         rev.touched = info.get("review_status", "unreviewed") != "unreviewed"
+        self.restore_params(info.get("params") or {})
         self.reviews[layer.unique_id] = rev
         self._bind_keys(layer)
         return rev
@@ -411,6 +413,17 @@ class GravitySession:
             return None
         layer = self.detections_layer(img, create=False)
         return self.review_for(layer)
+
+    def restore_params(self, params: dict) -> None:
+        """Take γ / NMS saved with a review (sidecar) as the live parameters."""
+        new = {}
+        for key in ("threshold", "nms_box", "nms_iou"):
+            val = params.get(key)
+            if isinstance(val, (int, float)) and not isinstance(val, bool) and val >= 0:
+                new[key] = float(val)
+        if new:
+            self.params.update(new)
+            self.params_changed.emit(dict(self.params))
 
     # ------------------------------------------------------------------ detector
     def set_detector(self, handle) -> None:

@@ -195,6 +195,12 @@ def test_detect_review_save_crash_reopen(
     np.testing.assert_allclose(det2.data, final_pts)
     assert det2.features.to_dict("list") == final_feats.to_dict("list")
     assert len(viewer2.layers["img0 ground truth"].data) == n_gt + n_new
+    from napari_gravity.plugin._session import get_session
+
+    # γ / NMS of the review come back too
+    assert get_session(viewer2).params == pytest.approx(
+        {"threshold": g, "nms_box": 7.0, "nms_iou": 0.5}
+    )
 
 
 @pytest.mark.skipif(not HAS_TINY, reason="training/configs/tiny.yaml (trainer) not available yet")
