@@ -166,10 +166,14 @@ class RetrainWidget(QWidget):
         self.refresh_btn.clicked.connect(self.refresh)
         self.launch_btn.clicked.connect(self.launch)
         self.cancel_btn.clicked.connect(self.cancel)
-        self.session.saved.connect(lambda _p: self.refresh())
+        self.session.saved.connect(self._on_saved)
         self.setMaximumWidth(DOCK_WIDTH)
         self.session.widgets["retrain"] = self
         self.refresh()
+
+    def _on_saved(self, _path: str) -> None:
+        if self.isVisible():  # reading every sidecar of a big queue is not free
+            self.refresh()
 
     # ------------------------------------------------------------------ training set
     def candidate_paths(self) -> list[str]:

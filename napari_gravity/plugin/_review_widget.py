@@ -197,7 +197,9 @@ class ReviewWidget(QWidget):
     def _on_saved(self, path: str):
         self.saved_label.setText(f"autosaved at {time.strftime('%H:%M:%S')}")
         self.saved_label.setToolTip(path)
-        self._refresh_queue_marks()
+        for i, p in enumerate(self.queue):  # only the image that was saved
+            if str(sidecar_path(p)) == str(path):
+                self._refresh_queue_marks([i])
 
     def _refresh(self, *_):
         rev = self.session.current_review()
@@ -237,8 +239,9 @@ class ReviewWidget(QWidget):
         self._refresh_queue_marks()
         return self.queue
 
-    def _refresh_queue_marks(self):
-        for i, p in enumerate(self.queue):
+    def _refresh_queue_marks(self, rows=None):
+        for i in range(len(self.queue)) if rows is None else rows:
+            p = self.queue[i]
             item = self.queue_list.item(i)
             if item is not None:
                 st = read_status(p)

@@ -166,6 +166,8 @@ def test_detect_review_save_crash_reopen(
         return len(r.points) == len(layer.data) and np.allclose(r.points, layer.data)
 
     qtbot.waitUntil(saved_matches, timeout=5000)
+    qtbot.waitUntil(lambda: rev_w.queue_list.item(0).text() == "● img0.tif  (done)", timeout=2000)
+    assert rev_w.queue_list.item(1).text() == "○ img1.tif  (unreviewed)"
     doc = json.loads(side.read_text())
     assert doc["review_status"] == "done" and doc["detector"]["path"] == str(tiny_model)
 
