@@ -183,11 +183,11 @@ def nms_points_torchvision(points, scores, box: float, iou: float = 0.5) -> np.n
 def nms_keep_torch(points, scores, box: float, iou: float = 0.5, valid=None, extent=None):
     """The grid NMS with torch tensors (any device; built for CUDA): bool mask of kept points.
 
-    Same algorithm and result as :func:`nms_keep`, written to need few host-device
-    synchronisations: one for the number of candidate pairs and one per resolution round.
-    ``valid`` (bool, optional) marks the candidates (others take no part and are not kept);
-    ``extent`` (H, W) — when every valid point lies in [-0.5, H) × [-0.5, W) — saves the
-    synchronisation of a min/max.
+    Same algorithm and result as :func:`nms_keep`, written for few kernel launches and few
+    host-device synchronisations (the number of candidate pairs, the number of true pairs, and
+    one per resolution round). ``valid`` (bool, optional) marks the candidates (the others take no
+    part and are not kept); ``extent`` (H, W) — when every valid point lies in
+    [-0.5, H) × [-0.5, W) — saves the synchronisation of a min/max.
     """
     import torch
 
@@ -201,9 +201,9 @@ def nms_keep_torch(points, scores, box: float, iou: float = 0.5, valid=None, ext
         return valid.clone()
     r = suppression_radius(box, iou)
     if extent is None:
-        vp = torch.where(valid[:, None], pts, pts.new_tensor(float("nan")))
-        lo_t = torch.nan_to_num(vp, nan=float("inf")).amin(0)
-        hi_t = torch.nan_to_num(vp, nan=float("-inf")).amax(0)
+        inf = float("inf")
+        lo_t = torch.where(valid[:, None], pts, inf).amin(0)
+        hi_t = torch.where(valid[:, None], pts, -inf).amax(0)
         lo_y, lo_x, hi_y, hi_x = torch.cat([lo_t, hi_t]).tolist()
         if not np.isfinite(lo_y):
             return valid.clone()
@@ -215,62 +215,47 @@ def nms_keep_torch(points, scores, box: float, iou: float = 0.5, valid=None, ext
         cell *= 2.0
     ny = int((hi_y - lo_y) / cell) + 3
     nx = int((hi_x - lo_x) / cell) + 3
-    lo = pts.new_tensor([lo_y, lo_x])
-    cyx = ((pts - lo) * (1.0 / cell)).clamp_(min=0).long() + 1
-    cyx[:, 0].clamp_(max=ny - 2)
-    cyx[:, 1].clamp_(max=nx - 2)
-    sentinel = ny * nx  # invalid points: a cell of their own, never anyone's neighbour
-    key = torch.where(valid, cyx[:, 0] * nx + cyx[:, 1], sentinel)
-    counts = torch.bincount(key, minlength=sentinel + 1)
-    starts = torch.cumsum(counts, 0) - counts
-    order = torch.argsort(key, stable=True)
-    offs = torch.tensor([0, 1, nx - 1, nx, nx + 1], device=dev)
-    nk = key[None, :] + offs[:, None]  # (5, n)
-    nk = torch.where(valid[None, :], nk, sentinel)
-    c = torch.where(valid[None, :], counts[nk], 0).reshape(-1)
-    s = starts[nk].reshape(-1)
-    src = torch.arange(n, device=dev).repeat(5)
-    same = torch.zeros(5, n, dtype=torch.bool, device=dev)
-    same[0] = True
-    same = same.reshape(-1)
-    total = int(c.sum())  # sync 1
-    ii = torch.repeat_interleave(src, c, output_size=total)
-    run_start = torch.repeat_interleave(torch.cumsum(c, 0) - c, c, output_size=total)
-    jj = order[
-        torch.repeat_interleave(s, c, output_size=total)
-        + torch.arange(total, device=dev)
-        - run_start
-    ]
-    same_pair = torch.repeat_interleave(same, c, output_size=total)
-    d = (pts[ii] - pts[jj]).abs()
-    w = (box - d).clamp_(min=0)
+    inv = 1.0 / cell
+    cy = ((pts[:, 0] - lo_y) * inv).long().clamp_(0, ny - 3)
+    cx = ((pts[:, 1] - lo_x) * inv).long().clamp_(0, nx - 3)
+    sentinel = ny * nx  # invalid points: a cell of their own, with a count forced to 0
+    key = torch.where(valid, (cy + 1) * nx + cx + 1, sentinel)
+    # cell counts from the sorted keys (torch.bincount would synchronise on CUDA)
+    skey, order = torch.sort(key, stable=True)
+    edges = torch.searchsorted(skey, torch.arange(sentinel + nx + 3, device=dev))
+    starts = edges[:-1]
+    counts = edges[1:] - starts
+    counts[sentinel] = 0
+    # the same cell and four forward neighbours: (0,0), (0,1), (1,-1), (1,0), (1,1)
+    a = torch.arange(5, device=dev)
+    nk = (key[None, :] + (a + (a >= 2) * (nx - 3))[:, None]).reshape(-1)
+    c = counts[nk]
+    total = int(c.sum())  # sync
+    rep = torch.repeat_interleave(torch.arange(5 * n, device=dev), c, output_size=total)
+    first = (torch.cumsum(c, 0) - c)[rep]
+    jj = order[starts[nk][rep] + torch.arange(total, device=dev) - first]
+    ii = rep % n
+    w = (box - (pts[ii] - pts[jj]).abs()).clamp_(min=0)
     ok = (w[:, 0] * w[:, 1]) * (1.0 + iou) > 2.0 * iou * box * box
-    ok &= ~same_pair | (ii < jj)
+    ok &= (rep >= n) | (ii < jj)  # same cell: each unordered pair once, never (i, i)
+    sel = torch.nonzero(ok).flatten()  # sync
+    ii, jj = ii[sel], jj[sel]
     si, sj = sc[ii], sc[jj]
     i_wins = (si > sj) | ((si == sj) & (ii < jj))
-    dummy = n  # invalid pairs point at a dummy slot that is "suppressed"
-    beater = torch.where(ok, torch.where(i_wins, ii, jj), dummy)
-    loser = torch.where(ok, torch.where(i_wins, jj, ii), dummy)
-    # state: 0 undecided, 1 kept, 2 suppressed; slot n is the dummy
-    blocked = torch.zeros(n + 1, dtype=torch.int32, device=dev)
-    blocked.index_add_(0, loser, ok.int())
-    state = torch.where(blocked[:n] > 0, 0, 1).to(torch.int8)
-    state = torch.cat([state, state.new_tensor([2])])
-    for _ in range(n + 1):
-        if not bool((state[:n] == 0).any()):  # sync per round
-            break
-        sb = state[beater]
+    beater = torch.where(i_wins, ii, jj)
+    loser = torch.where(i_wins, jj, ii)
+    # state: 0 undecided, 1 kept, 2 suppressed (scatter-max: no synchronisation)
+    zero = torch.zeros(n, dtype=torch.int32, device=dev)
+    has_beater = zero.scatter_reduce(0, loser, torch.ones_like(loser, dtype=torch.int32), "amax")
+    state = 1 - has_beater  # int32: 1 kept, 0 undecided
+    while bool((state[loser] == 0).any()):  # sync per round
         # losers of a kept beater are suppressed
-        sup = torch.where(sb == 1, 2, 0).to(torch.int8)
-        state.scatter_reduce_(0, loser, sup, reduce="amax")
+        hit = zero.scatter_reduce(0, loser, (state[beater] == 1).int(), "amax")
+        state = torch.where(hit > 0, 2, state)
         # an undecided point whose beaters are all suppressed is kept
-        live = (state[beater] != 2) & (state[loser] == 0)
-        blocked.zero_()
-        blocked.index_add_(0, loser, live.int())
-        newly = (state == 0) & (blocked == 0)
-        newly[n] = False
-        state = torch.where(newly, torch.ones_like(state), state)
-    return (state[:n] == 1) & valid
+        blocked = zero.scatter_reduce(0, loser, (state[beater] != 2).int(), "amax")
+        state = torch.where((state == 0) & (blocked == 0), 1, state)
+    return (state == 1) & valid
 
 
 def nms_points_torch(points, scores, box: float, iou: float = 0.5):
