@@ -48,7 +48,8 @@ def _box_iou_same_size(dy: np.ndarray, dx: np.ndarray, box: float) -> np.ndarray
 
 
 def _candidate_pairs(points: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i, j) of points in the same (i < j) or a neighbouring grid cell of side ≥ r."""
+    """Index pairs (i, j), each unordered pair once, of points in the same or a neighbouring
+    grid cell of side ≥ r."""
     lo = np.array([points[:, 0].min(), points[:, 1].min()], dtype=points.dtype)
     extent = np.array([points[:, 0].max(), points[:, 1].max()]) - lo
     cell = max(r, 1e-6)
@@ -62,35 +63,39 @@ def _candidate_pairs(points: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarr
     counts = np.bincount(key, minlength=ny * nx).astype(np.int32)
     starts = np.cumsum(counts, dtype=np.int32) - counts
     order = np.argsort(key, kind="stable").astype(np.int32)
+    # Work in sorted order: the table look-ups below then walk memory almost sequentially.
+    skey = key[order]
+    pos = np.arange(len(skey), dtype=np.int32)
     ii_all, jj_all = [], []
     for oy, ox in ((0, 0), (0, 1), (1, -1), (1, 0), (1, 1)):
-        nk = key + np.int32(oy * nx + ox)
-        c = counts[nk]
-        same = oy == 0 and ox == 0
-        src = np.flatnonzero(c > 1 if same else c > 0).astype(np.int32)
+        if oy == 0 and ox == 0:
+            # same cell: pair sorted position p with the later positions of its run
+            c = starts[skey] + counts[skey] - pos - 1
+            s = pos + 1
+        else:
+            nk = skey + np.int32(oy * nx + ox)
+            c = counts[nk]
+            s = starts[nk]
+        src = np.flatnonzero(c > 0).astype(np.int32)
         if src.size == 0:
             continue
         c = c[src]
-        s = starts[nk[src]]
-        if not same:
-            # fast path: the neighbouring cell holds exactly one point (the common case)
-            one = c == 1
-            ii_all.append(src[one])
-            jj_all.append(order[s[one]])
-            multi = ~one
-            src, c, s = src[multi], c[multi], s[multi]
-            if src.size == 0:
-                continue
+        s = s[src]
+        # fast path: exactly one partner (the common case)
+        one = c == 1
+        ii_all.append(order[src[one]])
+        jj_all.append(order[s[one]])
+        multi = ~one
+        src, c, s = src[multi], c[multi], s[multi]
+        if src.size == 0:
+            continue
         total = int(c.sum(dtype=np.int64))
         if total > _MAX_PAIRS:
             raise MemoryError("too many NMS candidate pairs")
-        ii = np.repeat(src, c)
+        ii = np.repeat(order[src], c)
         # position inside the run = arange(total) - run start
         run_start = np.repeat(np.cumsum(c, dtype=np.int64) - c, c)
         jj = order[np.repeat(s, c) + (np.arange(total) - run_start)]
-        if same:
-            keep = ii < jj
-            ii, jj = ii[keep], jj[keep]
         ii_all.append(ii)
         jj_all.append(jj)
     if not ii_all:

@@ -79,19 +79,22 @@ class RawOutput:
         return e["keep"], e["scores"]
 
     def _sorted_above(self, e: dict, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        """Survivors with score ≥ threshold, best first. The first call sorts only the survivors
-        above its threshold; the first lower threshold sorts them all (once), so every later
-        threshold change is a prefix found by binary search."""
-        if threshold < e["sorted_min"]:
-            if np.isfinite(e["sorted_min"]):
-                threshold_sort = -np.inf  # second time: sort every survivor once
-            else:
-                threshold_sort = threshold
-            m = e["scores"] >= threshold_sort
+        """Survivors with score ≥ threshold, best first. The sorted list covers the lowest
+        threshold seen so far; a lower threshold sorts only the new band [threshold, previous)
+        and appends it, so moving a slider costs a binary search or a small sort."""
+        lo = e["sorted_min"]
+        if threshold < lo:
+            m = e["scores"] >= threshold
+            if np.isfinite(lo):
+                m &= e["scores"] < lo
             k, sc = e["keep"][m], e["scores"][m]
             order = np.argsort(-sc, kind="stable")
-            e["sorted_keep"], e["sorted_scores"] = k[order], sc[order]
-            e["sorted_min"] = threshold_sort
+            if np.isfinite(lo):
+                e["sorted_keep"] = np.concatenate([e["sorted_keep"], k[order]])
+                e["sorted_scores"] = np.concatenate([e["sorted_scores"], sc[order]])
+            else:
+                e["sorted_keep"], e["sorted_scores"] = k[order], sc[order]
+            e["sorted_min"] = threshold
         sc = e["sorted_scores"]
         n = int(np.searchsorted(-sc, -threshold, side="right"))
         return e["sorted_keep"][:n], sc[:n]
