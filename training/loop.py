@@ -656,7 +656,8 @@ def _train(
         budget = t_cfg["time_budget_s"]
         if budget and epoch < n_epochs:
             elapsed = time.time() - t_start
-            if elapsed + float(np.mean(epoch_times)) > budget:
+            over = elapsed + float(np.mean(epoch_times)) > budget
+            if tdist.broadcast_object(over, dist_info):  # rank 0's clock decides for all
                 log.info(
                     "time budget: %.0f s used of %.0f s; stopping after epoch %d",
                     elapsed,
