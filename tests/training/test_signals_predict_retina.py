@@ -115,6 +115,34 @@ def test_predict_cli_writes_csv_and_evaluates(tmp_path, trained_run, folder_data
     assert summary["n_detections"] == len(scored)
     ev = summary["evaluation"]
     assert 0.0 <= ev["aufroc"] <= 1.0 and ev["n_lesions"] == len(rows) - 1
+    # batched forward passes (same-size images) give the same detections
+    out3 = tmp_path / "pred3"
+    args = [
+        str(trained_run / "model.safetensors"),
+        str(folder_dataset),
+        "--threshold",
+        "0.05",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    assert main(["predict", *args, "--out", str(tmp_path / "pred1")]) == 0
+    assert main(["predict", *args, "--out", str(out3), "--batch-size", "4"]) == 0
+
+    def rows_of(d):
+        with (d / "predictions.csv").open() as f:
+            return sorted(
+                (r["image"], r["y"], r["x"], r["score"]) for r in csv.DictReader(f) if r["score"]
+            )
+
+    r1, r3 = rows_of(tmp_path / "pred1"), rows_of(out3)
+    assert len(r1) == len(r3) > 0
+    for a, b in zip(r1, r3, strict=True):
+        assert (
+            a[0] == b[0]
+            and abs(float(a[1]) - float(b[1])) < 0.01
+            and abs(float(a[3]) - float(b[3])) < 1e-3
+        )
     # a missing input is a clean error naming it
     assert (
         main(
