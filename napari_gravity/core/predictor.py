@@ -142,6 +142,8 @@ class Predictor:
         self.config = config or model.config
         self.device = _resolve_device(device)
         self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.name = name or f"GravityNet ({self.config.backbone}, step {self.config.step})"
         self.floor = float(floor)
         self.amp = bool(amp)
