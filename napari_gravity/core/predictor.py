@@ -172,29 +172,28 @@ class Predictor:
             return torch.autocast("cuda", dtype=dt)
         return contextlib.nullcontext()
 
-    @torch.inference_mode()
-    def raw(self, image: np.ndarray) -> RawOutput:
-        """Decoded candidates of one 2-D image (cached by content hash)."""
+    @staticmethod
+    def _check(image: np.ndarray) -> np.ndarray:
         img = np.asarray(image)
         if img.ndim != 2:
             raise ValueError(f"Predictor expects a 2-D image, got shape {img.shape}")
-        key = image_key(img)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        x = torch.from_numpy(normalize_image(img, self.config.normalization))[None, None]
-        x = x.to(self.device)
-        with self._autocast():
-            logits, offsets = self.model(x)
-        gp = self.model.points_for(img.shape, self.device)
-        scores = torch.sigmoid(logits[0].float())
-        pts = gp + offsets[0].float() * self.config.d_h
+        return img
+
+    def _remember(self, key: str, out: RawOutput) -> RawOutput:
+        self._cache[key] = out
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def _decode(self, logits, offsets, gp, shape, key: str) -> RawOutput:
+        """RawOutput of one image from its (N,) logits and (N, 2) offsets (on the device)."""
+        scores = torch.sigmoid(logits.float())
+        pts = gp + offsets.float() * self.config.d_h
         out = RawOutput(
             points=pts.cpu().numpy(),
             scores=scores.cpu().numpy(),
             gravity_points=gp.cpu().numpy(),
-            image_shape=(int(img.shape[0]), int(img.shape[1])),
+            image_shape=(int(shape[0]), int(shape[1])),
             d_h=self.config.d_h,
             floor=self.floor,
             key=key,
@@ -211,10 +210,46 @@ class Predictor:
                 "scores": out.scores[kidx],
                 "sorted_min": np.inf,
             }
-        self._cache[key] = out
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
         return out
+
+    @torch.inference_mode()
+    def raw(self, image: np.ndarray) -> RawOutput:
+        """Decoded candidates of one 2-D image (cached by content hash)."""
+        return self.raw_batch([image])[0]
+
+    @torch.inference_mode()
+    def raw_batch(self, images: list[np.ndarray]) -> list[RawOutput]:
+        """``raw`` for several images; those of the same shape (and not cached yet) share one
+        forward pass. Results are cached like ``raw``'s."""
+        imgs = [self._check(im) for im in images]
+        keys = [image_key(im) for im in imgs]
+        results: list[RawOutput | None] = [None] * len(imgs)
+        todo: dict[tuple[int, int], list[int]] = {}
+        first: dict[str, int] = {}  # duplicates in the list are computed once
+        for i, k in enumerate(keys):
+            hit = self._cache.get(k)
+            if hit is not None:
+                self._cache.move_to_end(k)
+                results[i] = hit
+            elif k not in first:
+                first[k] = i
+                todo.setdefault(imgs[i].shape, []).append(i)
+        norm = self.config.normalization
+        for shape, idx in todo.items():
+            x = torch.stack([torch.from_numpy(normalize_image(imgs[i], norm)) for i in idx])
+            x = x[:, None].to(self.device)
+            with self._autocast():
+                logits, offsets = self.model(x)
+            gp = self.model.points_for(shape, self.device)
+            for b, i in enumerate(idx):
+                results[i] = self._decode(logits[b], offsets[b], gp, shape, keys[i])
+        for i, k in enumerate(keys):
+            if results[i] is None:
+                results[i] = results[first[k]]
+        for i, k in enumerate(keys):
+            if k not in self._cache:
+                self._remember(k, results[i])
+        return results  # type: ignore[return-value]
 
     def clear_cache(self) -> None:
         self._cache.clear()

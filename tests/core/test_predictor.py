@@ -97,3 +97,21 @@ def test_device_nms_seeds_the_same_cache(predictor):
     for a, b in zip(want, got, strict=True):
         np.testing.assert_array_equal(a.points, b.points)
         np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_raw_batch_equals_raw(predictor):
+    imgs = [image(10), image(11), image(12, shape=(40, 48)), image(10)]
+    predictor.clear_cache()
+    singles = [predictor.raw(im) for im in imgs]
+    predictor.clear_cache()
+    calls = []
+    h = predictor.model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        batch = predictor.raw_batch(imgs)
+    finally:
+        h.remove()
+    assert len(calls) == 2  # one pass per shape
+    assert batch[0] is batch[3]  # same content: one result
+    for a, b in zip(singles, batch, strict=True):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a.points, b.points, rtol=1e-4, atol=1e-4)
