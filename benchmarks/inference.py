@@ -271,7 +271,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fundus case only")
     ap.add_argument("--tv-limit", type=int, default=20000, help="CPU torchvision subset size")
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dev = a.device
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"
