@@ -6,6 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from napari_gravity.core.normalize import normalize_image
 from napari_gravity.types import Detections
 
 POLARITIES = ("bright", "dark")
@@ -42,27 +43,10 @@ def prepare_image(
             raise ValueError(f"mask shape {m.shape} differs from image shape {img.shape}")
         if not m.any():
             m = None
-    out = _minmax(img, m)
+    out = normalize_image(img, "minmax", m)
     if polarity == "dark":
         out = 1.0 - out
     return out.astype(np.float32, copy=False), m
-
-
-def _minmax(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Min-max to [0, 1] with statistics inside ``mask`` (values outside clipped).
-
-    The same as ``core.normalize_image(img, "minmax", mask)``, kept here so that the classical
-    detectors never import the core package (and with it torch).
-    """
-    out = np.asarray(img, dtype=np.float32)
-    if not np.isfinite(out).all():
-        raise ValueError("the image holds NaN or infinite pixels")
-    vals = out[mask] if mask is not None else out
-    lo, hi = float(vals.min()), float(vals.max())
-    if hi <= lo:
-        return np.zeros(out.shape, dtype=np.float32)
-    out = (out - np.float32(lo)) / np.float32(hi - lo)
-    return np.clip(out, 0.0, 1.0) if mask is not None else out
 
 
 def keep_in_mask(points: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
