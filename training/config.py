@@ -165,6 +165,9 @@ TOP_LEVEL: dict[str, tuple[Any, Any]] = {
     "pretrained": (None, _str()),
     "name": (None, _str()),
     "description": (None, _str()),
+    # what the model detects: "mc" (mammograms: predictions outside the breast mask are
+    # ignored by `gravity predict --mask auto`), "ma" (fundus: outside the field of view), or null
+    "task": (None, _choice(None, "mc", "ma")),
 }
 
 
@@ -180,11 +183,13 @@ class TrainConfig:
     eval: dict[str, Any]
     name: str | None = None
     description: str | None = None
+    task: str | None = None
     source: str | None = None  # the YAML file it came from
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "task": self.task,
             "name": self.name,
             "description": self.description,
             "pretrained": self.pretrained,
@@ -277,6 +282,7 @@ def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainConf
         eval=out["eval"],
         name=out["name"],
         description=out["description"],
+        task=out["task"],
         source=source,
     )
 

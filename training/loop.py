@@ -428,6 +428,7 @@ def _train(
         return {
             "name": cfg.name or (run_dir.name if init_path is None else f"{run_dir.name}"),
             "model": cfg.model,
+            "task": cfg.task or (getattr(adapter, "parent_metadata", {}) or {}).get("task"),
             "provenance": {
                 "commit": git_commit(),
                 "data": split.description,

@@ -48,6 +48,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="G.csv",
         help="ground-truth CSV (image,y,x,radius) to evaluate against",
     )
+    p.add_argument(
+        "--mask",
+        choices=("auto", "breast", "fundus", "file", "none"),
+        default="auto",
+        help="tissue mask; predictions outside are dropped. auto (default): IMG.mask.png beside "
+        "the image if present, else the breast mask for an MC model (task 'mc') or the fundus "
+        "mask for an MA model (task 'ma'); file: IMG.mask.png only",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -116,6 +124,26 @@ def load_detector(model_spec: str, device: str = "auto"):
     return Predictor(loaded.model, loaded.config, device=dev), md, float(thr), path
 
 
+def image_mask(path: Path, image: np.ndarray, mode: str, task: str | None) -> np.ndarray | None:
+    """The tissue / field-of-view mask of an image for ``--mask MODE`` (None = no mask)."""
+    if mode == "none":
+        return None
+    side = path.with_name(path.stem + ".mask.png")
+    if mode in ("auto", "file") and side.is_file():
+        from napari_gravity.data.readers import read_image
+
+        return read_image(side).image > 0
+    kind = (
+        mode if mode in ("breast", "fundus") else {"mc": "breast", "ma": "fundus"}.get(task or "")
+    )
+    if mode == "file" or kind is None:
+        return None
+    from napari_gravity.data import masks
+
+    m = masks.breast_mask(image) if kind == "breast" else masks.fundus_mask(image)
+    return m if m.any() else None
+
+
 def _raw_batch(pred: Any, images: list[np.ndarray]) -> list[Any]:
     """Core ``RawOutput`` of several same-size images from ONE forward pass (GravityNet only).
 
@@ -159,6 +187,8 @@ def predict_paths(
     nms_box: float | None = None,
     progress: bool = True,
     batch_size: int = 1,
+    mask_mode: str = "file",
+    task: str | None = None,
 ) -> tuple[dict[str, Detections], list[dict[str, Any]]]:
     """Detections per image id, and one summary row per image. With ``batch_size`` > 1 and a
     GravityNet ``Predictor``, consecutive images of the same size share one forward pass."""
@@ -185,6 +215,7 @@ def predict_paths(
                     "path": str(p),
                     "shape": list(im.shape),
                     "detections": len(det),
+                    "mask_fraction": None if mask is None else float(mask.mean()),
                     "seconds": (time.perf_counter() - t0) / len(pending),
                 }
             )
@@ -192,10 +223,7 @@ def predict_paths(
 
     for p, iid in tqdm(list(zip(paths, ids, strict=True)), desc="predict", disable=not progress):
         rec = read_image(p, channel=channel)
-        mask = None
-        mp = p.with_name(p.stem + ".mask.png")
-        if mp.is_file():
-            mask = read_image(mp).image > 0
+        mask = image_mask(p, rec.image, mask_mode, task)
         if batched:
             if pending and pending[0][2].shape != rec.image.shape:
                 flush()
@@ -216,6 +244,7 @@ def predict_paths(
                 "path": str(p),
                 "shape": list(rec.image.shape),
                 "detections": len(det),
+                "mask_fraction": None if mask is None else float(mask.mean()),
                 "seconds": dt,
             }
         )
@@ -244,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
         args.nms_box,
         progress=not args.no_progress and os.environ.get("GRAVITY_NO_PROGRESS") != "1",
         batch_size=max(1, int(args.batch_size)),
+        mask_mode=args.mask,
+        task=md.get("task"),
     )
     csv_path = write_predictions_csv(out / "predictions.csv", preds)
     secs = [r["seconds"] for r in rows]
@@ -251,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
         "model": str(model_path),
         "model_name": md.get("name"),
         "threshold": threshold,
+        "mask": args.mask,
+        "task": md.get("task"),
         "n_images": len(rows),
         "n_detections": int(sum(r["detections"] for r in rows)),
         "seconds_total": time.time() - t0,

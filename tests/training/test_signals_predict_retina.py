@@ -211,3 +211,26 @@ def test_demo_runs_with_the_default_model(tmp_path):
         assert names[0].startswith("GravityNet")
     assert (out / "predictions.csv").read_text().startswith("image,y,x,score")
     assert (out / "ground_truth.csv").is_file() and (out / "sample0.tif").is_file()
+
+
+def test_predict_masks(tmp_path):
+    import numpy as np
+    from skimage.io import imsave
+
+    from training.predict_cli import image_mask
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((200, 160), np.float32)
+    img[:, :90] = 2000 + 100 * rng.standard_normal(
+        (200, 90)
+    )  # "breast" on the left, air on the right
+    p = tmp_path / "m.tif"
+    assert image_mask(p, img, "none", "mc") is None
+    assert image_mask(p, img, "auto", None) is None  # no sidecar, unknown task: no mask
+    m = image_mask(p, img, "auto", "mc")  # MC model: breast mask
+    assert m is not None and m[:, :80].mean() > 0.9 and m[:, 100:].mean() < 0.1
+    side = np.zeros((200, 160), np.uint8)
+    side[:50] = 255
+    imsave(tmp_path / "m.mask.png", side, check_contrast=False)
+    assert image_mask(p, img, "auto", "mc").sum() == 50 * 160  # the sidecar file wins
+    assert image_mask(p, img, "file", None).sum() == 50 * 160
