@@ -144,40 +144,6 @@ def image_mask(path: Path, image: np.ndarray, mode: str, task: str | None) -> np
     return m if m.any() else None
 
 
-def _raw_batch(pred: Any, images: list[np.ndarray]) -> list[Any]:
-    """Core ``RawOutput`` of several same-size images from ONE forward pass (GravityNet only).
-
-    Mirrors ``Predictor.raw`` (same normalisation, autocast and decoding); the results then go
-    through ``Predictor.from_raw``, so post-processing is exactly the prediction code path.
-    """
-    import torch
-
-    from napari_gravity.core.normalize import normalize_image
-    from napari_gravity.core.predictor import RawOutput, image_key
-
-    c = pred.config
-    x = torch.stack([torch.from_numpy(normalize_image(im, c.normalization))[None] for im in images])
-    x = x.to(pred.device)
-    with torch.inference_mode(), pred._autocast():
-        logits, offsets = pred.model(x)
-    gp = pred.model.points_for(images[0].shape, pred.device)
-    out = []
-    for k, im in enumerate(images):
-        pts = gp + offsets[k].float() * c.d_h
-        out.append(
-            RawOutput(
-                points=pts.cpu().numpy(),
-                scores=torch.sigmoid(logits[k].float()).cpu().numpy(),
-                gravity_points=gp.cpu().numpy(),
-                image_shape=(int(im.shape[0]), int(im.shape[1])),
-                d_h=c.d_h,
-                floor=pred.floor,
-                key=image_key(im),
-            )
-        )
-    return out
-
-
 def predict_paths(
     detector: Any,
     paths: list[Path],
@@ -196,7 +162,7 @@ def predict_paths(
 
     from napari_gravity.data.readers import read_image
 
-    batched = batch_size > 1 and hasattr(detector, "from_raw") and hasattr(detector, "model")
+    batched = batch_size > 1 and hasattr(detector, "raw_batch") and hasattr(detector, "from_raw")
     preds: dict[str, Detections] = {}
     rows: list[dict[str, Any]] = []
     pending: list[tuple[str, Path, np.ndarray, np.ndarray | None]] = []
@@ -205,7 +171,7 @@ def predict_paths(
         if not pending:
             return
         t0 = time.perf_counter()
-        raws = _raw_batch(detector, [im for _, _, im, _ in pending])
+        raws = detector.raw_batch([im for _, _, im, _ in pending])  # one forward pass per shape
         for (iid, p, im, mask), raw in zip(pending, raws, strict=True):
             det = detector.from_raw(raw, mask=mask, threshold=threshold, nms_box=nms_box)
             preds[iid] = det
