@@ -133,15 +133,11 @@ def image_mask(path: Path, image: np.ndarray, mode: str, task: str | None) -> np
         from napari_gravity.data.readers import read_image
 
         return read_image(side).image > 0
-    kind = (
-        mode if mode in ("breast", "fundus") else {"mc": "breast", "ma": "fundus"}.get(task or "")
-    )
-    if mode == "file" or kind is None:
+    if mode == "file":
         return None
-    from napari_gravity.data import masks
+    from napari_gravity.data.masks import tissue_mask
 
-    m = masks.breast_mask(image) if kind == "breast" else masks.fundus_mask(image)
-    return m if m.any() else None
+    return tissue_mask(image, mode if mode in ("breast", "fundus") else task)
 
 
 def predict_paths(

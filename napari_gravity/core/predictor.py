@@ -51,6 +51,7 @@ class RawOutput:
     d_h: float
     floor: float = DEFAULT_FLOOR
     key: str = ""
+    mask: np.ndarray | None = None  # tissue / FOV mask used by from_raw when none is passed
     _nms_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -263,8 +264,10 @@ class Predictor:
         nms_box: float | None = None,
         nms_iou: float | None = None,
     ) -> Detections:
-        """Re-apply γ / NMS / mask to cached outputs (never runs the network)."""
+        """Re-apply γ / NMS / mask to cached outputs (never runs the network). Without
+        ``mask``, the raw output's own ``mask`` (if any) applies."""
         c = self.config
+        mask = raw.mask if mask is None else mask
         thr = c.threshold if threshold is None else float(threshold)
         box = c.nms_box if nms_box is None else float(nms_box)
         iou = c.nms_iou if nms_iou is None else float(nms_iou)

@@ -109,3 +109,16 @@ def fundus_mask(image: np.ndarray, *, threshold: float | None = None, erode: int
     if erode > 0:
         out = ndi.binary_erosion(out, iterations=erode, border_value=1)
     return out
+
+
+TASK_MASKS = {"mc": "breast", "ma": "fundus"}
+
+
+def tissue_mask(image: np.ndarray, kind: str | None) -> np.ndarray | None:
+    """The tissue mask of ``kind``: ``"breast"`` / ``"fundus"``, or a model task (``"mc"`` →
+    breast, ``"ma"`` → fundus field of view). None for an unknown kind or an empty mask."""
+    kind = TASK_MASKS.get(kind or "", kind)
+    if kind not in ("breast", "fundus"):
+        return None
+    m = breast_mask(image) if kind == "breast" else fundus_mask(image)
+    return m if m.any() else None

@@ -223,11 +223,16 @@ def read_model_metadata(path: str | os.PathLike) -> dict:
 
 
 def raw_output(handle: DetectorHandle, image: np.ndarray):
-    """The expensive part, run once per image: the net's decoded raw output, or the
-    classical detector's candidates (a ``Detections``)."""
-    if handle.kind == "model":
-        return handle.detector.raw(image)
-    return handle.detector.detect(image)
+    """The expensive part, run once per image: the net's decoded raw output (with the tissue mask
+    of the model's task attached), or the classical detector's candidates (a ``Detections``)."""
+    if handle.kind != "model":
+        return handle.detector.detect(image)
+    from napari_gravity.data.masks import tissue_mask
+
+    raw = handle.detector.raw(image)
+    # The breast / fundus mask of the model's task then filters every γ / NMS change.
+    raw.mask = tissue_mask(image, handle.metadata.get("task"))
+    return raw
 
 
 def apply_params(handle: DetectorHandle, raw, threshold: float, nms_box: float, nms_iou: float):

@@ -75,6 +75,16 @@ def test_mask(predictor):
     with pytest.raises(ValueError, match="mask shape"):
         predictor.detect(img, mask=np.ones((3, 3), dtype=bool))
 
+    # a mask attached to the raw output applies to every later γ / NMS change
+    raw = predictor.raw(img)
+    raw.mask = mask
+    try:
+        attached = predictor.from_raw(raw, threshold=0.1)
+        np.testing.assert_array_equal(attached.points, det.points)
+    finally:
+        raw.mask = None
+    assert len(predictor.from_raw(raw, threshold=0.1)) == len(full)
+
 
 def test_protocol_and_errors(predictor):
     assert isinstance(predictor.name, str) and "GravityNet" in predictor.name

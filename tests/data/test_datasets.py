@@ -11,7 +11,7 @@ import tifffile
 
 from napari_gravity.data.annotations import AnnotationError, read_points_csv, write_points_csv
 from napari_gravity.data.datasets import DatasetError, best_crop, open_dataset
-from napari_gravity.data.masks import breast_mask, fundus_mask
+from napari_gravity.data.masks import breast_mask, fundus_mask, tissue_mask
 from napari_gravity.data.readers import read_image
 from napari_gravity.data.synthetic import synth_mammogram, write_eophtha, write_inbreast
 from napari_gravity.types import Sample
@@ -184,3 +184,7 @@ def test_masks():
     assert fm[disc].all() and not (fm & ~ndi.binary_dilation(disc, iterations=2)).any()
     assert not (fundus_mask(fundus) & ~disc).any()  # the default erosion stays inside
     assert fundus_mask(np.full((50, 50), 90.0)).all()
+    # a model task picks its mask: MC models the breast, MA models the fundus field of view
+    np.testing.assert_array_equal(tissue_mask(s.image, "mc"), m)
+    np.testing.assert_array_equal(tissue_mask(fundus, "ma"), fundus_mask(fundus))
+    assert tissue_mask(s.image, None) is None and tissue_mask(s.image, "other") is None

@@ -187,3 +187,29 @@ def test_queue_orders_by_uncertainty(tmp_path):
     assert [p.name for p in paths] == ["a.png", "b.png", "c.png", "d.png"]
     assert [p.name for p in order_queue(paths, False)] == ["a.png", "b.png", "c.png", "d.png"]
     assert [p.name for p in order_queue(paths, True)] == ["b.png", "c.png", "a.png", "d.png"]
+
+
+def test_model_detections_stay_inside_the_breast():
+    """The plugin attaches the tissue mask of the model's task (MC → breast) to the cached raw
+    output, so no threshold shows detections in the air around a whole breast."""
+    from napari_gravity.core.registry import default_model_path
+    from napari_gravity.data.masks import breast_mask
+    from napari_gravity.data.synthetic import synth_mammogram
+    from napari_gravity.plugin import _api
+
+    path = default_model_path()
+    if path is None:
+        pytest.skip("no bundled default model in this build")
+    s = synth_mammogram((384, 320), seed=5, breast=True)
+    handle = _api.load_detector(path, device="cpu")
+    raw = _api.raw_output(handle, s.image)
+    mask = breast_mask(s.image)
+    np.testing.assert_array_equal(raw.mask, mask)
+    assert (~mask).any()  # the image has air around the breast
+    dets = _api.apply_params(handle, raw, 0.0, 7.0, 0.5)
+    iy, ix = np.rint(dets.points).astype(int).T
+    assert len(dets) > 0 and mask[iy, ix].all()
+    # without the mask the network does put low-score candidates in the air
+    unmasked = handle.detector.from_raw(raw, mask=np.ones_like(mask), threshold=0.0)
+    uy, ux = np.rint(unmasked.points).astype(int).T
+    assert (~mask[uy, ux]).any()
