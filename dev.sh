@@ -47,6 +47,7 @@ case "$cmd" in
     test)
         setup
         export QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-xcb} MPLBACKEND=Agg
+        "$VENV/bin/ruff" check --quiet . && echo "ruff: clean"
         xvfb-run -a -s "-screen 0 1600x1200x24" "$PY" -m pytest -m "not slow and not gpu" "$@" ;;
     napari)
         setup
