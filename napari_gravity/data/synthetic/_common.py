@@ -30,12 +30,23 @@ def power_law_noise(
     """
     h, w = shape
     ph, pw = next_fast_len(int(h * 1.5) + 1, True), next_fast_len(int(w * 1.5) + 1, True)
-    fy = np.fft.fftfreq(ph)[:, None]
-    fx = np.fft.rfftfreq(pw)[None, :]
-    amp = (fy**2 + fx**2 + f0**2) ** (-beta / 4.0)
-    amp[0, 0] = 0.0
-    spec = np.fft.rfft2(rng.standard_normal((ph, pw))) * amp
-    out = np.fft.irfft2(spec, s=(ph, pw))[:h, :w]
+
+    def amplitude(fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
+        amp = (fy**2 + fx**2 + f0**2) ** (-beta / 4.0)
+        amp[0, 0] = 0.0
+        return amp
+
+    return _filtered_white_noise(shape, (ph, pw), amplitude, rng)
+
+
+def _filtered_white_noise(shape, domain, transfer, rng: np.random.Generator) -> np.ndarray:
+    """White noise on ``domain`` filtered in the Fourier domain by ``transfer(fy, fx)`` (rfft
+    layout), cropped to ``shape``, zero mean and unit std."""
+    fy = np.fft.fftfreq(domain[0])[:, None]
+    fx = np.fft.rfftfreq(domain[1])[None, :]
+    tf = transfer(fy, fx)
+    spec = np.fft.rfft2(rng.standard_normal(domain)) * tf
+    out = np.fft.irfft2(spec, s=domain)[: shape[0], : shape[1]]
     out -= out.mean()
     sd = out.std()
     return out / sd if sd > 0 else out
@@ -246,14 +257,9 @@ def smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator)
 
     Filtered in the Fourier domain (periodic), so the cost does not grow with ``sigma``.
     """
-    h, w = shape
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
-    tf = np.exp(-2 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
-    a = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * tf, s=shape)
-    a -= a.mean()
-    sd = a.std()
-    return a / sd if sd > 0 else a
+    return _filtered_white_noise(
+        shape, shape, lambda fy, fx: np.exp(-2 * (np.pi * sigma) ** 2 * (fy**2 + fx**2)), rng
+    )
 
 
 def lobule_network(
