@@ -53,6 +53,27 @@ def _otsu(values: np.ndarray) -> float:
     return float(threshold_otsu(values))
 
 
+def _coarse_mask(
+    img: np.ndarray, *, sigma: float, percentile: float, fraction: float, threshold: float | None
+) -> tuple[np.ndarray, int, np.ndarray, float] | None:
+    """Threshold a smoothed (``sigma``) copy downsampled to ≤ 1024 px: (small, factor, mask,
+    threshold), or None when the whole image is tissue (no dark surround, nothing above the
+    threshold). The default threshold sits ``fraction`` of the way from the surround level
+    (``percentile``) to the Otsu threshold."""
+    small, f = _downsample(img, 1024)
+    small = ndi.gaussian_filter(small, sigma)
+    if threshold is None:
+        lo = float(np.percentile(small, percentile))
+        if float(small.max()) - lo <= 0 or not _has_surround(small):
+            return None
+        t = _otsu(small.ravel())
+        threshold = lo + fraction * (t - lo)
+    m = small > threshold
+    if not m.any():
+        return None
+    return small, f, m, threshold
+
+
 def breast_mask(image: np.ndarray, *, threshold: float | None = None) -> np.ndarray:
     """Breast region: threshold between air and tissue, largest component, holes filled.
 
@@ -64,17 +85,10 @@ def breast_mask(image: np.ndarray, *, threshold: float | None = None) -> np.ndar
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"breast_mask: expected a 2-D image, got shape {img.shape}")
-    small, f = _downsample(img, 1024)
-    small = ndi.gaussian_filter(small, 1.5)
-    if threshold is None:
-        lo = float(np.percentile(small, 2))
-        if float(small.max()) - lo <= 0 or not _has_surround(small):
-            return np.ones(img.shape, dtype=bool)
-        t = _otsu(small.ravel())
-        threshold = lo + 0.2 * (t - lo)
-    m = small > threshold
-    if not m.any():
+    coarse = _coarse_mask(img, sigma=1.5, percentile=2, fraction=0.2, threshold=threshold)
+    if coarse is None:
         return np.ones(img.shape, dtype=bool)
+    small, f, m, threshold = coarse
     m = ndi.binary_opening(m, iterations=2)
     if not m.any():
         m = small > threshold
@@ -93,17 +107,10 @@ def fundus_mask(image: np.ndarray, *, threshold: float | None = None, erode: int
         img = img.max(axis=-1)
     if img.ndim != 2:
         raise ValueError(f"fundus_mask: expected a 2-D image, got shape {img.shape}")
-    small, f = _downsample(img, 1024)
-    small = ndi.gaussian_filter(small, 1.0)
-    if threshold is None:
-        lo = float(np.percentile(small, 1))
-        if float(small.max()) - lo <= 0 or not _has_surround(small):
-            return np.ones(img.shape, dtype=bool)
-        t = _otsu(small.ravel())
-        threshold = lo + 0.25 * (t - lo)
-    m = small > threshold
-    if not m.any():
+    coarse = _coarse_mask(img, sigma=1.0, percentile=1, fraction=0.25, threshold=threshold)
+    if coarse is None:
         return np.ones(img.shape, dtype=bool)
+    _, f, m, _ = coarse
     m = ndi.binary_fill_holes(_largest_component(ndi.binary_opening(m, iterations=1) | m))
     out = _upsample(m, f, img.shape)
     if erode > 0:
