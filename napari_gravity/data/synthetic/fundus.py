@@ -236,6 +236,35 @@ def _place_mas(rng, n, dist_vessel, allowed, px_um, diameter_um, min_dist, max_d
     return place_points(rng, propose, radii, cand_mask, gap=4.0, border=3.0)
 
 
+def _darken_mas(rng, pts, rad, depth, red, green, blue) -> None:
+    """Render MAs (depth log-uniform in ``depth``) and darken the channels in place."""
+    dep = log_uniform(rng, *depth, size=len(pts))
+    ma = gaussian_blob_field(green.shape, pts, ma_sigma(rad), dep)
+    green *= 1 - ma
+    red *= 1 - 0.35 * ma
+    blue *= 1 - 0.6 * ma
+
+
+def _fundus_sample(
+    rgbf, rng, jpeg, min_quality, pts, rad, mask, px_um, image_id, patient_id, *, rgb
+) -> Sample | tuple[Sample, np.ndarray]:
+    """Quantise to uint8, JPEG round trip with probability ``jpeg`` (quality ``min_quality``-95)
+    and wrap the green channel in a ``Sample`` (with the RGB image when ``rgb``)."""
+    rgb8 = np.clip(np.round(rgbf), 0, 255).astype(np.uint8)
+    if rng.uniform() < jpeg:
+        rgb8 = _jpeg_roundtrip(rgb8, int(rng.integers(min_quality, 96)))
+    sample = Sample(
+        image=rgb8[..., 1].astype(np.float32),
+        points=pts,
+        radii=rad,
+        mask=mask,
+        image_id=image_id,
+        patient_id=patient_id,
+        spacing=(px_um / 1000.0, px_um / 1000.0),
+    )
+    return (sample, rgb8) if rgb else sample
+
+
 def synth_fundus(
     shape: tuple[int, int] = (512, 512),
     seed: int | np.random.Generator | None = None,
@@ -353,11 +382,7 @@ def synth_fundus(
         vessel_distance[0] * scale,
         vessel_distance[1] * scale,
     )
-    dep = log_uniform(rng, *depth, size=len(pts))
-    ma = gaussian_blob_field(shape, pts, ma_sigma(rad), dep)
-    G *= 1 - ma
-    Rc *= 1 - 0.35 * ma
-    B *= 1 - 0.6 * ma
+    _darken_mas(rng, pts, rad, depth, Rc, G, B)
 
     # --- distractors (unlabelled) -----------------------------------------------------
     inside = np.argwhere(allowed)
@@ -417,19 +442,7 @@ def synth_fundus(
     rgbf += rng.normal(0, rng.uniform(1.0, 2.5), rgbf.shape)
     rgbf *= fov[..., None]
     rgbf += rng.uniform(0, 3)  # dark surround level
-    rgb8 = np.clip(np.round(rgbf), 0, 255).astype(np.uint8)
-    if rng.uniform() < jpeg:
-        rgb8 = _jpeg_roundtrip(rgb8, int(rng.integers(75, 96)))
-    sample = Sample(
-        image=rgb8[..., 1].astype(np.float32),
-        points=pts,
-        radii=rad,
-        mask=mask,
-        image_id=image_id,
-        patient_id=patient_id,
-        spacing=(px_um / 1000.0, px_um / 1000.0),
-    )
-    return (sample, rgb8) if rgb else sample
+    return _fundus_sample(rgbf, rng, jpeg, 75, pts, rad, mask, px_um, image_id, patient_id, rgb=rgb)
 
 
 # --------------------------------------------------------------------------- semi-real
@@ -508,21 +521,17 @@ def semireal_fundus(
     dist = ndi.distance_transform_edt(~ves) if ves.any() else np.full(shape, 1e9)
     allowed = ndi.binary_erosion(mask, iterations=8) & ~ves
     pts, rad = _place_mas(rng, n, dist, allowed, px_um, diameter_um, *vessel_distance)
-    dep = log_uniform(rng, *depth, size=len(pts))
-    ma = gaussian_blob_field(shape, pts, ma_sigma(rad), dep)
-    img[..., 1] *= 1 - ma
-    img[..., 0] *= 1 - 0.35 * ma
-    img[..., 2] *= 1 - 0.6 * ma
-    rgb8 = np.clip(np.round(img), 0, 255).astype(np.uint8)
-    if rng.uniform() < jpeg:
-        rgb8 = _jpeg_roundtrip(rgb8, int(rng.integers(80, 96)))
-    sample = Sample(
-        image=rgb8[..., 1].astype(np.float32),
-        points=pts,
-        radii=rad,
-        mask=mask,
-        image_id=image_id,
-        patient_id=patient_id or f"skimage-retina-{region or 'any'}",
-        spacing=(px_um / 1000.0, px_um / 1000.0),
+    _darken_mas(rng, pts, rad, depth, img[..., 0], img[..., 1], img[..., 2])
+    return _fundus_sample(
+        img,
+        rng,
+        jpeg,
+        80,
+        pts,
+        rad,
+        mask,
+        px_um,
+        image_id,
+        patient_id or f"skimage-retina-{region or 'any'}",
+        rgb=rgb,
     )
-    return (sample, rgb8) if rgb else sample
