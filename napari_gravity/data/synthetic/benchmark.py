@@ -14,6 +14,7 @@ the result does not depend on the number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -225,14 +226,11 @@ def make_benchmark(
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            for res in ex.map(_gen_chunk, [(rec, c) for c in chunks]):
-                results += res
-                if bar:
-                    bar.update(len(res))
+        pool = ProcessPoolExecutor(max_workers=workers)
     else:
-        for c in chunks:
-            res = _gen_chunk((rec, c))
+        pool = contextlib.nullcontext()
+    with pool as ex:
+        for res in (ex.map if ex else map)(_gen_chunk, [(rec, c) for c in chunks]):
             results += res
             if bar:
                 bar.update(len(res))
@@ -286,32 +284,27 @@ def make_benchmark(
         wr = csv.writer(fh)
         wr.writerow(["image", "y", "x", "radius"])
         wr.writerows(gt_rows)
-    n_lesions = {
-        split: int(
-            sum(
-                len(_sample_of(r).points)
-                for r, e in zip(results, entries, strict=False)
-                if e["split"] == split
-            )
-        )
-        for split in SPLITS
-    }
-    info = {
-        "generator_version": GENERATOR_VERSION,
-        "recipe": {**asdict(rec), "size": list(rec.size), "snr": list(rec.snr)},
-        "format": format,
-        "counts": {s: len(ids[s]) for s in SPLITS},
-        "lesions": n_lesions,
-        "lesion_free_images": {
+
+    def per_split(value) -> dict[str, int]:
+        """``{split: sum of value(sample) over the split's samples}``."""
+        return {
             split: int(
                 sum(
-                    len(_sample_of(r).points) == 0
+                    value(_sample_of(r))
                     for r, e in zip(results, entries, strict=False)
                     if e["split"] == split
                 )
             )
             for split in SPLITS
-        },
+        }
+
+    info = {
+        "generator_version": GENERATOR_VERSION,
+        "recipe": {**asdict(rec), "size": list(rec.size), "snr": list(rec.snr)},
+        "format": format,
+        "counts": {s: len(ids[s]) for s in SPLITS},
+        "lesions": per_split(lambda s: len(s.points)),
+        "lesion_free_images": per_split(lambda s: len(s.points) == 0),
         "seconds_generate": round(t_gen, 2),
         "seconds_total": round(t_all, 2),
         "workers": workers,
