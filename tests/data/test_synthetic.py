@@ -248,3 +248,29 @@ def test_make_benchmark_other_formats_ground_truth_matches(tmp_path, fmt):
             idx = _match(pts, s.points)
             np.testing.assert_array_less(np.hypot(*(s.points[idx] - pts).T), 0.5)
             np.testing.assert_allclose(s.radii[idx], rad, atol=0.5 if fmt == "eophtha" else 1e-3)
+
+
+@pytest.mark.parametrize("region", ["top", "middle", "bottom"])
+def test_semireal_fundus_windows_come_from_their_region(region, monkeypatch):
+    """The benchmarks give train / val / test different thirds of the real retina, so the
+    window centres offered for a region must all lie in that third of the field of view."""
+    from napari_gravity.data.synthetic import fundus as fundus_mod
+
+    seen = {}
+    real = fundus_mod.best_window
+
+    def spy(rng, centres, mask, shape, tries, good):
+        seen["centres"] = np.asarray(centres)
+        seen["mask"] = mask
+        return real(rng, centres, mask, shape, tries, good)
+
+    monkeypatch.setattr(fundus_mod, "best_window", spy)
+    semireal_fundus((96, 96), seed=1, has_lesions=False, region=region)
+    rows = np.flatnonzero(seen["mask"].any(axis=1))
+    r0, r1 = rows[0], rows[-1]
+    k = ["top", "middle", "bottom"].index(region)
+    lo, hi = r0 + k * (r1 - r0) // 3, r0 + (k + 1) * (r1 - r0) // 3
+    c = seen["centres"]
+    assert c.ndim == 2 and c.shape[1] == 2
+    assert c[:, 0].min() >= lo and c[:, 0].max() <= hi
+    assert seen["mask"][c[:, 0], c[:, 1]].all()

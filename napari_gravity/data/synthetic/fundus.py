@@ -509,7 +509,7 @@ def semireal_fundus(
     if region is not None:
         k = {"top": 0, "middle": 1, "bottom": 2}[region]
         r0, r1 = r0 + k * (r1 - r0) // 3, r0 + (k + 1) * (r1 - r0) // 3
-    cand = [*np.argwhere(fmask[r0 : r1 + 1]), r0, 0]
+    cand = np.argwhere(fmask[r0 : r1 + 1]) + np.array([r0, 0])  # (row, col) in the full image
     top, left = best_window(rng, cand, fmask, shape, tries=40, good=0.9)
     img = full[top : top + h, left : left + w].astype(np.float64).copy()
     mask = fmask[top : top + h, left : left + w].copy()
