@@ -78,6 +78,25 @@ def suppress_close(points: np.ndarray, scores: np.ndarray, min_distance: float) 
     return np.asarray(keep, dtype=np.int64)
 
 
+def finish_candidates(
+    points: np.ndarray,
+    scores: np.ndarray,
+    mask: np.ndarray | None,
+    min_distance: float,
+    max_candidates: int | None,
+    offset: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The common ending of a candidate detector: keep candidates inside ``mask``, thin them to
+    ``min_distance`` (best first), cut to ``max_candidates`` and shift by the crop ``offset``
+    back to full-image coordinates. Returns (points, scores) in descending score order."""
+    inside = keep_in_mask(points, mask)
+    points, scores = points[inside], scores[inside]
+    idx = suppress_close(points, scores, min_distance)
+    if max_candidates is not None:
+        idx = idx[:max_candidates]
+    return points[idx] + np.asarray(offset, dtype=np.float64), scores[idx]
+
+
 def crop_to_mask(
     img: np.ndarray, mask: np.ndarray | None, margin: int
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:

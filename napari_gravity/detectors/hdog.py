@@ -24,9 +24,8 @@ from scipy import ndimage as ndi
 
 from napari_gravity.detectors.base import (
     crop_to_mask,
-    keep_in_mask,
+    finish_candidates,
     prepare_image,
-    suppress_close,
 )
 from napari_gravity.types import Detections
 
@@ -165,10 +164,5 @@ class HessianDoG:
         pts, resp, sgm = pts[first], resp[first], sgm[first]
         keep = _blob_overlap_prune(pts, sgm, resp, self.overlap)
         pts, resp = pts[keep], resp[keep]
-        keep = keep_in_mask(pts, m)
-        pts, resp = pts[keep], resp[keep]
-        idx = suppress_close(pts, resp, self.min_distance)
-        if self.max_candidates is not None:
-            idx = idx[: self.max_candidates]
-        scores = 1.0 - np.exp(-resp[idx] / self.score_scale)
-        return Detections(pts[idx] + np.asarray(offset, dtype=np.float64), scores)
+        pts, resp = finish_candidates(pts, resp, m, self.min_distance, self.max_candidates, offset)
+        return Detections(pts, 1.0 - np.exp(-resp / self.score_scale))

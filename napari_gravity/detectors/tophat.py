@@ -24,9 +24,8 @@ from scipy import ndimage as ndi
 
 from napari_gravity.detectors.base import (
     crop_to_mask,
-    keep_in_mask,
+    finish_candidates,
     prepare_image,
-    suppress_close,
 )
 from napari_gravity.types import Detections
 
@@ -104,10 +103,7 @@ class TopHat:
         ok = (area <= self.max_area) & (radius <= self.max_radius)
         pts = np.stack([cy, cx], axis=1)[ok]
         score = score[ok]
-        inside = keep_in_mask(pts, m)
-        pts, score = pts[inside], score[inside]
-        idx = suppress_close(pts, score, self.min_distance)
-        if self.max_candidates is not None:
-            idx = idx[: self.max_candidates]
-        pts = pts[idx] + np.asarray(offset, dtype=np.float64)
-        return Detections(pts, np.clip(score[idx], 0.0, 1.0))
+        pts, score = finish_candidates(
+            pts, score, m, self.min_distance, self.max_candidates, offset
+        )
+        return Detections(pts, np.clip(score, 0.0, 1.0))
