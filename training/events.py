@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from napari_gravity.events import read_events
+
+__all__ = ["EVENT_KINDS", "EventLog", "read_events"]
+
 EVENT_KINDS = ("start", "step", "epoch", "best", "done", "error")
 
 
@@ -71,17 +75,3 @@ class EventLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def read_events(path: str | Path) -> list[dict[str, Any]]:
-    """All complete events of a run (a partial last line is skipped)."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out

@@ -7,13 +7,14 @@ plugin never imports ``training``.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from napari_gravity.events import parse_event_lines
 
 
 def train_command(
@@ -89,16 +90,7 @@ class TrainingRun:
         text = self._partial + chunk
         lines = text.split("\n")
         self._partial = lines.pop()  # an incomplete last line waits for the next poll
-        new = []
-        for line in lines:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                new.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return new
+        return parse_event_lines(lines)
 
     def _apply(self, ev: dict) -> None:
         kind = ev.get("event")
