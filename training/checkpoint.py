@@ -8,23 +8,11 @@ from typing import Any
 
 import torch
 
+from napari_gravity.fileio import atomic_write
+
 
 class CheckpointError(ValueError):
     """A resume checkpoint is missing or unreadable (message names the file)."""
-
-
-def atomic_write(path: str | os.PathLike[str], write) -> Path:
-    """Call ``write(tmp_path)`` then rename the temp file over ``path`` (same folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import yaml
 
+from napari_gravity.fileio import atomic_write_text
 from training import checkpoint as ckpt
 from training import data as tdata
 from training import distributed as tdist
@@ -159,7 +160,7 @@ def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     w.writeheader()
     for row in history:
         w.writerow({k: row.get(k, "") for k in keys})
-    ckpt.atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    atomic_write_text(path, buf.getvalue())
 
 
 def _plot_froc(run_dir: Path, curve: dict[str, Any], label: str) -> Path | None:

@@ -208,7 +208,7 @@ class RetinaAdapter:
     ) -> Path:
         from safetensors.torch import save_file
 
-        from training.checkpoint import atomic_write
+        from napari_gravity.fileio import atomic_write
 
         sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         if fp16:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from napari_gravity.fileio import atomic_write
 
 from .config import GravityConfig
 from .model import GravityNet
@@ -74,17 +75,9 @@ def save_model(
         if half and t.is_floating_point():
             t = t.half()
         tensors[k] = t.contiguous().clone()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: text, "format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(
+        path, lambda tmp: save_file(tensors, str(tmp), metadata={_META_KEY: text, "format": "pt"})
+    )
     return path
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_gravity.fileio import atomic_write
+
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_NAME = "default_mc"
 _VERSION_RE = re.compile(r"^v(\d+)\.safetensors$")
@@ -166,13 +168,10 @@ def register_model(
         except FileExistsError:
             continue  # another process claimed it: try the next number
         os.close(fd)
-        tmp = folder / f".v{version:03d}.safetensors.tmp{os.getpid()}"
         try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
+            atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
         except BaseException:
-            tmp.unlink(missing_ok=True)
-            dest.unlink(missing_ok=True)
+            dest.unlink(missing_ok=True)  # give the claimed number back
             raise
         return ModelEntry(name, version, dest, metadata=read_metadata(dest))
     raise RegistryError(f"could not claim a new version of {name!r} in {folder}")

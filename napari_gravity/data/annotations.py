@@ -12,12 +12,13 @@ import math
 import os
 import plistlib
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from napari_gravity.fileio import atomic_write, atomic_write_text
 
 #: Default radius (px) of a point annotated without one (points CSV without a radius column).
 DEFAULT_RADIUS = 3.0
@@ -183,19 +184,6 @@ def read_points_csv(
     return table
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_points_csv(
     path: str | os.PathLike,
     points,
@@ -230,7 +218,7 @@ def write_points_csv(
             v = vals[i]
             row.append(f"{v:.6g}" if name == "score" and v not in ("", None) else str(v))
         wr.writerow(row)
-    _atomic_write_text(p, buf.getvalue())
+    atomic_write_text(p, buf.getvalue())
     return p
 
 
@@ -239,7 +227,7 @@ def write_napari_points_csv(path: str | os.PathLike, points) -> Path:
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     lines = ["index,axis-0,axis-1"] + [f"{i},{y:.6g},{x:.6g}" for i, (y, x) in enumerate(pts)]
     p = Path(path)
-    _atomic_write_text(p, "\n".join(lines) + "\n")
+    atomic_write_text(p, "\n".join(lines) + "\n")
     return p
 
 
@@ -392,13 +380,9 @@ def write_inbreast_xml(
         )
     rois += list(extra_rois or [])
     plist = {"Images": [{"ImageIndex": 0, "NumberOfROIs": len(rois), "ROIs": rois}]}
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    with os.fdopen(fd, "wb") as fh:
-        plistlib.dump(plist, fh, fmt=plistlib.FMT_XML)
-    os.replace(tmp, p)
-    return p
+    return atomic_write(
+        path, lambda tmp: tmp.write_bytes(plistlib.dumps(plist, fmt=plistlib.FMT_XML))
+    )
 
 
 # --------------------------------------------------------------------------- E-ophtha masks

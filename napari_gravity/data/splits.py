@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from napari_gravity.fileio import atomic_write_text
 
 
 class SplitError(ValueError):
@@ -143,14 +144,7 @@ def check_splits(splits: Splits) -> None:
 
 def save_splits(path: str | os.PathLike, splits: Splits) -> Path:
     """Write the splits JSON atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(splits.to_dict(), fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, p)
-    return p
+    return atomic_write_text(path, json.dumps(splits.to_dict(), indent=1) + "\n")
 
 
 def load_splits(path: str | os.PathLike) -> Splits:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from napari_gravity.fileio import atomic_write_text
 from napari_gravity.types import Detections, Sample
 
 
@@ -143,21 +143,6 @@ def read_image_list(path: str | os.PathLike) -> list[str]:
     return out
 
 
-def _atomic_write(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_predictions_csv(
     path: str | os.PathLike,
     predictions: Mapping[str, Detections],
@@ -178,7 +163,7 @@ def write_predictions_csv(
             continue
         for (y, x), s in zip(det.points.tolist(), det.scores.tolist(), strict=True):
             lines.append(f"{_q(iid)},{y:.3f},{x:.3f},{s:.6g}")
-    return _atomic_write(path, "\n".join(lines) + "\n")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def write_ground_truth_csv(
@@ -198,7 +183,7 @@ def write_ground_truth_csv(
             lines.append(f"{_q(iid)},,,")
         for (y, x), r in zip(pts.tolist(), rad.tolist(), strict=True):
             lines.append(f"{_q(iid)},{y:.3f},{x:.3f},{'' if math.isnan(r) else f'{r:.3f}'}")
-    return _atomic_write(path, "\n".join(lines) + "\n")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _check_id(iid: str) -> None:

@@ -160,9 +160,9 @@ def _json_safe(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented strict JSON (NaN/inf as null), atomically."""
-    from napari_gravity.evaluation.io import _atomic_write
+    from napari_gravity.fileio import atomic_write_text
 
-    return _atomic_write(path, json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n")
+    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n")
 
 
 def evaluate_detections(

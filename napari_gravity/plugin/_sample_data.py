@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_gravity.fileio import atomic_write
+
 from . import _api
 from ._reader import image_layers
 
@@ -32,10 +34,9 @@ def materialise(name: str, make) -> Path:
     img_path = root / f"{name}.tif"
     if not img_path.exists():
         sample = make()
-        tmp = root / f".{name}.tmp.tif"
-        tifffile.imwrite(tmp, np.asarray(sample.image, dtype=np.float32))
         _api.write_points_csv(root / f"{name}.csv", sample.points, sample.radii)
-        os.replace(tmp, img_path)
+        image = np.asarray(sample.image, dtype=np.float32)
+        atomic_write(img_path, lambda tmp: tifffile.imwrite(tmp, image))
     return img_path
 
 

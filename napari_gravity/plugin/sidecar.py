@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from napari_gravity.fileio import atomic_write_text
 
 from .review import clean_features
 
@@ -54,21 +55,6 @@ class Review:
     saved: float = 0.0
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_review(path: str | os.PathLike, review: Review) -> Path:
     """Write ``review`` atomically to ``path`` (the sidecar)."""
     feats = clean_features(review.features, len(review.points))
@@ -93,7 +79,7 @@ def write_review(path: str | os.PathLike, review: Review) -> Path:
         "saved": time.time(),
         "points": rows,
     }
-    atomic_write_text(path, json.dumps(doc, indent=1))
+    atomic_write_text(path, json.dumps(doc, indent=1), fsync=True)
     return Path(path)
 
 

@@ -1,0 +1,43 @@
+"""Atomic file writes: one home for "temp file beside the target, then rename over it".
+
+A reader (or a crash) never sees a half-written file: the data go to a uniquely named temporary
+file in the target's folder, which is then renamed over the target with ``os.replace``. The
+temporary file never survives a failure. Files get ordinary permissions (the process umask).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Path], object], *, fsync: bool = False
+) -> Path:
+    """Call ``write(tmp)`` for a temporary path beside ``path`` (``.NAME.*.tmp``), then rename it
+    over ``path``. With ``fsync`` the data reach the disk before the rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+
+    return atomic_write(path, write, fsync=fsync)
