@@ -22,6 +22,9 @@ def test_sigterm_stops_cleanly_then_resume(tmp_path, make_tiny_config):
         train__epochs=50,
         train__max_steps_per_epoch=12,
         data__tiles_per_image=6,
+        # steps heavy enough (~0.15 s) that SIGTERM lands inside the first epoch: with the
+        # tiny 64-px tiles an idle machine could finish all 12 steps before the signal arrived
+        data__tile_size=256,
     )
     run = tmp_path / "run"
     env = {**os.environ, "GRAVITY_NO_PROGRESS": "1"}
