@@ -1,6 +1,11 @@
 """Image readers: DICOM, TIFF, PNG/JPEG → a float32 2-D image, pixel spacing and safe metadata.
 
 Patient-identifying DICOM tags are never copied into ``meta`` (nor logged or exported).
+
+Every reader checks the pixel count the file's header claims (DICOM Rows × Columns × frames ×
+samples, TIFF series shape, PNG/JPEG size) against :data:`DEFAULT_MAX_PIXELS` BEFORE decoding, so a
+small hostile file (a decompression bomb) cannot exhaust the memory. Override with
+``read_image(..., max_pixels=N)`` or the environment variable ``GRAVITY_MAX_PIXELS``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,14 @@ SAFE_DICOM_KEYWORDS = (
 )
 
 Channel = str | int
+
+#: Largest image (pixels, all samples and frames counted) read without an explicit override:
+#: 60 million (e.g. 7745 × 7745; a 4084 × 3328 INbreast mammogram is 13.6 million).
+DEFAULT_MAX_PIXELS = 60_000_000
+#: Environment variable overriding :data:`DEFAULT_MAX_PIXELS`.
+MAX_PIXELS_ENV = "GRAVITY_MAX_PIXELS"
+#: Smallest accepted image side (pixels): a 1×1 or 3×3 "image" is a broken file.
+MIN_SIDE = 4
 
 
 class ImageReadError(ValueError):
@@ -94,12 +107,51 @@ def _select_channel(arr: np.ndarray, channel: Channel, path: Path) -> np.ndarray
     )
 
 
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The pixel cap in force: ``max_pixels``, else ``$GRAVITY_MAX_PIXELS``, else the default."""
+    if max_pixels is not None:
+        if isinstance(max_pixels, bool) or int(max_pixels) < 1:
+            raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        return int(max_pixels)
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if env:
+        try:
+            val = int(float(env))
+        except ValueError:
+            raise ValueError(f"${MAX_PIXELS_ENV}={env!r} is not a number of pixels") from None
+        if val < 1:
+            raise ValueError(f"${MAX_PIXELS_ENV}={env!r} must be a positive number of pixels")
+        return val
+    return DEFAULT_MAX_PIXELS
+
+
+def _check_size(path: Path, dims: tuple[int, ...], what: str, limit: int) -> None:
+    """Refuse an image whose header claims more than ``limit`` pixels (before decoding it)."""
+    n = 1
+    for d in dims:
+        n *= max(int(d), 0)
+    if n > limit:
+        shown = " x ".join(str(int(d)) for d in dims)
+        raise ImageReadError(
+            path,
+            f"{what} claims {shown} = {n:,} pixels, more than the limit of {limit:,} "
+            f"(a corrupt or hostile file?); if the image is genuine, raise the limit with "
+            f"{MAX_PIXELS_ENV}=N or read_image(..., max_pixels=N)",
+        )
+
+
 def _check(img: np.ndarray, path: Path) -> np.ndarray:
     img = np.asarray(img)
     if img.ndim != 2:
         raise ImageReadError(path, f"expected a 2-D image, got shape {img.shape}")
     if img.size == 0 or min(img.shape) < 1:
         raise ImageReadError(path, "the image is empty")
+    if min(img.shape) < MIN_SIDE:
+        raise ImageReadError(
+            path,
+            f"the image is only {img.shape[0]}x{img.shape[1]} pixels "
+            f"(at least {MIN_SIDE}x{MIN_SIDE} needed)",
+        )
     img = img.astype(np.float32, copy=False)
     finite = np.isfinite(img)
     if not finite.all():
@@ -111,12 +163,63 @@ def _check(img: np.ndarray, path: Path) -> np.ndarray:
     return img
 
 
-def _read_dicom(path: Path, channel: Channel) -> ImageRecord:
+def _check_deflated_dicom(path: Path, limit: int) -> None:
+    """A *Deflated* DICOM is inflated whole by pydicom before any tag can be read: measure the
+    inflated size first (in small chunks, keeping nothing) and refuse a bomb."""
+    import zlib
+
+    try:
+        from pydicom.filereader import read_file_meta_info
+
+        meta = read_file_meta_info(str(path))
+        ts = str(meta.get("TransferSyntaxUID", ""))
+    except Exception:
+        return  # not a DICOM with file meta: dcmread reports it
+    if ts != "1.2.840.10008.1.2.1.99":
+        return
+    budget = 4 * limit + (64 << 20)  # 4 bytes per pixel of the cap + 64 MiB of other tags
+    dec = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    with open(path, "rb") as fh:
+        # the deflated data follow the (uncompressed) file meta group
+        fh.seek(0)
+        raw = fh.read(132)
+        start = 132 if raw[128:132] == b"DICM" else 0
+        fh.seek(start)
+        from pydicom.filereader import _read_file_meta_info
+
+        try:
+            _read_file_meta_info(fh)
+        except Exception:
+            return
+        while True:
+            chunk = fh.read(1 << 16)
+            if not chunk:
+                break
+            try:
+                out = dec.decompress(chunk, 1 << 20)
+                total += len(out)
+                while dec.unconsumed_tail and total <= budget:
+                    out = dec.decompress(dec.unconsumed_tail, 1 << 20)
+                    total += len(out)
+            except zlib.error:
+                return  # corrupt: pydicom reports it
+            if total > budget:
+                raise ImageReadError(
+                    path,
+                    f"the Deflated DICOM inflates to more than {budget:,} bytes, more than the "
+                    f"pixel limit of {limit:,} allows (a decompression bomb?); if the image is "
+                    f"genuine, raise the limit with {MAX_PIXELS_ENV}=N",
+                )
+
+
+def _read_dicom(path: Path, channel: Channel, limit: int) -> ImageRecord:
     try:
         import pydicom
         from pydicom.errors import InvalidDicomError
     except ImportError as exc:  # pragma: no cover - dependency
         raise ImageReadError(path, "pydicom is not installed") from exc
+    _check_deflated_dicom(path, limit)
     try:
         ds = pydicom.dcmread(str(path))
     except InvalidDicomError as exc:
@@ -126,6 +229,29 @@ def _read_dicom(path: Path, channel: Channel) -> ImageRecord:
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise ImageReadError(path, "the DICOM file holds no pixel data")
     try:
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(path, f"corrupt DICOM image size tags ({exc})") from None
+    if rows < 1 or cols < 1:
+        raise ImageReadError(
+            path, f"the DICOM header gives no image size (Rows {rows}, Columns {cols})"
+        )
+    if frames < 1 or spp < 1:
+        raise ImageReadError(
+            path, f"corrupt DICOM header (NumberOfFrames {frames}, SamplesPerPixel {spp})"
+        )
+    _check_size(
+        path,
+        (rows, cols, frames, spp),
+        "the DICOM header (Rows x Columns x frames x samples)",
+        limit,
+    )
+    if frames > 1:
+        raise ImageReadError(path, f"multi-frame DICOM ({frames} frames) is not a 2-D image")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper().strip()
+    try:
         arr = ds.pixel_array
     except Exception as exc:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -133,11 +259,20 @@ def _read_dicom(path: Path, channel: Channel) -> ImageRecord:
         raise ImageReadError(
             path, f"cannot decode the pixel data (transfer syntax {tsn}): {exc}"
         ) from exc
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        raise ImageReadError(path, f"multi-frame DICOM ({frames} frames) is not a 2-D image")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if arr.ndim < 2 or arr.shape[0] != rows or arr.shape[1] != cols:
+        raise ImageReadError(
+            path, f"decoded pixel array {arr.shape} does not match Rows x Columns {rows}x{cols}"
+        )
+    if photometric == "PALETTE COLOR":
+        try:
+            from pydicom.pixels import apply_color_lut
+
+            arr = apply_color_lut(arr, ds)
+        except Exception as exc:
+            raise ImageReadError(
+                path, f"PALETTE COLOR image whose colour palette cannot be applied ({exc})"
+            ) from None
+        spp = 3
     if spp > 1:
         # pydicom's decoders already return RGB for YBR photometric interpretations
         arr = _select_channel(arr, channel, path)
@@ -188,7 +323,7 @@ def _read_dicom(path: Path, channel: Channel) -> ImageRecord:
     return ImageRecord(_check(img, path).astype(np.float32), spacing, meta)
 
 
-def _read_tiff(path: Path, channel: Channel) -> ImageRecord:
+def _read_tiff(path: Path, channel: Channel, limit: int) -> ImageRecord:
     import tifffile
 
     try:
@@ -196,7 +331,15 @@ def _read_tiff(path: Path, channel: Channel) -> ImageRecord:
             if not tf.pages:
                 raise ImageReadError(path, "the TIFF file holds no image")
             page = tf.pages[0]
-            arr = tf.series[0].asarray() if tf.series else page.asarray()
+            series = tf.series[0] if tf.series else None
+            shape = tuple(int(d) for d in (series.shape if series is not None else page.shape))
+            _check_size(path, shape, "the TIFF header", limit)
+            squeezed = [d for d in shape if d != 1]
+            if len(squeezed) > 3 or (len(squeezed) == 3 and min(squeezed[0], squeezed[-1]) > 4):
+                raise ImageReadError(
+                    path, f"expected a 2-D image, got a stack of shape {tuple(shape)}"
+                )
+            arr = series.asarray() if series is not None else page.asarray()
             spacing = None
             try:
                 xr = page.tags.get("XResolution")
@@ -225,11 +368,35 @@ def _read_tiff(path: Path, channel: Channel) -> ImageRecord:
     return ImageRecord(_check(img, path), spacing, {"format": "tiff", "dtype": str(arr.dtype)})
 
 
-def _read_raster(path: Path, channel: Channel) -> ImageRecord:
+def _raster_header(path: Path, limit: int) -> None:
+    """Check a PNG/JPEG/BMP's size from its header (Pillow reads only the header here)."""
+    import warnings
+
+    from PIL import Image
+
+    old = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # our own cap below, with our own message
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(str(path)) as im:
+                w, h = im.size
+                bands = len(im.getbands())
+    except Exception as exc:
+        raise ImageReadError(
+            path, f"corrupt or unsupported image ({type(exc).__name__}: {exc})"
+        ) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    _check_size(path, (h, w, bands), "the image header (height x width x channels)", limit)
+
+
+def _read_raster(path: Path, channel: Channel, limit: int) -> ImageRecord:
     import imageio.v3 as iio
 
+    _raster_header(path, limit)
     try:
-        arr = iio.imread(str(path))
+        arr = iio.imread(str(path), index=0)
     except Exception as exc:
         raise ImageReadError(
             path, f"corrupt or unsupported image ({type(exc).__name__}: {exc})"
@@ -245,15 +412,20 @@ def _read_raster(path: Path, channel: Channel) -> ImageRecord:
     )
 
 
-def read_image(path: str | os.PathLike, channel: Channel = "green") -> ImageRecord:
+def read_image(
+    path: str | os.PathLike, channel: Channel = "green", *, max_pixels: int | None = None
+) -> ImageRecord:
     """Read one image file as a float32 2-D array (raw intensities, not normalised).
 
     DICOM (rescale slope/intercept applied, MONOCHROME1 inverted, compressed transfer
     syntaxes through pydicom's numpy RLE decoder and the pylibjpeg plugins), TIFF (8/16-bit,
     float), PNG and JPEG. Colour images are reduced to ``channel`` ("green" by default, or
     "gray", "red", "blue", or an index). Raises :class:`ImageReadError` naming the file for a
-    missing, empty, corrupt, NaN-filled, non-2-D or unsupported file.
+    missing, empty, corrupt, NaN-filled, non-2-D, tiny (< 4 px a side) or unsupported file, and
+    for one whose header claims more than ``max_pixels`` pixels (default ``$GRAVITY_MAX_PIXELS``
+    or :data:`DEFAULT_MAX_PIXELS`), checked before any pixel is decoded.
     """
+    limit = max_pixels_limit(max_pixels)
     p = Path(path)
     if not p.exists():
         raise ImageReadError(p, "no such file")
@@ -263,16 +435,16 @@ def read_image(path: str | os.PathLike, channel: Channel = "green") -> ImageReco
         raise ImageReadError(p, "the file is empty (0 bytes)")
     ext = p.suffix.lower()
     if ext in DICOM_EXTS:
-        return _read_dicom(p, channel)
+        return _read_dicom(p, channel, limit)
     if ext in TIFF_EXTS:
-        return _read_tiff(p, channel)
+        return _read_tiff(p, channel, limit)
     if ext in RASTER_EXTS:
-        return _read_raster(p, channel)
+        return _read_raster(p, channel, limit)
     # no known extension: sniff a DICOM preamble
     with open(p, "rb") as fh:
         head = fh.read(132)
     if len(head) == 132 and head[128:132] == b"DICM":
-        return _read_dicom(p, channel)
+        return _read_dicom(p, channel, limit)
     raise ImageReadError(
         p, f"unsupported file type {ext or '(no extension)'} (use {', '.join(sorted(IMAGE_EXTS))})"
     )

@@ -167,3 +167,59 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(ImageReadError, match="no such file"):
         read_image(tmp_path / "missing.dcm")
     assert issubclass(ImageReadError, ValueError)
+
+
+# --------------------------------------------------------------------------- issue 13: limits
+def test_pixel_cap_refuses_before_decoding_and_can_be_raised(tmp_path, monkeypatch):
+    from napari_gravity.data.readers import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
+
+    img = (np.arange(64 * 48) % 251).astype(np.uint8).reshape(64, 48)
+    files = {
+        "a.png": lambda p: iio.imwrite(p, img),
+        "a.tif": lambda p: tifffile.imwrite(p, img),
+        "a.dcm": lambda p: write_dicom(p, img.astype(np.uint16)),
+    }
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    for name, write in files.items():
+        p = tmp_path / name
+        write(p)
+        assert read_image(p).image.shape == (64, 48)
+        with pytest.raises(ImageReadError, match=r"a\.\w+: .*3,072 pixels.*limit of 1,000"):
+            read_image(p, max_pixels=1000)
+        monkeypatch.setenv(MAX_PIXELS_ENV, "3000")
+        with pytest.raises(ImageReadError, match=MAX_PIXELS_ENV):
+            read_image(p)
+        monkeypatch.setenv(MAX_PIXELS_ENV, "3072")
+        assert read_image(p).image.shape == (64, 48)
+        monkeypatch.delenv(MAX_PIXELS_ENV)
+    assert DEFAULT_MAX_PIXELS >= 4084 * 3328  # an INbreast mammogram fits
+
+
+def test_tiny_images_are_refused(tmp_path):
+    for shape in ((1, 1), (3, 100)):
+        p = tmp_path / f"tiny{shape[0]}.png"
+        iio.imwrite(p, np.full(shape, 7, np.uint8))
+        with pytest.raises(ImageReadError, match=r"tiny\d\.png: .*only \d+x\d+ pixels"):
+            read_image(p)
+    p = tmp_path / "ok.png"
+    iio.imwrite(p, np.full((4, 4), 7, np.uint8))
+    assert read_image(p).image.shape == (4, 4)
+
+
+def test_palette_color_dicom_applies_the_palette():
+    import pydicom
+
+    path = _testfile("examples_palette.dcm")
+    ds = pydicom.dcmread(path)
+    idx = ds.pixel_array
+    rgb = pydicom.pixels.apply_color_lut(idx, ds)
+    rec = read_image(path)  # green channel of the palette colours, not the raw indices
+    np.testing.assert_array_equal(rec.image, rgb[..., 1].astype(np.float32))
+    assert not np.array_equal(rec.image, idx.astype(np.float32))
+    gray = read_image(path, channel="gray").image
+    assert gray.shape == idx.shape and float(gray.max()) > 255  # 16-bit palette entries
+
+
+def test_deflated_dicom_still_reads():
+    rec = read_image(_testfile("image_dfl.dcm"))
+    assert rec.image.shape == (512, 512)
