@@ -1,9 +1,10 @@
 """The gravity loss (paper 000, section 3.3): focal classification + λ · smooth-L1 regression.
 
 Hooking: a gravity point whose distance to its nearest lesion is ≤ d_h is positive and hooked
-to that lesion. A lesion that hooked no point gets its nearest point force-assigned (so every
-lesion has ≥ 1 positive). With ``ignore_gap > 0`` the negatives in the band (d_h, d_h + gap] are
-ignored (no classification loss).
+to that lesion. A lesion that hooked no point is force-assigned its nearest point that is not
+another lesion's only positive (so every lesion has ≥ 1 positive whenever there are at least as
+many points as lesions; see :func:`_force_assign`). With ``ignore_gap > 0`` the negatives in
+the band (d_h, d_h + gap] are ignored (no classification loss).
 
 Normalisation: the focal loss is summed over every (non-ignored) point of the batch and divided by
 the number of positives in the whole batch (at least 1), so lesion-free images weigh like any other
@@ -35,18 +36,61 @@ def _nearest_lesion(gp: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, to
     return dmin.sqrt_(), amin
 
 
-def _nearest_point(gp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Per lesion: index of its nearest point."""
+def _k_nearest(gp: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
+    """Per lesion: indices (M, k) of its k nearest points, nearest first (ties: lower index
+    first). Chunked over points like :func:`_nearest_lesion`."""
     n, m = gp.shape[0], t.shape[0]
-    rows = max(1, _CHUNK // max(m, 1))
-    best_d = torch.full((m,), float("inf"), dtype=gp.dtype, device=gp.device)
-    best_i = torch.zeros(m, dtype=torch.long, device=gp.device)
+    k = min(k, n)
+    rows = max(k, _CHUNK // max(m, 1))
+    best_d = best_i = None
     for s in range(0, n, rows):
-        cd, ci = _sqdist(gp[s : s + rows], t).min(dim=0)
-        better = cd < best_d
-        best_d = torch.where(better, cd, best_d)
-        best_i = torch.where(better, ci + s, best_i)
-    return best_i
+        d = _sqdist(gp[s : s + rows], t).T  # (M, rows)
+        i = torch.arange(s, s + d.shape[1], device=gp.device).expand(m, -1)
+        if best_d is not None:
+            d, i = torch.cat([best_d, d], 1), torch.cat([best_i, i], 1)
+        best_d, j = d.topk(min(k, d.shape[1]), dim=1, largest=False, sorted=False)
+        best_i = i.gather(1, j)
+    o = best_i.argsort(dim=1)  # index order first, then a stable sort by distance
+    best_d, best_i = best_d.gather(1, o), best_i.gather(1, o)
+    return best_i.gather(1, best_d.argsort(dim=1, stable=True))
+
+
+def _force_assign(
+    gp: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, assigned: torch.Tensor
+) -> None:
+    """Give every lesion that hooked no point a positive, in place.
+
+    Each such lesion (nearest first) takes its nearest point that is not the *only* positive of
+    another lesion: a free point, or one taken from a lesion that keeps other positives. Among a
+    lesion's k nearest points at most k − 1 can be sole positives when k ≥ M, so the search
+    always succeeds while N ≥ M; with fewer points than lesions, min(N, M) lesions get one.
+    """
+    n, m = gp.shape[0], t.shape[0]
+    counts = torch.bincount(assigned[assigned >= 0], minlength=m)
+    lonely = torch.nonzero(counts == 0).flatten()
+    if lonely.numel() == 0:
+        return
+    cand = _k_nearest(gp, t[lonely], 8)  # enough unless neighbours are crowded (fallback)
+    first = _sqdist(gp[cand[:, 0]], t[lonely]).diagonal()
+    for r in first.argsort(stable=True).tolist():
+        les = int(lonely[r])
+        c = cand[r]
+        for attempt in range(2):
+            own = assigned[c]
+            ok = (own < 0) | (counts[own.clamp(min=0)] >= 2)
+            hit = torch.nonzero(ok).flatten()
+            if hit.numel() or c.numel() == n or attempt:
+                break
+            c = _k_nearest(gp, t[les : les + 1], int((counts == 1).sum()) + 1)[0]
+        if hit.numel() == 0:
+            continue  # every point is already some lesion's only positive (N < M)
+        j = int(hit[0])
+        p, a = int(c[j]), int(own[j])
+        if a >= 0:
+            counts[a] -= 1
+        assigned[p] = les
+        labels[p] = 1.0
+        counts[les] += 1
 
 
 def assign(
@@ -69,14 +113,7 @@ def assign(
         labels[(dmin > d_h) & (dmin <= d_h + ignore_gap)] = -1.0
     labels[pos] = 1.0
     assigned[pos] = amin[pos]
-    # Force-assign: a lesion that hooked no point gets its nearest point.
-    hooked = torch.zeros(t.shape[0], dtype=torch.bool, device=gp.device)
-    hooked[amin[pos]] = True
-    lonely = torch.nonzero(~hooked).flatten()
-    if lonely.numel():
-        idx = _nearest_point(gp, t[lonely])
-        labels[idx] = 1.0
-        assigned[idx] = lonely
+    _force_assign(gp, t, labels, assigned)
     return labels, assigned
 
 
