@@ -41,3 +41,20 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = 
             fh.write(text)
 
     return atomic_write(path, write, fsync=fsync)
+
+
+def torch_load_error(exc: BaseException) -> str:
+    """The message of a failed ``torch.load(weights_only=True)`` without torch's advice to re-run
+    with ``weights_only=False`` (which would execute code from an untrusted file)."""
+    text = str(exc)
+    if "weights_only" not in text and "Weights only load failed" not in text:
+        return text
+    detail = ""
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip()
+        detail = detail.split("Check the documentation", 1)[0].strip()
+        detail = " ".join(detail.split())[:200]
+    return (
+        "the file holds Python objects beyond plain tensors, which are never loaded (they could "
+        "run code)" + (f": {detail}" if detail else "")
+    )

@@ -43,7 +43,11 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read pretrained weights ({exc})") from exc
+        from napari_gravity.fileio import torch_load_error
+
+        raise ValueError(
+            f"{path}: cannot read pretrained weights ({torch_load_error(exc)})"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]

@@ -11,6 +11,7 @@ Loading never executes code (safetensors only stores tensors and strings).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,10 @@ def save_model(
     return path
 
 
+#: Largest metadata header accepted (bytes): a real one is a few kB.
+MAX_HEADER_BYTES = 1 << 20
+
+
 def _read_header(path: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise ModelFileError(path, "model file not found")
@@ -96,9 +101,13 @@ def _read_header(path: str) -> dict[str, Any]:
     text = raw.get(_META_KEY)
     if text is None:
         raise ModelFileError(path, "a safetensors file without napari-gravity metadata")
+    if len(text) > MAX_HEADER_BYTES:
+        raise ModelFileError(
+            path, f"napari-gravity metadata of {len(text):,} bytes (at most {MAX_HEADER_BYTES:,})"
+        )
     try:
         meta = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(path, f"corrupt napari-gravity metadata ({exc})") from exc
     if not isinstance(meta, dict):
         raise ModelFileError(path, "corrupt napari-gravity metadata (not an object)")
@@ -106,42 +115,88 @@ def _read_header(path: str) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise ModelFileError(
             path,
-            f"model format version {version!r}; this napari-gravity reads version {FORMAT_VERSION}",
+            f"model format version {_short(version)}; this napari-gravity reads version "
+            f"{FORMAT_VERSION}",
         )
     return meta
+
+
+def _short(v: Any, n: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _validate_metadata(path: str, meta: dict[str, Any]) -> None:
+    """Every value of the metadata that is used: finite numbers in range, right types."""
+    thr = meta.get("threshold")
+    if thr is not None and (
+        isinstance(thr, bool)
+        or not isinstance(thr, (int, float))
+        or not math.isfinite(thr)
+        or not 0.0 <= thr <= 1.0
+    ):
+        raise ModelFileError(
+            path, f"metadata key 'threshold': must be in [0, 1], got {_short(thr)}"
+        )
+    for key in ("name", "task", "model"):
+        v = meta.get(key)
+        if v is not None and not isinstance(v, str):
+            raise ModelFileError(path, f"metadata key {key!r}: must be a string, got {_short(v)}")
+    task = meta.get("task")
+    if task is not None and task not in ("mc", "ma"):
+        raise ModelFileError(
+            path, f"metadata key 'task': must be 'mc', 'ma' or null, got {_short(task)}"
+        )
+    for key in ("provenance", "metrics"):
+        v = meta.get(key)
+        if v is not None and not isinstance(v, dict):
+            raise ModelFileError(path, f"metadata key {key!r}: must be an object, got {_short(v)}")
+    cfg = meta.get("config")
+    if isinstance(cfg, dict):
+        for key, v in cfg.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ModelFileError(path, f"config key {key!r}: not a finite number ({v})")
 
 
 def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a model file (config, threshold, provenance, ...) without the weights."""
     path = os.fspath(path)
     meta = _read_header(path)
+    _validate_metadata(path, meta)
     try:
         GravityConfig.from_dict(meta.get("config"))
-    except (TypeError, ValueError) as exc:
-        raise ModelFileError(path, f"invalid configuration ({exc})") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ModelFileError(path, f"invalid configuration ({_short(str(exc), 300)})") from exc
     return meta
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model file: a ``GravityNet`` in eval mode on ``device``, its config and metadata."""
-    from safetensors.torch import load_file
+def _header_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape from the safetensors header (no tensor data read)."""
+    from safetensors import safe_open
 
-    path = os.fspath(path)
-    meta = read_model_metadata(path)
-    config = GravityConfig.from_dict(meta["config"])
     try:
-        tensors = load_file(path, device="cpu")
+        with safe_open(path, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as exc:
-        raise ModelFileError(path, f"cannot read the weights ({exc})") from exc
-    model = GravityNet(config)
-    want = model.state_dict()
-    missing = sorted(set(want) - set(tensors))
-    unexpected = sorted(set(tensors) - set(want))
-    wrong = [
-        f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}"
-        for k, v in want.items()
-        if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)
-    ]
+        raise ModelFileError(path, f"not a readable safetensors model file ({exc})") from exc
+
+
+def _expected_shapes(path: str, config: GravityConfig) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes of ``GravityNet(config)``, built on the meta device (no memory)."""
+    try:
+        with torch.device("meta"):
+            net = GravityNet(config)
+    except Exception as exc:
+        raise ModelFileError(
+            path, f"cannot build the network of its configuration ({exc})"
+        ) from None
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _check_shapes(path: str, config: GravityConfig, have: dict, want: dict) -> None:
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    wrong = [f"{k} {have[k]} vs {v}" for k, v in want.items() if k in have and have[k] != v]
     if missing or unexpected or wrong:
         parts = []
         if wrong:
@@ -153,8 +208,35 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         raise ModelFileError(
             path,
             "the weights do not match the file's configuration "
-            f"({config.backbone}, stride {config.stride}, step {config.step}): " + "; ".join(parts),
+            f"({config.backbone}, stride {config.stride}, step {config.step}, head_channels "
+            f"{config.head_channels}): " + "; ".join(parts),
         )
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model file: a ``GravityNet`` in eval mode on ``device``, its config and metadata.
+
+    The configuration is checked against the tensor shapes of the file's header BEFORE the
+    network is built, so a hostile configuration (``head_channels: 12000``) costs no memory;
+    weights holding NaN/inf are refused."""
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    meta = read_model_metadata(path)
+    config = GravityConfig.from_dict(meta["config"])
+    _check_shapes(path, config, _header_shapes(path), _expected_shapes(path, config))
+    try:
+        tensors = load_file(path, device="cpu")
+    except Exception as exc:
+        raise ModelFileError(path, f"cannot read the weights ({exc})") from exc
+    for k, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            raise ModelFileError(
+                path, f"tensor {k!r} holds {n} NaN/inf value(s) of {t.numel()} (a broken model)"
+            )
+    model = GravityNet(config)
+    want = model.state_dict()
     model.load_state_dict({k: v.to(want[k].dtype) for k, v in tensors.items()}, strict=True)
     model.to(device).eval()
     return LoadedModel(model=model, config=config, metadata=meta)
