@@ -72,9 +72,14 @@ def models_dir(root: str | os.PathLike[str] | None = None) -> Path:
     return Path.home() / ".napari-gravity" / "models"
 
 
-def default_model_path() -> Path | None:
-    """The bundled default microcalcification model, or None if it is not installed."""
-    p = BUNDLED_DIR / f"{DEFAULT_MODEL_NAME}.safetensors"
+def default_model_path(task: str = "mc") -> Path | None:
+    """The bundled default model of ``task`` (``mc``: ``default_mc``, ``ma``: ``default_ma``),
+    or None if it is not installed."""
+    from .task import DEFAULT_MODELS
+
+    if task not in DEFAULT_MODELS:
+        raise RegistryError(f"unknown task {task!r} (use {', '.join(DEFAULT_MODELS)})")
+    p = BUNDLED_DIR / f"{DEFAULT_MODELS[task]}.safetensors"
     return p if p.is_file() else None
 
 

@@ -55,7 +55,8 @@ def guess_task(image: np.ndarray, meta: dict[str, Any] | None = None) -> tuple[s
     """``(task, reason)`` for an image as read (2-D grey, or (H, W, 3|4) colour).
 
     ``meta`` is the reader's metadata (``napari_gravity.data.readers.ImageRecord.meta``);
-    its ``Modality`` and ``channels`` keys are used when present.
+    its ``Modality`` and ``colour`` (the file held differing colour channels) keys are used
+    when present.
     """
     meta = meta or {}
     image = np.asarray(image)
@@ -63,7 +64,7 @@ def guess_task(image: np.ndarray, meta: dict[str, Any] | None = None) -> tuple[s
         return "mc", "DICOM modality MG (mammography)"
     if _is_colour(image):
         return "ma", "colour photograph (fundus)"
-    if int(meta.get("channels", 1) or 1) >= 3 and not meta.get("grey_channels", False):
+    if meta.get("colour"):
         return "ma", "colour photograph (fundus), one channel read"
     grey = image if image.ndim == 2 else image[..., 1] if image.ndim == 3 else None
     if grey is not None and grey.size and _round_fov(grey):

