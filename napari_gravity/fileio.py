@@ -2,7 +2,9 @@
 
 A reader (or a crash) never sees a half-written file: the data go to a uniquely named temporary
 file in the target's folder, which is then renamed over the target with ``os.replace``. The
-temporary file never survives a failure. Files get ordinary permissions (the process umask).
+temporary file never survives an exception; after a hard kill (``kill -9``, power loss) the next
+write of the same target removes the orphan (its name holds the writer's pid, which must be gone).
+Files get ordinary permissions (the process umask).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ def atomic_write(
     over ``path``. With ``fsync`` the data reach the disk before the rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
@@ -31,6 +34,45 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep its file
+    return True
+
+
+def remove_orphan_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete ``.NAME.<pid>.<hex>.tmp`` files beside ``path`` whose writer process is gone (left
+    by a killed writer). Returns the removed paths."""
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}."
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        parts = name[len(prefix) : -len(".tmp")].split(".")
+        if len(parts) != 2 or not parts[0].isdigit() or len(parts[1]) != 8:
+            continue
+        if _pid_alive(int(parts[0])):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
