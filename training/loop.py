@@ -413,6 +413,7 @@ def _train(
                 "no_improve": no_improve,
                 "history": history,
                 "config": json.dumps(cfg.to_dict()),
+                "rng": ckpt.rng_state(),
             },
         )
 
@@ -459,8 +460,14 @@ def _train(
         if len(items) < need:
             items = (items * math.ceil(need / len(items)))[:need]
         items = items[:need]
+        # a resumed epoch starts at its first unseen batch (the skipped tiles are never cut)
+        skip = start_step if epoch == start_epoch else 0
         ds = tdata.TileDataset(
-            train_imgs, items, d_cfg["tile_size"], d_cfg["pos_fraction"], d_cfg["flips"]
+            train_imgs,
+            items[skip * global_batch :],
+            d_cfg["tile_size"],
+            d_cfg["pos_fraction"],
+            d_cfg["flips"],
         )
         sampler = None
         if dist_info.enabled:
@@ -477,8 +484,9 @@ def _train(
             drop_last=True,
             pin_memory=dev.type == "cuda",
             persistent_workers=False,
+            # its own generator: creating the iterator draws no number from the global RNG
+            generator=torch.Generator().manual_seed(seed * 1000 + epoch),
         )
-        skip = start_step if epoch == start_epoch else 0
         sums = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
         n_done = 0
         last_emit = 0.0
@@ -492,9 +500,9 @@ def _train(
         n_img_seen = 0
         t_steps = time.time()
         step = skip
-        for step_idx, (images, targets) in enumerate(loader):
-            if step_idx < skip:
-                continue
+        if state is not None and epoch == start_epoch and state.get("rng") is not None:
+            ckpt.set_rng_state(state["rng"])  # the random stream continues where it stopped
+        for step_idx, (images, targets) in enumerate(loader, start=skip):
             images = images.to(dev, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
