@@ -153,6 +153,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "eval": {
         "max_fppi": (10.0, _num(0.0, open_lo=True)),  # AUFROC_gamma
         "target_fppi": (1.0, _num(0.0, open_lo=True)),  # operating threshold chosen here
+        # keep this operating threshold instead (e.g. the parent's, when the validation images
+        # are the training images and the threshold chosen on them would be optimistic)
+        "fixed_threshold": (None, _num(0.0, 1.0, none=True)),
         "every": (1, _num(1, integer=True)),
         "max_images": (None, _num(1, integer=True, none=True)),
         "batch_size": (1, _num(1, integer=True)),

@@ -8,6 +8,8 @@ One JSON object per line, each with ``event`` and ``time`` (unix seconds):
 - ``best`` {epoch, val_aufroc, path}
 - ``done`` {model_path, best_val_aufroc, threshold, stopped}
 - ``error`` {message}
+- ``aborted`` {message}: the run was aborted (``RUN_DIR/ABORT``, see training/abort.py);
+  nothing was exported or registered
 
 Epochs and steps are 1-based. Only rank 0 writes; the file is appended (``--resume`` continues it)
 and flushed after every line so a reader polling the file sees complete lines.
@@ -25,7 +27,7 @@ from napari_gravity.events import read_events
 
 __all__ = ["EVENT_KINDS", "EventLog", "read_events"]
 
-EVENT_KINDS = ("start", "step", "epoch", "best", "done", "error")
+EVENT_KINDS = ("start", "step", "epoch", "best", "done", "error", "aborted")
 
 
 def _clean(v: Any) -> Any:

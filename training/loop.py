@@ -38,6 +38,7 @@ from napari_gravity.fileio import atomic_write_text
 from training import checkpoint as ckpt
 from training import data as tdata
 from training import distributed as tdist
+from training.abort import TrainingAborted, check_abort
 from training.config import TrainConfig
 from training.events import EventLog
 from training.models import build_adapter, file_sha256
@@ -239,6 +240,9 @@ def train(
         return _train(
             cfg, run_dir, init, resume, dev, epochs, progress, register, stop, events, dist_info
         )
+    except TrainingAborted as exc:
+        events.emit("aborted", message=str(exc))
+        raise
     except BaseException as exc:
         msg = (
             f"{type(exc).__name__}: {exc}"
@@ -561,6 +565,7 @@ def _train(
                 )
             if tb is not None:
                 tb.add_scalar("train/loss", lv, gstep)
+            check_abort(run_dir, f"epoch {epoch} step {step}")
             stop_now = stop.is_set()
             if dist_info.enabled:
                 stop_now = tdist.all_reduce_sum(float(stop_now), dist_info, dev) > 0
@@ -601,7 +606,11 @@ def _train(
         )
         if improved:
             best_aufroc, best_epoch, no_improve = val_auc, epoch, 0
-            best_threshold = float(val_summary["threshold_at_target"])
+            best_threshold = float(
+                val_summary["threshold_at_target"]
+                if e_cfg["fixed_threshold"] is None
+                else e_cfg["fixed_threshold"]
+            )
             if main and val is not None and val.froc is not None:
                 best_curve = {
                     "fppi": [float(x) for x in val.froc.fppi],
@@ -685,6 +694,7 @@ def _train(
     last_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     # ---- export the best model
+    check_abort(run_dir, "before export")
     model_path: Path | None = None
     registered: str | None = None
     best_file = run_dir / "best.safetensors"

@@ -10,6 +10,7 @@ same code path as prediction), and how to save a model file. GravityNet uses the
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,14 @@ class GravityAdapter:
         if init is not None:
             from napari_gravity.core.model_io import load_model
 
-            loaded = load_model(init, device="cpu")
+            # the empty net built before the weights load logs "training ... from scratch": not so
+            core_log = logging.getLogger("napari_gravity.core.model")
+            level = core_log.level
+            core_log.setLevel(logging.WARNING)
+            try:
+                loaded = load_model(init, device="cpu")
+            finally:
+                core_log.setLevel(level)
             self.model = loaded.model
             self.config = loaded.config
             self.parent_metadata = dict(loaded.metadata or {})
