@@ -16,6 +16,8 @@ eval: {...}                # validation / FROC / operating threshold
 from __future__ import annotations
 
 import copy
+import math
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,49 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 class ConfigError(ValueError):
     """A training config is invalid; the message names the file (if any) and the key."""
+
+
+#: Largest config file read (bytes); a real one is a few kB.
+MAX_CONFIG_BYTES = 1 << 20
+#: Longest error message (characters): values from a hostile file are shortened.
+MAX_MESSAGE = 600
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxlist, _repr.maxdict, _repr.maxtuple = 2, 5, 5, 5
+_repr.maxstring, _repr.maxother, _repr.maxlong = 60, 60, 40
+
+
+def short(v: Any) -> str:
+    """A bounded ``repr`` of a value for error messages (never expands a huge structure)."""
+    return _repr.repr(v)
+
+
+def _clip(text: str, n: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= n else text[: n - 5] + " ..."
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe loader that refuses YAML aliases (``*name``): a few lines of aliases can expand
+    to billions of values (the "billion laughs" bomb); configs never need them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(
+                f"YAML aliases (*{short(event.anchor)[1:-1]}) are not allowed in configs "
+                f"(line {event.start_mark.line + 1}); write the value out"
+            )
+        return super().compose_node(parent, index)
+
+
+def safe_yaml_load(text: str, where: str) -> Any:
+    """Parse YAML text without aliases; errors become :class:`ConfigError` naming ``where``."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(_clip(f"{where}: not valid YAML: {exc}")) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
 
 
 _ANY = object()
@@ -46,7 +91,12 @@ def _num(
         if v is None and none:
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return f"must be a {'whole ' if integer else ''}number{' or null' if none else ''}, got {v!r}"
+            return (
+                f"must be a {'whole ' if integer else ''}number{' or null' if none else ''}, "
+                f"got {short(v)}"
+            )
+        if not math.isfinite(v):
+            return f"must be a finite number, got {v!r}"
         if integer and float(v) != int(v):
             return f"must be a whole number, got {v!r}"
         if lo is not None and (v <= lo if open_lo else v < lo):
@@ -60,7 +110,11 @@ def _num(
 
 def _choice(*options: Any):
     def check(v: Any) -> str | None:
-        return None if v in options else f"must be one of {list(options)}, got {v!r}"
+        try:
+            ok = any(v == o and type(v) is type(o) for o in options)
+        except Exception:
+            ok = False
+        return None if ok else f"must be one of {list(options)}, got {short(v)}"
 
     return check
 
@@ -69,27 +123,37 @@ def _str(none: bool = True):
     def check(v: Any) -> str | None:
         if v is None and none:
             return None
-        return None if isinstance(v, str) and v else f"must be a non-empty string, got {v!r}"
+        return None if isinstance(v, str) and v else f"must be a non-empty string, got {short(v)}"
 
     return check
 
 
 def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+    return None if isinstance(v, bool) else f"must be true or false, got {short(v)}"
 
 
 def _synthetic(v: Any) -> str | None:
     if v is None or (isinstance(v, str) and v) or isinstance(v, dict):
         return None
-    return f"must be null, a recipe name or a mapping, got {v!r}"
+    return f"must be null, a recipe name or a mapping, got {short(v)}"
 
 
 def _list_of_str(v: Any) -> str | None:
     if v is None:
         return None
-    if isinstance(v, list) and all(isinstance(s, str) for s in v):
+    if isinstance(v, list) and all(isinstance(s, str) and s for s in v):
         return None
-    return f"must be a list of strings or null, got {v!r}"
+    return f"must be a list of image ids (strings) or null, got {short(v)}"
+
+
+def _ids_as_strings(v: Any) -> Any:
+    """Image ids written as bare numbers (``[50990001]``) are ids: read them as strings."""
+    if isinstance(v, list):
+        return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+    return v
+
+
+_ID_KEYS = ("train_ids", "val_ids")
 
 
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
@@ -210,7 +274,7 @@ class TrainConfig:
 
 
 def _err(where: str, key: str, msg: str) -> ConfigError:
-    return ConfigError(f"{where}{key}: {msg}")
+    return ConfigError(_clip(f"{where}{short(key) if not isinstance(key, str) else key}: {msg}"))
 
 
 def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainConfig:
@@ -224,7 +288,7 @@ def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainConf
     for key in raw:
         if key not in known:
             raise _err(
-                where, str(key), f"unknown key; known top-level keys: {', '.join(sorted(known))}"
+                where, short(key), f"unknown key; known top-level keys: {', '.join(sorted(known))}"
             )
     out: dict[str, Any] = {}
     for key, (default, check) in TOP_LEVEL.items():
@@ -236,15 +300,19 @@ def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainConf
     for section, spec in SCHEMA.items():
         given = raw.get(section) or {}
         if not isinstance(given, dict):
-            raise _err(where, section, f"must be a mapping, got {given!r}")
+            raise _err(where, section, f"must be a mapping, got {short(given)}")
         vals: dict[str, Any] = {}
         for key in given:
             if key not in spec:
                 raise _err(
-                    where, f"{section}.{key}", f"unknown key; known: {', '.join(sorted(spec))}"
+                    where,
+                    f"{section}.{short(key)[1:-1] if isinstance(key, str) else short(key)}",
+                    f"unknown key; known: {', '.join(sorted(spec))}",
                 )
         for key, (default, check) in spec.items():
             v = given.get(key, default)
+            if key in _ID_KEYS:
+                v = _ids_as_strings(v)
             msg = check(v)
             if msg:
                 raise _err(where, f"{section}.{key}", msg)
@@ -254,7 +322,10 @@ def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainConf
         out[section] = vals
     net = raw.get("net") or {}
     if not isinstance(net, dict):
-        raise _err(where, "net", f"must be a mapping, got {net!r}")
+        raise _err(where, "net", f"must be a mapping, got {short(net)}")
+    for key, v in net.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise _err(where, f"net.{short(key)[1:-1]}", f"must be a finite number, got {v!r}")
     net = dict(net)
     if out["model"] == "gravitynet":
         try:
@@ -263,14 +334,14 @@ def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainConf
             net = GravityConfig.from_dict(net).to_dict()
         except ValueError as exc:  # GravityConfig names the field; say it is under net.
             text = str(exc).replace("GravityConfig.", "net.").replace("GravityConfig:", "net:")
-            raise ConfigError(f"{where}{text}") from None
+            raise ConfigError(_clip(f"{where}{text}")) from None
     else:
         from training.retinanet import validate_retinanet_net
 
         try:
             net = validate_retinanet_net(net)
         except ValueError as exc:
-            raise ConfigError(f"{where}{exc}") from None
+            raise ConfigError(_clip(f"{where}{exc}")) from None
     d = out["data"]
     if d["root"] is None and d["synthetic"] is None:
         raise _err(where, "data.root", "give a dataset folder (data.root) or data.synthetic")
@@ -298,10 +369,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"--set {text!r}: empty key")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: cannot parse the value: {exc}") from None
+    if parts[-1] in _ID_KEYS and value.strip():
+        # ids stay text exactly as typed (50990001, 007): every scalar is read as a string
+        try:
+            parsed = yaml.load(value, Loader=yaml.BaseLoader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(_clip(f"--set {text!r}: cannot parse the value: {exc}")) from None
+        if isinstance(parsed, str) and parsed.lower() in ("null", "~", ""):
+            parsed = None
+        elif isinstance(parsed, str):
+            parsed = [parsed]
+        return parts, parsed
+    parsed = safe_yaml_load(value, f"--set {_clip(text, 80)!r}") if value.strip() else None
     if isinstance(parsed, str):  # YAML reads 1e-5 as a string; numbers the user meant
         try:
             parsed = float(parsed) if any(c in parsed for c in ".eE") else int(parsed)
@@ -310,7 +389,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, parsed
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str] | None, source: str | None = None
+) -> dict[str, Any]:
+    if raw is not None and not isinstance(raw, dict):
+        where = f"{source}: " if source else ""
+        raise ConfigError(
+            f"{where}a config must be a mapping of sections (model, net, data, train, eval), "
+            f"got a {type(raw).__name__}" + ("; --set cannot apply to it" if overrides else "")
+        )
     raw = copy.deepcopy(raw) if raw else {}
     for text in overrides or []:
         parts, value = parse_override(text)
@@ -320,7 +407,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
             if nxt is None:
                 nxt = node[p] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {text!r}: {p} is not a section")
+                raise ConfigError(_clip(f"--set {text!r}: {p} is not a section"))
             node = nxt
         node[parts[-1]] = value
     return raw
@@ -344,8 +431,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     """Read, override and validate a YAML config (a path or a bundled config name)."""
     p = resolve_config_path(path)
     try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    raw = apply_overrides(raw or {}, overrides)
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{p}: a config of {size:,} bytes (at most {MAX_CONFIG_BYTES:,}); not a config?"
+            )
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config ({exc.strerror or exc})") from None
+    raw = safe_yaml_load(text, str(p))
+    raw = apply_overrides(raw if raw is not None else {}, overrides, str(p))
     return validate_config(raw, source=str(p))

@@ -67,3 +67,79 @@ def test_overrides_and_cli_error(tmp_path):
     rc = main(["train", str(p), "--out", str(tmp_path / "run"), "--set", "train.bogus=1"])
     assert rc == 1
     assert not (tmp_path / "run" / "events.jsonl").exists()  # refused before training started
+
+
+# --------------------------------------------------------------------------- issue 13
+def _write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    import time
+
+    # the anchors live inside a valid key, so validation reaches the value (old code: > 4 GB)
+    levels = ['&a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        levels.append(f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    p = _write(tmp_path, f"data: {{root: {tmp_path}}}\ndescription: [{', '.join(levels)}]\n")
+    t0 = time.time()
+    with pytest.raises(ConfigError, match=r"c\.yaml: .*aliases .*not allowed") as info:
+        load_config(p)
+    assert time.time() - t0 < 2 and len(str(info.value)) < 700
+
+
+def test_long_values_are_truncated_in_messages(tmp_path):
+    p = _write(
+        tmp_path, "data: {root: x}\ndescription: [" + ", ".join(["1234567890"] * 20000) + "]\n"
+    )
+    with pytest.raises(ConfigError, match=r"c\.yaml: description: must be a non-empty string") as e:
+        load_config(p)
+    assert len(str(e.value)) < 700
+    big = _write(tmp_path, "# " + "x" * (2 << 20) + "\n", "big.yaml")
+    with pytest.raises(ConfigError, match=r"big\.yaml: a config of .* bytes"):
+        load_config(big)
+    deep = _write(tmp_path, "data: " + "[" * 50000 + "]" * 50000 + "\n", "deep.yaml")
+    with pytest.raises(ConfigError, match=r"deep\.yaml"):
+        load_config(deep)
+
+
+def test_top_level_list_with_set_is_a_clear_error(tmp_path):
+    p = _write(tmp_path, "- 1\n- 2\n")
+    with pytest.raises(
+        ConfigError, match=r"c\.yaml: a config must be a mapping .*got a list; --set"
+    ):
+        load_config(p, ["train.lr=1e-5"])
+    with pytest.raises(ConfigError, match=r"c\.yaml: a config must be a mapping .*got a list$"):
+        load_config(p)
+
+
+def test_numeric_looking_ids_are_ids(tmp_path):
+    p = _write(tmp_path, f"data: {{root: {tmp_path}}}\n")
+    cfg = load_config(p, ["data.train_ids=[50990001, 007]", "data.val_ids=22678622"])
+    assert cfg.data["train_ids"] == ["50990001", "007"]
+    assert cfg.data["val_ids"] == ["22678622"]
+    q = _write(
+        tmp_path, f"data: {{root: {tmp_path}, train_ids: [50990001], val_ids: null}}\n", "q.yaml"
+    )
+    assert load_config(q).data["train_ids"] == ["50990001"]
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("train: {lr: .nan}", "train.lr: must be a finite number, got nan"),
+        ("train: {lr: .inf}", "train.lr: must be a finite number, got inf"),
+        ("train: {grad_clip: .nan}", "train.grad_clip: must be a finite number"),
+        ("eval: {max_fppi: -.inf}", "eval.max_fppi: must be a finite number"),
+        ("net: {nms_box: .nan}", "net.nms_box: must be a finite number"),
+        ("net: {threshold: .nan}", "net.threshold: must be a finite number"),
+    ],
+)
+def test_non_finite_values_name_file_and_key(tmp_path, text, key):
+    p = _write(tmp_path, f"data: {{root: {tmp_path}}}\n{text}\n")
+    with pytest.raises(ConfigError, match=rf"c\.yaml: {key}"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"train.lr: must be a finite number"):
+        load_config(_write(tmp_path, f"data: {{root: {tmp_path}}}\n", "d.yaml"), ["train.lr=.nan"])
