@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -151,9 +153,13 @@ def predict_paths(
     batch_size: int = 1,
     mask_mode: str = "file",
     task: str | None = None,
+    failures_out: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Detections], list[dict[str, Any]]]:
     """Detections per image id, and one summary row per image. With ``batch_size`` > 1 and a
-    GravityNet ``Predictor``, consecutive images of the same size share one forward pass."""
+    GravityNet ``Predictor``, consecutive images of the same size share one forward pass.
+
+    An image that cannot be read or processed is skipped, reported on stderr and appended to
+    ``failures_out`` (``{image, path, error}``); the other images go on."""
     from tqdm.auto import tqdm
 
     from napari_gravity.data.readers import read_image
@@ -162,12 +168,19 @@ def predict_paths(
     preds: dict[str, Detections] = {}
     rows: list[dict[str, Any]] = []
     pending: list[tuple[str, Path, np.ndarray, np.ndarray | None]] = []
+    failures: list[dict[str, Any]] = []
 
     def flush() -> None:
         if not pending:
             return
         t0 = time.perf_counter()
-        raws = detector.raw_batch([im for _, _, im, _ in pending])  # one forward pass per shape
+        try:  # one forward pass per shape
+            raws = detector.raw_batch([im for _, _, im, _ in pending])
+        except (ValueError, MemoryError, RuntimeError) as exc:
+            for iid, p, _, _ in pending:
+                _fail(failures, iid, p, exc)
+            pending.clear()
+            return
         for (iid, p, im, mask), raw in zip(pending, raws, strict=True):
             det = detector.from_raw(raw, mask=mask, threshold=threshold, nms_box=nms_box)
             preds[iid] = det
@@ -184,8 +197,12 @@ def predict_paths(
         pending.clear()
 
     for p, iid in tqdm(list(zip(paths, ids, strict=True)), desc="predict", disable=not progress):
-        rec = read_image(p, channel=channel)
-        mask = image_mask(p, rec.image, mask_mode, task)
+        try:
+            rec = read_image(p, channel=channel)
+            mask = image_mask(p, rec.image, mask_mode, task)
+        except (ValueError, OSError, MemoryError) as exc:
+            _fail(failures, iid, p, exc)
+            continue
         if batched:
             if pending and pending[0][2].shape != rec.image.shape:
                 flush()
@@ -197,7 +214,11 @@ def predict_paths(
         kwargs: dict[str, Any] = {"mask": mask, "threshold": threshold}
         if nms_box is not None:
             kwargs["nms_box"] = nms_box
-        det = detector.detect(rec.image, **kwargs)
+        try:
+            det = detector.detect(rec.image, **kwargs)
+        except (ValueError, MemoryError, RuntimeError) as exc:
+            _fail(failures, iid, p, exc)
+            continue
         dt = time.perf_counter() - t0
         preds[iid] = det
         rows.append(
@@ -211,7 +232,19 @@ def predict_paths(
             }
         )
     flush()
+    if failures_out is not None:
+        failures_out.extend(failures)
     return preds, rows
+
+
+def _fail(failures: list[dict[str, Any]], iid: str, path: Path, exc: BaseException) -> None:
+    """Record (and report on stderr) an image that could not be processed; the run goes on."""
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    if str(path) not in text:
+        text = f"{path}: {text}"
+    text = text if len(text) <= 500 else text[:495] + " ..."
+    failures.append({"image": iid, "path": str(path), "error": text})
+    print(f"gravity predict: skipped {text}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,6 +252,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threshold is not None and not (0.0 <= args.threshold <= 1.0):
         raise PredictError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.nms_box is not None and not (math.isfinite(args.nms_box) and args.nms_box > 0):
+        raise PredictError(
+            f"--nms-box must be a positive number of pixels, got {args.nms_box:g} "
+            "(it is the side of the non-maximum-suppression box; omit it for the model's)"
+        )
+    if args.batch_size is not None and args.batch_size < 1:
+        raise PredictError(f"--batch-size must be >= 1, got {args.batch_size}")
     paths = collect_images(args.inputs)
     ids = image_ids(paths)
     detector, md, thr, model_path = load_detector(args.model, args.device)
@@ -226,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    failures: list[dict[str, Any]] = []
     preds, rows = predict_paths(
         detector,
         paths,
@@ -237,7 +278,10 @@ def run(args: argparse.Namespace) -> int:
         batch_size=max(1, int(args.batch_size)),
         mask_mode=args.mask,
         task=md.get("task"),
+        failures_out=failures,
     )
+    failed_ids = {f["image"] for f in failures}
+    ok_ids = [i for i in ids if i not in failed_ids]
     csv_path = write_predictions_csv(out / "predictions.csv", preds)
     secs = [r["seconds"] for r in rows]
     summary: dict[str, Any] = {
@@ -247,15 +291,21 @@ def run(args: argparse.Namespace) -> int:
         "mask": args.mask,
         "task": md.get("task"),
         "n_images": len(rows),
+        "n_failed": len(failures),
+        "failed": failures,
         "n_detections": int(sum(r["detections"] for r in rows)),
         "seconds_total": time.time() - t0,
         "seconds_per_image_mean": float(np.mean(secs)) if secs else None,
         "predictions_csv": str(csv_path),
         "images": rows,
     }
-    if args.evaluate:
-        summary["evaluation"] = evaluate_predictions(preds, args.evaluate, out / "evaluation", ids)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.evaluate and ok_ids:
+        summary["evaluation"] = evaluate_predictions(
+            preds, args.evaluate, out / "evaluation", ok_ids
+        )
+    from napari_gravity.fileio import atomic_write_text
+
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(
         f"gravity predict: {summary['n_detections']} detection(s) in {len(rows)} image(s) at "
         f"threshold {threshold:.3f} -> {csv_path}"
@@ -265,6 +315,13 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"gravity predict: AUFROC_{ev.get('max_fppi', 10):g} = {ev.get('aufroc', float('nan')):.4f}"
         )
+    if failures:
+        print(
+            f"gravity predict: error: {len(failures)} of {len(paths)} image(s) failed "
+            f"(listed in {out / 'summary.json'} under 'failed')",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
