@@ -251,9 +251,15 @@ _PT_RE = re.compile(r"^\s*\(?\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*(?:,\s*[-+0-
 
 
 def _parse_xy(path, text: Any, where: str) -> tuple[float, float]:
-    m = _PT_RE.match(str(text))
+    if not isinstance(text, str):
+        raise AnnotationError(
+            path, f"{where}: point {str(text)[:60]!r} is a {type(text).__name__}, not '(x, y)'"
+        )
+    m = _PT_RE.match(text)
     if not m:
-        raise AnnotationError(path, f"{where}: cannot parse point {text!r} (expected '(x, y)')")
+        raise AnnotationError(
+            path, f"{where}: cannot parse point {text[:60]!r} (expected '(x, y)')"
+        )
     x, y = float(m.group(1)), float(m.group(2))
     if not (math.isfinite(x) and math.isfinite(y)):
         raise AnnotationError(path, f"{where}: point {text!r} is not finite")
@@ -302,23 +308,62 @@ def read_inbreast_xml(
     if not isinstance(plist, dict) or "Images" not in plist:
         raise AnnotationError(p, "missing the top-level 'Images' key of an INbreast XML")
     images = plist["Images"]
+    if isinstance(images, dict):  # a single image written without the array
+        images = [images]
     if not isinstance(images, list):
         raise AnnotationError(p, "'Images' is not a list")
+    if not images:
+        raise AnnotationError(p, "'Images' is empty: the XML annotates nothing")
     rois: list[Roi] = []
     for ii, im in enumerate(images):
         if not isinstance(im, dict):
             raise AnnotationError(p, f"Images[{ii}] is not a dict")
-        idx = int(im.get("ImageIndex", ii))
-        for ri, roi in enumerate(im.get("ROIs", []) or []):
+        try:
+            idx = int(im.get("ImageIndex", ii))
+        except (TypeError, ValueError):
+            raise AnnotationError(
+                p, f"Images[{ii}].ImageIndex {str(im.get('ImageIndex'))[:40]!r} is not an integer"
+            ) from None
+        declared = im.get("NumberOfROIs")
+        if "ROIs" not in im:
+            if declared in (0, "0"):
+                continue
+            raise AnnotationError(
+                p,
+                f"Images[{ii}] has no 'ROIs' (NumberOfROIs {declared!r}): its lesions would be "
+                "lost; fix or remove the file",
+            )
+        roi_list = im["ROIs"]
+        if isinstance(roi_list, dict):
+            roi_list = [roi_list]
+        if roi_list is None:
+            roi_list = []
+        if not isinstance(roi_list, list):
+            raise AnnotationError(p, f"Images[{ii}].ROIs is not a list")
+        try:
+            n_declared = None if declared is None else int(declared)
+        except (TypeError, ValueError):
+            n_declared = None
+        if n_declared is not None and n_declared > len(roi_list):
+            raise AnnotationError(
+                p,
+                f"Images[{ii}] declares NumberOfROIs {n_declared} but holds only "
+                f"{len(roi_list)} ROIs (a truncated or edited file? lesions would be lost)",
+            )
+        for ri, roi in enumerate(roi_list):
             where = f"Images[{ii}].ROIs[{ri}]"
             if not isinstance(roi, dict):
                 raise AnnotationError(p, f"{where} is not a dict")
-            name = str(roi.get("Name", ""))
+            name = str(roi.get("Name", ""))[:80]
             raw = roi.get("Point_px")
             if raw is None:
                 raise AnnotationError(p, f"{where} ({name!r}) has no 'Point_px'")
-            if isinstance(raw, str):
-                raw = [raw]
+            if isinstance(raw, (str, bytes)):
+                raw = [raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw]
+            if not isinstance(raw, list):
+                raise AnnotationError(
+                    p, f"{where} ({name!r}): 'Point_px' is a {type(raw).__name__}, not a list"
+                )
             if len(raw) == 0:
                 raise AnnotationError(p, f"{where} ({name!r}) has an empty 'Point_px'")
             xy = np.array([_parse_xy(p, t, where) for t in raw], dtype=np.float64)
