@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,7 @@ def open_split(data: dict[str, Any], run_dir: Path, seed: int = 0) -> DataSplit:
             desc["recipe"] = json.loads((root / "recipe.json").read_text()).get("recipe")
         except (OSError, ValueError):
             pass
+        desc["annotations"] = report_annotations(train + val + test, root)
         return _finish(data, root, train, val, test, desc)
     refs = list(open_dataset(root, format=data["format"], **preprocess))
     if not refs:
@@ -172,6 +174,7 @@ def open_split(data: dict[str, Any], run_dir: Path, seed: int = 0) -> DataSplit:
         return [by_id[i] for i in ids]
 
     desc: dict[str, Any] = {"root": str(root), "n_images": len(refs)}
+    desc["annotations"] = report_annotations(refs, root)
     if data["train_ids"] is not None:
         train = pick(data["train_ids"], "data.train_ids")
         val = pick(data["val_ids"] or [], "data.val_ids")
@@ -198,6 +201,32 @@ def open_split(data: dict[str, Any], run_dir: Path, seed: int = 0) -> DataSplit:
                 f"patient-level random split, val_fraction {data['val_fraction']}, seed {seed}"
             )
     return _finish(data, root, train, val, test, desc)
+
+
+def report_annotations(refs: list[Any], root: Path) -> dict[str, Any]:
+    """Count images, lesions and unmatched annotation files (``dataset_report``) and say it
+    before training: "n images, m lesions, k annotation files unused" (a warning, with the
+    files named, when something is unmatched). Returns the report as a dict."""
+    from napari_gravity.data.datasets import dataset_report
+
+    rep = dataset_report([r for r in refs if hasattr(r, "annotation")])
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        if rep.warnings:
+            log.warning("data %s: %s", root, rep.summary())
+            for w in rep.warnings[:10]:
+                log.warning("  %s", w)
+            if len(rep.warnings) > 10:
+                log.warning(
+                    "  ... and %d more (see the run's data description)", len(rep.warnings) - 10
+                )
+        else:
+            log.info("data %s: %s", root, rep.summary())
+    out = rep.to_dict()
+    out["summary"] = rep.summary()
+    out["warnings"] = out["warnings"][:50]
+    out["unused_annotation_files"] = out["unused_annotation_files"][:50]
+    return out
 
 
 def _finish(

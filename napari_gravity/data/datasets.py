@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,8 @@ class SampleRef:
     path: Path
     loader: Callable[[], Sample] = field(repr=False, compare=False)
     format: str = "folder"
+    #: the annotation file this image's lesions come from (None: the image is lesion-free)
+    annotation: Path | None = None
 
     def load(self) -> Sample:
         return self.loader()
@@ -198,7 +201,10 @@ def _open_folder(
                 patient_id=pid,
             )
 
-        refs.append(SampleRef(iid, pid, p, loader, "folder"))
+        csv_path = p.with_suffix(".csv")
+        refs.append(
+            SampleRef(iid, pid, p, loader, "folder", csv_path if csv_path.is_file() else None)
+        )
     return refs
 
 
@@ -269,9 +275,11 @@ def load_inbreast_sample(
 
     dcm = Path(dcm)
     info = parse_inbreast_name(dcm.name)
+    if xml is not None and not Path(xml).is_file():
+        raise AnnotationError(xml, f"no such annotation file (for {dcm.name})")
     rec = read_image(dcm)
     pts, rad = np.zeros((0, 2)), np.zeros(0)
-    if xml is not None and Path(xml).exists():
+    if xml is not None:
         rois = read_inbreast_xml(xml, point_radius=point_radius, min_radius=min_radius)
         pts, rad, _ = inbreast_calcifications(rois)
         h, w = rec.image.shape
@@ -323,10 +331,12 @@ def _open_inbreast(root: Path, **opts) -> list[SampleRef]:
         info = parse_inbreast_name(p.name)
         xml = xdir / f"{info['file_id']}.xml"
 
-        def loader(p=p, xml=xml) -> Sample:
-            return load_inbreast_sample(p, xml if xml.exists() else None, **opts)
+        ann = xml if xml.is_file() else None
 
-        refs.append(SampleRef(info["file_id"], info["patient_id"], p, loader, "inbreast"))
+        def loader(p=p, ann=ann) -> Sample:
+            return load_inbreast_sample(p, ann, **opts)
+
+        refs.append(SampleRef(info["file_id"], info["patient_id"], p, loader, "inbreast", ann))
     if not refs:
         raise DatasetError(f"{ddir}: no DICOM files")
     return refs
@@ -422,10 +432,121 @@ def _open_eophtha(root: Path, **opts) -> list[SampleRef]:
             def loader(p=p, ann=ann, patient=patient) -> Sample:
                 return load_eophtha_sample(p, ann, patient_id=patient, **opts)
 
-            refs.append(SampleRef(p.stem, patient, p, loader, "eophtha"))
+            refs.append(SampleRef(p.stem, patient, p, loader, "eophtha", ann))
     if not refs:
         raise DatasetError(f"{root}: no images under MA/ or healthy/")
     return refs
+
+
+# --------------------------------------------------------------------------- loud loading
+#: INbreast DICOM names: ``<fileid>_<patienthash>_MG_<L|R>_<CC|MLO>_ANON``.
+INBREAST_NAME_RE = re.compile(r"^\d+_[0-9A-Za-z]+_MG_[LR]_(CC|MLO)_ANON$", re.IGNORECASE)
+_NOT_ANNOTATIONS = {"patients.csv", "splits.csv", "test_ground_truth.csv", "predictions.csv"}
+
+
+@dataclass
+class DatasetReport:
+    """What a data set's annotation files hold, and what could not be matched.
+
+    ``n_lesions`` counts the lesions of the annotation files (before preprocessing filters such
+    as INbreast's ``max_radius``); ``unused`` lists annotation files that no image uses (a
+    renamed image, a missing DICOM): their lesions would otherwise be lost silently.
+    """
+
+    n_images: int
+    n_annotated: int
+    n_lesions: int
+    unused: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.n_images} images, {self.n_lesions} lesions, "
+            f"{len(self.unused)} annotation files unused"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "n_images": self.n_images,
+            "n_annotated_images": self.n_annotated,
+            "n_lesions": self.n_lesions,
+            "n_unused_annotation_files": len(self.unused),
+            "unused_annotation_files": list(self.unused),
+            "warnings": list(self.warnings),
+        }
+
+
+def _annotation_universe(refs: list[SampleRef]) -> set[Path]:
+    """Every file that looks like an annotation beside the refs' images."""
+    out: set[Path] = set()
+    folders: set[Path] = set()
+    for r in refs:
+        p = Path(r.path)
+        if r.format == "inbreast":
+            folders.add(p.parent.parent / "AllXML")
+        elif r.format == "eophtha":
+            for parent in p.parents:
+                if parent.name in ("MA", "healthy"):
+                    folders.add(parent.parent / "Annotation_MA")
+                    break
+        else:
+            folders.add(p.parent)
+    for d in folders:
+        if not d.is_dir():
+            continue
+        if d.name == "AllXML":
+            out |= {q for q in d.iterdir() if q.suffix.lower() == ".xml" and q.is_file()}
+        elif d.name == "Annotation_MA":
+            out |= {q for q in d.rglob("*") if q.is_file() and not q.name.startswith(".")}
+        else:
+            out |= {
+                q
+                for q in d.iterdir()
+                if q.suffix.lower() == ".csv"
+                and q.is_file()
+                and q.name.lower() not in _NOT_ANNOTATIONS
+                and not q.name.startswith(".")
+            }
+    return out
+
+
+def dataset_report(refs: list[SampleRef]) -> DatasetReport:
+    """Count images, annotated lesions and unmatched annotation files of opened samples.
+
+    Reads only the annotation files (never the images). A malformed annotation file raises
+    :class:`AnnotationError`; duplicated points and INbreast names that do not fit the pattern
+    are listed in ``warnings``."""
+    n_lesions = 0
+    annotated = 0
+    warns: list[str] = []
+    used: set[Path] = set()
+    for r in refs:
+        if r.format == "inbreast" and not INBREAST_NAME_RE.match(Path(r.path).stem):
+            warns.append(
+                f"{r.path}: the name does not fit the INbreast pattern "
+                "<fileid>_<patient>_MG_<L|R>_<CC|MLO>_ANON"
+                + ("" if r.annotation else f"; no AllXML/{r.image_id}.xml, read as lesion-free")
+            )
+        if r.annotation is None:
+            continue
+        ann = Path(r.annotation)
+        used.add(ann.resolve())
+        annotated += 1
+        if r.format == "inbreast":
+            pts, _, _ = inbreast_calcifications(read_inbreast_xml(ann))
+        elif r.format == "eophtha":
+            pts, _ = read_lesion_mask(ann)
+        else:
+            pts = read_points_csv(ann).lesions().points
+        n_lesions += len(pts)
+        if len(pts) > 1:
+            uniq = len(np.unique(np.round(np.asarray(pts, float), 3), axis=0))
+            if uniq < len(pts):
+                warns.append(f"{ann}: {len(pts) - uniq} duplicated lesion point(s)")
+    unused = sorted(str(p) for p in _annotation_universe(refs) if p.resolve() not in used)
+    for u in unused:
+        warns.append(f"{u}: annotation file matched to no image (its lesions are not used)")
+    return DatasetReport(len(refs), annotated, n_lesions, unused, warns)
 
 
 def mapped_points(points: np.ndarray, old_shape, new_shape) -> np.ndarray:
