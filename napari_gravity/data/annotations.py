@@ -132,6 +132,11 @@ def read_points_csv(
     reader = csv.reader(io.StringIO(text))
     header = [h.strip() for h in next(reader)]
     low = [h.lower() for h in header]
+    dup = sorted({h for h in low if h and low.count(h) > 1})
+    if dup:
+        raise AnnotationError(
+            p, f"duplicated column(s) {', '.join(map(repr, dup))} in the header {header}"[:300], 1
+        )
     axis_cols = sorted(
         (int(h.split("-", 1)[1]), i) for i, h in enumerate(low) if re.fullmatch(r"axis-\d+", h)
     )

@@ -110,10 +110,23 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--bootstrap must be >= 0")
     if not args.max_fppi > 0:
         raise ValueError("--max-fppi must be positive")
-    gt = read_ground_truth_csv(args.ground_truth)
+    import sys
+    import warnings
+
+    from napari_gravity.evaluation.io import DuplicateRowsWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DuplicateRowsWarning)
+        gt = read_ground_truth_csv(args.ground_truth)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, DuplicateRowsWarning):
+            print(f"gravity evaluate: warning: {w.message}", file=sys.stderr)
+            notes.append(f"warning: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     preds = read_predictions_csv(args.predictions)
     other = read_predictions_csv(args.compare) if args.compare else None
-    notes = []
     if args.images:
         ids = read_image_list(args.images)
         notes.append(f"image list from {args.images} ({len(ids)} images)")

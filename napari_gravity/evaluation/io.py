@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -24,6 +25,11 @@ from napari_gravity.types import Detections, Sample
 
 class CSVFormatError(ValueError):
     """A malformed evaluation CSV; the message names the file and the line."""
+
+
+class DuplicateRowsWarning(UserWarning):
+    """Ground-truth rows repeating a lesion (same image and centre); the message names the file
+    and the lines. The repeats are dropped (a lesion counted twice caps the sensitivity)."""
 
 
 def _open_rows(path: str | os.PathLike, required: tuple[str, ...], optional: tuple[str, ...] = ()):
@@ -42,6 +48,12 @@ def _open_rows(path: str | os.PathLike, required: tuple[str, ...], optional: tup
             f"{path}: empty file (expected a header {','.join(required)})"
         ) from None
     cols = [h.strip().lower() for h in header]
+    dup = sorted({c for c in cols if c and cols.count(c) > 1})
+    if dup:
+        raise CSVFormatError(
+            f"{path}, line 1: duplicated column(s) {', '.join(repr(c) for c in dup)} in the header "
+            f"{','.join(header)[:200]!r}"
+        )
     missing = [c for c in required if c not in cols]
     if missing:
         raise CSVFormatError(
@@ -93,13 +105,22 @@ def read_predictions_csv(path: str | os.PathLike) -> dict[str, Detections]:
     return {k: Detections(np.asarray(pts[k]).reshape(-1, 2), np.asarray(scs[k])) for k in pts}
 
 
-def read_ground_truth_csv(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_ground_truth_csv(
+    path: str | os.PathLike, *, duplicates: str = "warn"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read ``image,y,x[,radius]`` rows into {image_id: (points (N,2), radii (N,))}.
 
-    Without a radius column the radii are NaN (use a fixed matching distance then).
+    Without a radius column the radii are NaN (use a fixed matching distance then). A row
+    repeating a lesion (same image, same y and x to 0.001 px) would count it twice:
+    ``duplicates="warn"`` (default) drops the repeats with a :class:`DuplicateRowsWarning`
+    naming the lines, ``"error"`` raises :class:`CSVFormatError`, ``"keep"`` keeps them.
     """
+    if duplicates not in ("warn", "error", "keep"):
+        raise ValueError(f"duplicates must be 'warn', 'error' or 'keep', got {duplicates!r}")
     pts: dict[str, list[tuple[float, float]]] = {}
     rad: dict[str, list[float]] = {}
+    seen: dict[tuple[str, float, float], int] = {}
+    repeats: list[tuple[int, int, str]] = []
     for p, lineno, row in _open_rows(path, ("image", "y", "x"), ("radius",)):
         vals = _row_values(p, lineno, row, ("y", "x", "radius"))
         pts.setdefault(row["image"], [])
@@ -108,8 +129,23 @@ def read_ground_truth_csv(path: str | os.PathLike) -> dict[str, tuple[np.ndarray
             r = vals[2] if len(vals) > 2 else math.nan
             if r < 0:
                 raise CSVFormatError(f"{p}, line {lineno}: negative radius {r}")
+            key = (row["image"], round(vals[0], 3), round(vals[1], 3))
+            if key in seen and duplicates != "keep":
+                repeats.append((lineno, seen[key], row["image"]))
+                continue
+            seen.setdefault(key, lineno)
             pts[row["image"]].append((vals[0], vals[1]))
             rad[row["image"]].append(r)
+    if repeats:
+        shown = "; ".join(f"line {a} repeats line {b} ({i})" for a, b, i in repeats[:5])
+        more = f" and {len(repeats) - 5} more" if len(repeats) > 5 else ""
+        msg = (
+            f"{Path(path)}: {len(repeats)} duplicated ground-truth row(s) (same image and centre) "
+            f"would count a lesion twice: {shown}{more}"
+        )
+        if duplicates == "error":
+            raise CSVFormatError(msg)
+        warnings.warn(msg + "; the repeats are ignored", DuplicateRowsWarning, stacklevel=2)
     return {
         k: (np.asarray(pts[k]).reshape(-1, 2), np.asarray(rad[k], dtype=np.float64)) for k in pts
     }
