@@ -125,15 +125,31 @@ def test_invalid_config_in_file(tmp_path, model):
 
 
 def test_atomic_overwrite_keeps_old_file_on_failure(tmp_path, model, monkeypatch):
-    p = save_model(tmp_path / "m.safetensors", model)
-    before = open(p, "rb").read()
+    """The write fails *after* bytes reached the file it was given (a disk that fills up
+    mid-write): the previous model must survive intact, and no temp file may be left."""
     import safetensors.torch
 
-    def boom(*a, **k):
+    p = tmp_path / "m.safetensors"
+    save_model(p, model)
+    before = p.read_bytes()
+    real = safetensors.torch.save_file
+    written = []
+
+    def torn(tensors, filename, metadata=None):
+        real(tensors, filename, metadata=metadata)
+        size = os.path.getsize(filename)
+        with open(filename, "r+b") as fh:
+            fh.truncate(size // 2)  # half of the bytes made it to disk
+        written.append(size // 2)
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", boom)
-    with pytest.raises(OSError):
-        save_model(p, model)
-    assert open(p, "rb").read() == before
+    monkeypatch.setattr(safetensors.torch, "save_file", torn)
+    other = GravityNet(CFG).eval()  # different weights: a completed write would change the file
+    with pytest.raises(OSError, match="disk full"):
+        save_model(p, other, metadata={"name": "new"})
+    assert written and written[0] > 0  # the failure came after bytes were written
+    assert p.read_bytes() == before
+    monkeypatch.undo()
+    assert read_model_metadata(p).get("name") != "new"
+    load_model(p)  # still a valid model file
     assert sorted(x.name for x in tmp_path.iterdir()) == ["m.safetensors"]
