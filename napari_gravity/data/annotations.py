@@ -101,9 +101,13 @@ def _parse_float(path, text: str, col: str, line: int) -> float:
     try:
         val = float(text)
     except (TypeError, ValueError):
-        raise AnnotationError(path, f"column {col!r}: {text!r} is not a number", line) from None
+        raise AnnotationError(
+            path, f"column {col[:40]!r}: {text[:40]!r} is not a number", line
+        ) from None
     if not math.isfinite(val):
-        raise AnnotationError(path, f"column {col!r}: {text!r} is not a finite number", line)
+        raise AnnotationError(
+            path, f"column {col[:40]!r}: {text[:40]!r} is not a finite number", line
+        )
     return val
 
 
@@ -129,6 +133,13 @@ def read_points_csv(
         raise AnnotationError(p, f"not a text CSV file ({exc})") from None
     if not text.strip():
         raise AnnotationError(p, "the file is empty (a header 'y,x,radius' is required)", 1)
+    try:
+        return _read_points_rows(p, text, shape, default_radius)
+    except csv.Error as exc:  # NUL bytes, a field over the csv module's limit, ...
+        raise AnnotationError(p, f"not a readable CSV ({exc})") from None
+
+
+def _read_points_rows(p: Path, text: str, shape, default_radius: float) -> PointTable:
     reader = csv.reader(io.StringIO(text))
     header = [h.strip() for h in next(reader)]
     low = [h.lower() for h in header]
@@ -147,7 +158,7 @@ def read_points_csv(
     else:
         raise AnnotationError(
             p,
-            f"missing columns: need 'y' and 'x' (or napari 'axis-0,axis-1'); header is {header}",
+            f"missing columns: need 'y' and 'x' (or napari 'axis-0,axis-1'); header is {str(header)[:200]}",
             1,
         )
     ir = low.index("radius") if "radius" in low else None
@@ -162,7 +173,7 @@ def read_points_csv(
             continue
         if len(row) != len(header):
             raise AnnotationError(
-                p, f"expected {len(header)} fields ({','.join(header)}), got {len(row)}", line
+                p, f"expected {len(header)} fields ({','.join(header)[:200]}), got {len(row)}", line
             )
         y = _parse_float(p, row[iy].strip(), header[iy], line)
         x = _parse_float(p, row[ix].strip(), header[ix], line)

@@ -40,6 +40,13 @@ def _open_rows(path: str | os.PathLike, required: tuple[str, ...], optional: tup
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CSVFormatError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    try:
+        yield from _rows(path, text, required, optional)
+    except csv.Error as exc:  # NUL bytes, a field over the csv module's limit, ...
+        raise CSVFormatError(f"{path}: not a readable CSV ({exc})") from None
+
+
+def _rows(path: Path, text: str, required: tuple[str, ...], optional: tuple[str, ...]):
     reader = csv.reader(text.splitlines())
     try:
         header = next(reader)
@@ -58,7 +65,7 @@ def _open_rows(path: str | os.PathLike, required: tuple[str, ...], optional: tup
     if missing:
         raise CSVFormatError(
             f"{path}, line 1: missing column(s) {', '.join(missing)}; header is "
-            f"{','.join(header)!r}, expected {','.join(required + optional)}"
+            f"{','.join(header)[:200]!r}, expected {','.join(required + optional)}"
         )
     index = {c: cols.index(c) for c in (*required, *optional) if c in cols}
     for lineno, row in enumerate(reader, start=2):
@@ -73,9 +80,11 @@ def _num(path: Path, lineno: int, name: str, value: str) -> float:
     try:
         v = float(value)
     except ValueError:
-        raise CSVFormatError(f"{path}, line {lineno}: {name} {value!r} is not a number") from None
+        raise CSVFormatError(
+            f"{path}, line {lineno}: {name} {value[:40]!r} is not a number"
+        ) from None
     if not math.isfinite(v):
-        raise CSVFormatError(f"{path}, line {lineno}: {name} must be finite, got {value!r}")
+        raise CSVFormatError(f"{path}, line {lineno}: {name} must be finite, got {value[:40]!r}")
     return v
 
 

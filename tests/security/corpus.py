@@ -116,13 +116,17 @@ def deflated_dicom_bomb(path: Path, side: int = 24_000) -> Path:
     n = side * side * 2
     comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     parts = [comp.compress(body + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, n))]
-    zeros = bytes(1 << 22)
-    left = n
-    while left > 0:
-        k = min(left, len(zeros))
-        parts.append(comp.compress(zeros[:k] if k < len(zeros) else zeros))
-        left -= k
-    parts.append(comp.flush())
+    parts.append(comp.flush(zlib.Z_FULL_FLUSH))
+    # after a full flush the compressor starts afresh: equal chunks of zeros compress to equal
+    # bytes, so one compressed chunk is repeated instead of deflating 1.15 GB
+    chunk = 1 << 24
+    zeros = bytes(chunk)
+    block = comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)
+    again = comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)
+    assert block == again
+    k, rest = divmod(n, chunk)
+    parts.append(block * (k - 1) + again)
+    parts.append(comp.compress(bytes(rest)) + comp.flush())
     path.write_bytes(head + b"".join(parts))
     return path
 
