@@ -28,6 +28,20 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def _load_quietly(path: str | os.PathLike[str]):
+    """``load_model`` without the log line of the empty net it builds before loading the
+    weights ("training the backbone from scratch"), which is not what happens."""
+    from napari_gravity.core.model_io import load_model
+
+    core_log = logging.getLogger("napari_gravity.core.model")
+    level = core_log.level
+    core_log.setLevel(logging.WARNING)
+    try:
+        return load_model(path, device="cpu")
+    finally:
+        core_log.setLevel(level)
+
+
 class GravityAdapter:
     kind = "gravitynet"
 
@@ -38,16 +52,7 @@ class GravityAdapter:
 
         self.parent: dict[str, Any] | None = None
         if init is not None:
-            from napari_gravity.core.model_io import load_model
-
-            # the empty net built before the weights load logs "training ... from scratch": not so
-            core_log = logging.getLogger("napari_gravity.core.model")
-            level = core_log.level
-            core_log.setLevel(logging.WARNING)
-            try:
-                loaded = load_model(init, device="cpu")
-            finally:
-                core_log.setLevel(level)
+            loaded = _load_quietly(init)
             self.model = loaded.model
             self.config = loaded.config
             self.parent_metadata = dict(loaded.metadata or {})
@@ -84,9 +89,8 @@ class GravityAdapter:
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
         """Load the weights of a model file written by :meth:`save` into ``self.model``."""
-        from napari_gravity.core.model_io import load_model
 
-        loaded = load_model(path, device="cpu")
+        loaded = _load_quietly(path)
         sd = {k: v.float() for k, v in loaded.model.state_dict().items()}
         self.model.load_state_dict(sd)
 

@@ -11,6 +11,9 @@ def open_viewer(sample: str | None = "mammogram", paths=(), show: bool = True):
     """A napari viewer with the four docks (Detect and Review tabbed on the right)."""
     import napari
 
+    from ._prefs import activate
+
+    activate()
     viewer = napari.Viewer(title="napari-gravity", show=show)
     docks = {}
     for name in DOCKS:
@@ -18,7 +21,7 @@ def open_viewer(sample: str | None = "mammogram", paths=(), show: bool = True):
         docks[name] = (dock, widget)
     arrange(viewer, docks)
     for path in paths:
-        viewer.open(path, plugin="napari-gravity")
+        viewer.open(path)  # our reader is the preferred one (see _prefs)
     if sample and not paths:
         viewer.open_sample("napari-gravity", sample)
     return viewer, docks

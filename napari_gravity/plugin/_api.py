@@ -175,17 +175,93 @@ def _block_triton_in_gui() -> None:
         sys.modules["triton"] = None  # torch treats this as "triton not installed"
 
 
-def preload_torch() -> None:
-    """Import torch / torchvision in the calling (main) thread, safely next to Qt.
+def _dlopen_torch_libraries() -> None:
+    """Load torch's big shared libraries with the GIL released.
 
-    The Detect dock calls this before starting a worker, so torch is never first
-    imported off the main thread.
+    ``import torch`` loads libtorch_cpu & co. (hundreds of MB, long static initialisers) while
+    holding the GIL, which froze the GUI thread for 0.8 s even when the import ran in a worker.
+    Calling libc's ``dlopen`` through ctypes releases the GIL; the import then finds them loaded.
     """
-    _block_triton_in_gui()
-    import torchvision  # noqa: F401  (imports torchvision.ops -> torch._dynamo)
+    import ctypes
+    import glob
+    import importlib.util
 
-    import napari_gravity.core.model_io
-    import napari_gravity.core.predictor  # noqa: F401
+    if sys.platform != "linux" or "torch" in sys.modules:
+        return
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        return
+    root = Path(spec.origin).parent
+    names = ("libtorch_global_deps", "libc10", "libtorch_cpu", "libc10_cuda", "libtorch_cuda")
+    libs = [root / "lib" / f"{n}.so" for n in names]
+    libs += [root / "lib" / "libtorch.so", root / "lib" / "libtorch_python.so"]
+    libs += [Path(p) for p in glob.glob(str(root / "_C.*.so"))]
+    vision = importlib.util.find_spec("torchvision")
+    if vision is not None and vision.origin:
+        libs += [Path(p) for p in glob.glob(str(Path(vision.origin).parent / "*.so"))]
+    try:
+        libc = ctypes.CDLL(None)
+        libc.dlopen.restype = ctypes.c_void_p
+        libc.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    except (OSError, AttributeError):
+        return
+    for lib in libs:
+        if lib.is_file():
+            libc.dlopen(str(lib).encode(), 0x002 | 0x100)  # RTLD_NOW | RTLD_GLOBAL
+
+
+_TORCH_THREAD = None
+_TORCH_ERROR: list[BaseException] = []
+
+
+def start_torch_import() -> None:
+    """Import torch, torchvision and the predictor in a background thread (once).
+
+    Call it from the GUI thread (it first keeps triton out, see ``_block_triton_in_gui``);
+    ``wait_for_torch()`` in a worker then blocks until it is done. The GUI thread itself must
+    never import torch while this runs (it would wait on the import lock).
+    """
+    global _TORCH_THREAD
+    if _TORCH_THREAD is not None:
+        return
+    import threading
+
+    _block_triton_in_gui()
+
+    def work():
+        try:
+            from .runner import lower_priority
+
+            lower_priority()
+            _dlopen_torch_libraries()
+            import torchvision  # noqa: F401  (imports torchvision.ops -> torch._dynamo)
+
+            import napari_gravity.core.model_io
+            import napari_gravity.core.predictor  # noqa: F401
+        except BaseException as exc:  # reported by wait_for_torch
+            _TORCH_ERROR.append(exc)
+
+    _TORCH_THREAD = threading.Thread(target=work, name="gravity-torch-import", daemon=True)
+    _TORCH_THREAD.start()
+
+
+def torch_ready() -> bool:
+    return _TORCH_THREAD is not None and not _TORCH_THREAD.is_alive() and not _TORCH_ERROR
+
+
+def wait_for_torch() -> None:
+    """Block (in a worker thread) until the background import is done."""
+    if _TORCH_THREAD is None:
+        start_torch_import()
+    _TORCH_THREAD.join()
+    if _TORCH_ERROR:
+        raise RuntimeError(f"cannot import torch: {_TORCH_ERROR[0]}") from _TORCH_ERROR[0]
+
+
+def preload_torch() -> None:
+    """Import torch / torchvision now, in the calling thread (scripts and tests)."""
+    start_torch_import()
+    wait_for_torch()
 
 
 def load_detector(path: str | os.PathLike, device: str = "auto") -> DetectorHandle:
@@ -205,8 +281,12 @@ def load_detector(path: str | os.PathLike, device: str = "auto") -> DetectorHand
 
 
 def _model_label(path: str | os.PathLike) -> str:
+    """``ROOT/NAME/v003.safetensors`` -> ``NAME:v3`` (the registry's label); else the stem."""
     p = Path(path)
-    return f"{p.parent.name}:{p.stem}" if p.stem.startswith("v") else p.stem
+    ver = p.stem[1:]
+    if p.stem[:1] in ("v", "V") and ver.isdigit():
+        return f"{p.parent.name}:v{int(ver)}"
+    return p.stem
 
 
 def classical_detector(name: str) -> DetectorHandle:
@@ -217,9 +297,48 @@ def classical_detector(name: str) -> DetectorHandle:
 
 
 def read_model_metadata(path: str | os.PathLike) -> dict:
-    from napari_gravity.core.model_io import read_model_metadata as _read
+    """A model file's metadata, read from the safetensors header without importing torch (the
+    Detect dock shows it in the GUI thread). ``ValueError`` naming the file when unreadable."""
+    import json
+    import struct
 
-    return dict(_read(path))
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if not 0 < n < 100_000_000:
+                raise ValueError("bad header size")
+            header = json.loads(fh.read(n))
+        text = (header.get("__metadata__") or {})["napari_gravity"]
+        meta = json.loads(text)
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise ValueError(f"{path}: not a napari-gravity model file ({exc})") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path}: not a napari-gravity model file (no config)")
+    return meta
+
+
+def layer_image_meta(layer) -> dict:
+    """What the reader knew about an image layer's file (format, DICOM tags, path)."""
+    meta = dict(getattr(layer, "metadata", None) or {})
+    info = meta.get("gravity") or {}
+    out = dict(info.get("image_meta") or {})
+    if info.get("image_path") or meta.get("path"):
+        out.setdefault("path", info.get("image_path") or meta.get("path"))
+    return out
+
+
+def image_task(image: np.ndarray, meta: dict | None = None) -> tuple[str | None, str]:
+    """("mc" | "ma" | None, why): the lead's ``core.task.guess_task`` when installed."""
+    try:
+        from napari_gravity.core.task import guess_task
+    except ImportError:
+        return None, "no task guess installed"
+    try:
+        task = guess_task(np.asarray(image), meta or {})
+    except Exception as exc:  # a guess must never break the dock
+        return None, f"cannot tell ({type(exc).__name__})"
+    fmt = str((meta or {}).get("format") or "").upper()
+    return (task if task in ("mc", "ma") else None), (f"{fmt} file" if fmt else "from the image")
 
 
 def raw_output(handle: DetectorHandle, image: np.ndarray):
@@ -235,13 +354,100 @@ def raw_output(handle: DetectorHandle, image: np.ndarray):
     return raw
 
 
-def apply_params(handle: DetectorHandle, raw, threshold: float, nms_box: float, nms_iou: float):
+def apply_params(
+    handle: DetectorHandle | None, raw, threshold: float, nms_box: float, nms_iou: float
+):
     """Threshold γ + NMS on a cached raw output (no network run) -> ``Detections``."""
-    if handle.kind == "model":
+    if handle is not None and handle.kind == "model" and not isinstance(raw, SavedRaw):
         return handle.detector.from_raw(raw, threshold=threshold, nms_box=nms_box, nms_iou=nms_iou)
     from napari_gravity.core.postprocess import postprocess
 
-    return postprocess(raw.points, raw.scores, threshold, nms_box, nms_iou)
+    mask = getattr(raw, "mask", None)
+    shape = getattr(raw, "image_shape", None)
+    return postprocess(raw.points, raw.scores, threshold, nms_box, nms_iou, mask, shape)
+
+
+@dataclass
+class SavedRaw:
+    """A raw output read back from ``IMG.raw.npz`` (no torch needed): the candidates scoring
+    at least ``floor``, with the tissue mask, for the model in ``detector``."""
+
+    points: np.ndarray
+    scores: np.ndarray
+    gravity_points: np.ndarray
+    image_shape: tuple[int, int]
+    mask: np.ndarray | None
+    detector: dict
+    floor: float = 1e-3
+
+    @property
+    def moved_points(self) -> np.ndarray:
+        return self.points
+
+
+def _model_stamp(path) -> list[int]:
+    st = os.stat(path)
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def save_raw(path: str | os.PathLike, raw, detector: dict) -> Path | None:
+    """Cache a model's raw output beside the review (atomic), so a reopened image's γ / NMS are
+    live without a new Detect. Only the candidates scoring ≥ the raw output's floor are kept."""
+    import json
+
+    from napari_gravity.fileio import atomic_write
+
+    if not hasattr(raw, "gravity_points") or not detector.get("path"):
+        return None
+    floor = float(getattr(raw, "floor", 1e-3))
+    keep = np.asarray(raw.scores) >= floor
+    mask = getattr(raw, "mask", None)
+    arrays = {
+        "points": np.asarray(raw.points, np.float32)[keep],
+        "scores": np.asarray(raw.scores, np.float32)[keep],
+        "gravity_points": np.asarray(raw.gravity_points, np.float32)[keep],
+        "image_shape": np.asarray(raw.image_shape, np.int64),
+        "floor": np.float64(floor),
+        "detector": np.array(json.dumps({**detector, "stamp": _model_stamp(detector["path"])})),
+    }
+    if mask is not None:
+        arrays["mask"] = np.packbits(np.asarray(mask, bool))
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
+    return Path(path)
+
+
+def load_raw(path: str | os.PathLike, image_shape=None) -> SavedRaw | None:
+    """A cached raw output, or None when missing, unreadable or stale (the model file changed,
+    or the image has another shape)."""
+    import json
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            det = json.loads(str(z["detector"]))
+            shape = tuple(int(v) for v in z["image_shape"])
+            mask = None
+            if "mask" in z.files:
+                n = shape[0] * shape[1]
+                mask = np.unpackbits(z["mask"], count=n).astype(bool).reshape(shape)
+            raw = SavedRaw(
+                z["points"], z["scores"], z["gravity_points"], shape, mask, det, float(z["floor"])
+            )
+    except (OSError, ValueError, KeyError) as exc:
+        del exc
+        return None
+    if image_shape is not None and tuple(image_shape[:2]) != shape:
+        return None
+    try:
+        if _model_stamp(det["path"]) != list(det.get("stamp", [])):
+            return None
+    except (OSError, KeyError, TypeError):
+        return None
+    return raw
 
 
 def raw_points(raw) -> tuple[np.ndarray, np.ndarray]:
@@ -251,7 +457,11 @@ def raw_points(raw) -> tuple[np.ndarray, np.ndarray]:
 
 
 def device_name(handle: DetectorHandle | None = None) -> str:
+    """ "CPU" or "GPU (name)"; "not known yet" while torch is not imported (never imports it
+    from the GUI thread)."""
     dev = getattr(getattr(handle, "detector", None), "device", None)
+    if "torch" not in sys.modules or (_TORCH_THREAD is not None and _TORCH_THREAD.is_alive()):
+        return "not known yet (checked when a model loads)"
     _block_triton_in_gui()
     try:
         import torch
@@ -322,3 +532,44 @@ def match(points, scores, gt_points, gt_radii) -> tuple[np.ndarray, np.ndarray]:
     hit = np.zeros(len(np.asarray(gt_points).reshape(-1, 2)), dtype=bool)
     hit[m.lesion[m.lesion >= 0]] = True
     return m.labels, hit
+
+
+# --------------------------------------------------------------------------- model comparison
+
+
+def compare_models(
+    models: dict[str, str | os.PathLike], images: list[tuple], max_fppi: float = 10.0
+) -> dict[str, dict]:
+    """Each model on the same held-out images: AUFROC and, at the model's own γ, sensitivity
+    and false positives per image. ``images``: (path, gt points (y, x), gt radii)."""
+    out: dict[str, dict] = {}
+    for label, path in models.items():
+        handle = load_detector(path)
+        thr = handle.defaults["threshold"]
+        items, tp, fp, n_les = {}, 0, 0, 0
+        for k, (img_path, gpts, gradii) in enumerate(images):
+            image = np.asarray(read_image(img_path).image, dtype=np.float32)
+            raw = raw_output(handle, image)
+            d = apply_params(
+                handle, raw, 0.0, handle.defaults["nms_box"], handle.defaults["nms_iou"]
+            )
+            gpts = np.asarray(gpts, float).reshape(-1, 2)
+            items[f"{k}:{Path(img_path).name}"] = (d.points, d.scores, gpts, gradii, image.shape)
+            keep = np.asarray(d.scores) >= thr
+            labels, hit = match(
+                np.asarray(d.points)[keep], np.asarray(d.scores)[keep], gpts, gradii
+            )
+            tp += int(hit.sum())
+            fp += int(((labels == 0) | (labels == 2)).sum())
+            n_les += len(gpts)
+        rep, _ = evaluate(items)
+        out[label] = {
+            "aufroc": float(rep["aufroc"]),
+            "max_fppi": float(rep["max_fppi"]),
+            "threshold": float(thr),
+            "sensitivity": tp / n_les if n_les else float("nan"),
+            "fp_per_image": fp / max(len(images), 1),
+            "n_images": len(images),
+            "n_lesions": n_les,
+        }
+    return out

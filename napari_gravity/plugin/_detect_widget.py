@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from . import _api
 from ._session import DOCK_WIDTH, get_session, image_path_of, unwrap
+from .runner import lower_priority
 
 SLIDER_STEPS = 1000
 
@@ -65,6 +66,9 @@ class DetectWidget(QWidget):
         self.last_update_ms: float | None = None
         self._cancelled = False
         self._overlay = None
+        self._tick = QTimer(self)
+        self._tick.setInterval(250)
+        self._tick.timeout.connect(self._on_tick)
 
         # --- model
         self.model_combo = QComboBox()
@@ -72,6 +76,9 @@ class DetectWidget(QWidget):
         self.open_btn = QPushButton("Open…")
         self.open_btn.setToolTip("Load a model file (.safetensors)")
         self.device_label = QLabel(f"Device: {_api.device_name()}")
+        self.choice_label = QLabel("")
+        self.choice_label.setWordWrap(True)
+        self.user_chose_model = False  # else the model follows the image's task (mc / ma)
         self.meta_label = QLabel("")
         self.meta_label.setWordWrap(True)
         self.meta_label.setStyleSheet("color: #9aa;")
@@ -81,6 +88,7 @@ class DetectWidget(QWidget):
         mbox = QGroupBox("Model")
         ml = QVBoxLayout(mbox)
         ml.addLayout(mrow)
+        ml.addWidget(self.choice_label)
         ml.addWidget(self.meta_label)
         ml.addWidget(self.device_label)
 
@@ -144,6 +152,7 @@ class DetectWidget(QWidget):
         self.refresh_images()
 
         self.model_combo.currentIndexChanged.connect(self._on_model_selected)
+        self.model_combo.activated.connect(self._on_user_choice)
         self.open_btn.clicked.connect(self._open_model)
         self.detect_btn.clicked.connect(self.run_detection)
         self.cancel_btn.clicked.connect(self.cancel)
@@ -157,6 +166,8 @@ class DetectWidget(QWidget):
         self.session.detector_changed.connect(self._on_detector_changed)
         self.session.params_changed.connect(self._set_param_widgets)
         self._on_model_selected()
+        self.choose_model_for_image()
+        _api.start_torch_import()  # in the background: Detect never waits on the GUI thread
 
     # ------------------------------------------------------------------ models
     def refresh_models(self, select: str | None = None) -> None:
@@ -207,8 +218,41 @@ class DetectWidget(QWidget):
 
     def use_model_file(self, path: str) -> None:
         """Select a model file (not necessarily in the registry)."""
+        self.user_chose_model = True
+        self.choice_label.setText("")
         self.model_combo.addItem(f"{Path(path).stem} (file)", ("model", str(path)))
         self.model_combo.setCurrentIndex(self.model_combo.count() - 1)
+
+    def _on_user_choice(self, *_):
+        self.user_chose_model = True
+        self.choice_label.setText("")
+
+    def choose_model_for_image(self, img=None) -> str | None:
+        """Unless the user picked a model, select the bundled default for the image's task:
+        ``default_ma`` for a colour / fundus photograph, ``default_mc`` for a mammogram."""
+        if self.user_chose_model or self.busy:
+            return None
+        img = img or self.image_layer()
+        if img is None:
+            return None
+        task, why = _api.image_task(img.data, _api.layer_image_meta(img))
+        want = {"ma": "default_ma", "mc": "default_mc"}.get(task or "", "default_mc")
+        found = {self.model_combo.itemText(i): i for i in range(self.model_combo.count())}
+        note = ""
+        if want not in found and want != "default_mc":
+            note = f" ({want} is not installed: using default_mc)"
+            want = "default_mc"
+        if want not in found:
+            return None
+        self.model_combo.setCurrentIndex(found[want])
+        what = {"ma": "fundus / colour photograph", "mc": "mammogram"}.get(task or "", "")
+        self.choice_label.setText(
+            f"Model for <b>{img.name}</b>: <b>{want}</b>"
+            + (f" — looks like a {what} ({why})" if what else "")
+            + note
+            + ". Pick another model to override."
+        )
+        return want
 
     def _on_detector_changed(self, handle):
         if handle is None:
@@ -242,6 +286,7 @@ class DetectWidget(QWidget):
         img = self.session.current_image_layer()
         if img is not None and img.name != self.image_combo.currentText():
             self.image_combo.setCurrentText(img.name)
+            self.choose_model_for_image(img)
 
     def image_layer(self):
         name = self.image_combo.currentText()
@@ -259,27 +304,36 @@ class DetectWidget(QWidget):
             return
         from napari.qt.threading import create_worker
 
+        self.choose_model_for_image(img)
         handle, to_load = self._handle_for_selection()
-        if to_load is not None and to_load[0] == "model":
-            self.run_label.setText("loading torch…")
-            _api.preload_torch()  # never first-import torch in a worker thread
+        if (to_load is not None and to_load[0] == "model") or (
+            handle is not None and handle.kind == "model"
+        ):
+            _api.start_torch_import()  # no-op when already started
         image = np.asarray(img.data, dtype=np.float32)
         key_layer = img.unique_id
+        h_px, w_px = image.shape[:2]
+        est = self._estimate_s(h_px * w_px)
 
         def work():
+            lower_priority()  # this worker thread yields the CPU to the GUI thread
             h = handle
             if h is None:
-                yield (5, f"loading {Path(to_load[1]).name}…")
-                h = (
-                    _api.load_detector(to_load[1])
-                    if to_load[0] == "model"
-                    else _api.classical_detector(to_load[1])
-                )
-            yield (30, f"running {h.name} on {image.shape[1]}×{image.shape[0]}…")
+                if to_load[0] == "model":
+                    if not _api.torch_ready():
+                        yield (2, "loading torch (first run only)…")
+                        _api.wait_for_torch()
+                    yield (8, f"loading {Path(to_load[1]).name}…")
+                    h = _api.load_detector(to_load[1])
+                else:
+                    h = _api.classical_detector(to_load[1])
+            eta = f", about {est:.0f} s" if est else ""
+            yield (-1, f"running {h.name} on {h_px}×{w_px} px (H×W){eta}…")
             t0 = time.perf_counter()
             raw = _api.raw_output(h, image)
             return h, raw, time.perf_counter() - t0
 
+        self._run_estimate = est
         self.busy = True
         self._cancelled = False
         self.detect_btn.setEnabled(False)
@@ -292,28 +346,59 @@ class DetectWidget(QWidget):
         self.worker.finished.connect(self._on_finished)
         self.worker.start()
 
+    def _estimate_s(self, n_pixels: int) -> float | None:
+        """Seconds a network run should take, from this session's last run (pixels / s)."""
+        rate = getattr(self, "_px_per_s", None)
+        return n_pixels / rate if rate else None
+
     def _on_progress(self, item):
         pct, text = item
-        self.progress.setValue(int(pct))
+        if pct < 0:  # the network run: one forward pass, no intermediate steps to count
+            self._run_started = time.perf_counter()
+            self._run_text = text
+            self._tick.start()
+            self._on_tick()
+        else:
+            self.progress.setRange(0, 100)
+            self.progress.setValue(int(pct))
         self.run_label.setText(text)
+
+    def _on_tick(self):
+        """While the network runs: elapsed time, and a bar from the measured speed (or busy)."""
+        t = time.perf_counter() - getattr(self, "_run_started", time.perf_counter())
+        est = getattr(self, "_run_estimate", None)
+        if est:
+            self.progress.setRange(0, 100)
+            self.progress.setValue(min(95, 10 + int(85 * t / est)))
+        else:
+            self.progress.setRange(0, 0)  # busy indicator: no honest percentage yet
+        self.run_label.setText(f"{getattr(self, '_run_text', '')} {t:.0f} s")
 
     def _on_raw(self, img, key_layer, res):
         if self._cancelled:
             self.run_label.setText("Cancelled; nothing changed.")
             return
         handle, raw, seconds = res
+        shape = getattr(raw, "image_shape", None)
+        if handle.kind == "model" and shape and seconds > 0:
+            self._px_per_s = shape[0] * shape[1] / seconds
         if self.session.detector is not handle:
             self.session.set_detector(handle)
+        self.device_label.setText(f"Device: {_api.device_name(handle)}")
         self.session.raw_cache[(key_layer, self.session.detector_key())] = raw
+        self.session.save_raw(img, raw)
+        self.progress.setRange(0, 100)
         self.progress.setValue(100)
         n = self.update_detections(img)
         self.run_label.setText(f"{handle.name}: {n} detections in {seconds:.2f} s")
 
     def _on_error(self, exc):
+        self.progress.setRange(0, 100)
         self.progress.setValue(0)
         self.run_label.setText(f"Detection failed: {exc}")
 
     def _on_finished(self):
+        self._tick.stop()
         self.busy = False
         self.worker = None
         self.detect_btn.setEnabled(True)
@@ -352,7 +437,7 @@ class DetectWidget(QWidget):
 
     def update_detections(self, img) -> int:
         """Re-threshold the cached raw output of ``img`` into its detections layer."""
-        raw = self.session.raw_cache.get((img.unique_id, self.session.detector_key()))
+        raw = self.session.raw_for(img)
         if raw is None:
             self.latency_label.setText("Run Detect to tune γ / NMS on this image.")
             return 0
@@ -376,7 +461,7 @@ class DetectWidget(QWidget):
         img = self.image_layer()
         raw = None
         if img is not None:
-            raw = self.session.raw_cache.get((img.unique_id, self.session.detector_key()))
+            raw = self.session.raw_for(img)
         show = self.overlay_check.isChecked() and raw is not None
         if not show:
             if self._overlay is not None and self._overlay in self.viewer.layers:
@@ -386,6 +471,7 @@ class DetectWidget(QWidget):
         keep = scores >= min(0.05, self.session.params["threshold"])
         name = f"{img.name} gravity points"
         if self._overlay is None or self._overlay not in self.viewer.layers:
+            active = self.viewer.layers.selection.active
             self._overlay = self.viewer.add_points(
                 pts[keep],
                 name=name,
@@ -395,6 +481,9 @@ class DetectWidget(QWidget):
                 opacity=0.6,
                 metadata={"gravity": {"role": "overlay", "image_path": image_path_of(img)}},
             )
+            # adding a layer selects it: give the selection back (the review keys live there)
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
         else:
             self._overlay.data = pts[keep]
             self._overlay.visible = True

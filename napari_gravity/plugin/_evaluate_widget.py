@@ -26,8 +26,8 @@ SENS_FPPI = (0.5, 1, 2, 4, 8)
 def layer_detections(session, image_layer) -> tuple[np.ndarray, np.ndarray]:
     """Model detections of an image for FROC: the whole cached raw output after NMS at
     γ = 0 when available (a full curve), else the model points of the detections layer."""
-    raw = session.raw_cache.get((image_layer.unique_id, session.detector_key()))
-    if raw is not None and session.detector is not None:
+    raw = session.raw_for(image_layer)
+    if raw is not None:
         p = session.params
         d = _api.apply_params(session.detector, raw, 0.0, p["nms_box"], p["nms_iou"])
         return d.points, d.scores
@@ -118,7 +118,37 @@ class EvaluateWidget(QWidget):
         layout.addWidget(self.result_label)
         layout.addStretch(1)
         self.run_btn.clicked.connect(self.evaluate)
+        self._evaluated: str | None = None  # the image the shown result belongs to
+        self.viewer.layers.selection.events.active.connect(self._on_active)
+        self.viewer.layers.events.removed.connect(self._on_active)
+        self.session.detections_updated.connect(self._on_detections_changed)
         self._plot(None)
+
+    def _image_key(self, img) -> str | None:
+        return None if img is None else (image_path_of(img) or img.name)
+
+    def clear(self, text: str = "Needs detections and a ground-truth layer.") -> None:
+        self.report = None
+        self._evaluated = None
+        self._plot(None)
+        self.result_label.setText(text)
+
+    def _on_active(self, *_):
+        """Another image: the shown result is not about it any more."""
+        if self._evaluated is None or self.scope.currentIndex() != 0:
+            return
+        img = self.session.current_image_layer()
+        if self._image_key(img) != self._evaluated:
+            name = img.name if img is not None else "this image"
+            self.clear(f"Press Evaluate for {name}.")
+
+    def _on_detections_changed(self, layer, _ms):
+        img = self.session.image_layer_for(layer)
+        if self._evaluated is not None and self._image_key(img) == self._evaluated:
+            self.result_label.setText(
+                self.result_label.text().split("<br><i>")[0]
+                + "<br><i>γ / NMS changed since: press Evaluate again.</i>"
+            )
 
     # ------------------------------------------------------------------ compute
     def evaluate(self) -> dict | None:
@@ -138,15 +168,31 @@ class EvaluateWidget(QWidget):
             self.result_label.setText(f"Evaluation failed: {exc}")
             return None
         self.report = rep
-        self._plot(rep)
         sens = rep["sensitivity_at"]
         sens_txt = " · ".join(f"{k}: {100 * v:.0f}%" for k, v in sens.items())
-        self.result_label.setText(
+        text = (
             f"<b>AUFROC<sub>{rep['max_fppi']:g}</sub> {100 * rep['aufroc']:.1f}%</b> over "
-            f"{len(items)} image(s)<br>sensitivity at FPpI {sens_txt}"
+            f"{len(items)} image(s): the model's detections at every score (before review)"
+            f"<br>sensitivity at FPpI {sens_txt}"
         )
-        if self.scope.currentIndex() == 0 and self.show_check.isChecked():
-            self.show_outcomes()
+        point = None
+        if self.scope.currentIndex() == 0:
+            img = self.session.current_image_layer()
+            counts = self.show_outcomes(draw=self.show_check.isChecked())
+            if counts:
+                g = self.session.params["threshold"]
+                n_gt = counts["TP"] + counts["FN"]
+                text += (
+                    f"<br>At γ {g:.2f}, your rejections removed: <b>{counts['TP']} TP · "
+                    f"{counts['FP']} FP · {counts['FN']} FN</b>"
+                    + (" (marked on the image)" if self.show_check.isChecked() else "")
+                )
+                point = (counts["FP"], counts["TP"] / n_gt if n_gt else 0.0)
+            self._evaluated = self._image_key(img)
+        else:
+            self._evaluated = "folder"
+        self._plot(rep, point)
+        self.result_label.setText(text)
         return rep
 
     def _current_items(self) -> dict[str, tuple]:
@@ -160,7 +206,7 @@ class EvaluateWidget(QWidget):
         return {img.name: (pts, scores, gt[0], gt[1], img.data.shape)}
 
     # ------------------------------------------------------------------ display
-    def _plot(self, rep: dict | None) -> None:
+    def _plot(self, rep: dict | None, point=None) -> None:
         fig = self.figure
         fig.clear()
         ax = fig.add_subplot(111)
@@ -181,6 +227,9 @@ class EvaluateWidget(QWidget):
             if len(x) and x[-1] < g:
                 x, y = np.r_[x, g], np.r_[y, y[-1]]
             ax.plot(x, y, color="#ffb000", lw=1.8)
+            if point is not None:  # the reviewed operating point shown on the canvas
+                ax.plot(*point, "o", color="#56b4e9", ms=6, label="at γ, reviewed")
+                ax.legend(loc="lower right", fontsize=7, facecolor="#262930", labelcolor="#ccc")
             ax.set_xlim(0, g)
             ax.set_title(f"FROC · AUFROC {100 * rep['aufroc']:.1f}%", color="#eee", fontsize=10)
         else:
@@ -189,28 +238,32 @@ class EvaluateWidget(QWidget):
         fig.tight_layout()
         self.canvas.draw_idle()
 
-    def show_outcomes(self) -> dict[str, int]:
-        """TP / FP (at the current γ) and FN points as layers over the image."""
+    def show_outcomes(self, draw: bool = True) -> dict[str, int]:
+        """TP / FP (model points at the current γ, rejected ones removed) and FN, drawn as
+        layers over the image when ``draw``."""
         img = self.session.current_image_layer()
         det = self.session.detections_layer(img, create=False)
         gt = layer_ground_truth(self.session, img)
         if det is None or gt is None:
             return {}
         f = rv.clean_features(det.features, len(det.data))
-        model = ((f["source"] == "model") & (f["status"] != "rejected")).to_numpy()
+        g = self.session.params["threshold"]
+        model = (f["source"] == "model") & (f["status"] != "rejected")
+        model = (model & (f["score"] >= g)).to_numpy()
         pts = np.asarray(det.data, float)[model]
         scores = f["score"].to_numpy(float)[model]
         labels, hit = _api.match(pts, scores, gt[0], gt[1])
         groups = {
-            "TP": (pts[labels == 1], "#1ae633", "square"),
-            "FP": (pts[(labels == 0) | (labels == 2)], "#ff2626", "x"),
-            "FN": (gt[0][~hit], "#ff8c00", "diamond"),
+            "TP": (pts[labels == 1], "#009e73", "square"),
+            "FP": (pts[(labels == 0) | (labels == 2)], "#d55e00", "x"),
+            "FN": (gt[0][~hit], "#e69f00", "diamond"),
         }
-        counts = {}
+        counts = {name: len(p) for name, (p, _c, _s) in groups.items()}
+        if not draw:
+            return counts
         path = image_path_of(img)
         for name, (p, color, symbol) in groups.items():
             lname = f"{img.name} {name}"
-            counts[name] = len(p)
             if lname in self.viewer.layers:
                 self.viewer.layers[lname].data = p
             else:
@@ -223,6 +276,7 @@ class EvaluateWidget(QWidget):
                     border_color=color,
                     border_width=0.07,
                     border_width_is_relative=True,
+                    canvas_size_limits=(20, 600),
                     metadata={ROLE_KEY: {"role": "eval", "image_path": path}},
                 )
         if img is not None:

@@ -74,12 +74,15 @@ def image_layers(path: Path, name: str | None = None) -> list[tuple]:
     image = np.asarray(rec.image)
     name = name or path.stem
     spacing = getattr(rec, "spacing", None)
+    rec_meta = dict(getattr(rec, "meta", None) or {})
     meta = {
-        ROLE_KEY: {"role": "image", "image_path": str(path)},
+        ROLE_KEY: {"role": "image", "image_path": str(path), "image_meta": rec_meta},
         "path": str(path),
         "spacing": list(spacing) if spacing is not None else None,
     }
-    lo, hi = np.percentile(image, [0.5, 99.8]) if image.size else (0.0, 1.0)
+    window = dicom_window(rec_meta)
+    if window is None:
+        window = np.percentile(image, [0.5, 99.8]) if image.size else (0.0, 1.0)
     layers = [
         (
             image,
@@ -87,7 +90,7 @@ def image_layers(path: Path, name: str | None = None) -> list[tuple]:
                 "name": name,
                 "metadata": meta,
                 "colormap": "gray",
-                "contrast_limits": _limits(lo, hi),
+                "contrast_limits": _limits(*window),
             },
             "image",
         )
@@ -97,6 +100,34 @@ def image_layers(path: Path, name: str | None = None) -> list[tuple]:
         layers.append(_points_tuple(_api.read_points_csv(gt), name, str(path)))
     layers.extend(review_layers(path, name))
     return layers
+
+
+def _first(v):
+    if isinstance(v, (list, tuple)):
+        v = v[0] if v else None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def dicom_window(meta: dict) -> tuple[float, float] | None:
+    """Contrast limits from the file's DICOM window (WindowCenter / WindowWidth, the first when
+    several), in the reader's pixel values (rescaled; MONOCHROME1 inverted). None without one."""
+    c, w = _first(meta.get("WindowCenter")), _first(meta.get("WindowWidth"))
+    if c is None or w is None or w <= 1:
+        return None
+    lo, hi = c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2  # DICOM PS3.3 C.11.2.1.2
+    if str(meta.get("PhotometricInterpretation", "")).upper().strip() == "MONOCHROME1":
+        slope = _first(meta.get("RescaleSlope")) or 1.0
+        intercept = _first(meta.get("RescaleIntercept")) or 0.0
+        bits = int(_first(meta.get("BitsStored")) or 16)
+        signed = int(_first(meta.get("PixelRepresentation")) or 0) == 1
+        raw_lo = -(2 ** (bits - 1)) if signed else 0
+        raw_hi = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+        a, b = sorted((raw_lo * slope + intercept, raw_hi * slope + intercept))
+        lo, hi = (a + b) - hi, (a + b) - lo  # the reader inverted the pixel values
+    return lo, hi
 
 
 def review_layers(path: Path, name: str) -> list[tuple]:

@@ -8,6 +8,7 @@ runs it on the next image of the queue (or the current one).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -94,6 +95,25 @@ def reviewed_images(paths) -> list[TrainingImage]:
     return out
 
 
+MIN_HOLDOUT_IMAGES = 4  # fewer reviewed images: train on all, no independent validation
+
+
+def image_id(im: TrainingImage) -> str:
+    """The trainer's image id of a training image (its file stem in the dataset folder)."""
+    return im.path.stem
+
+
+def split_holdout(images: list[TrainingImage]) -> tuple[list, list]:
+    """(train, held out): with ``MIN_HOLDOUT_IMAGES`` or more, a quarter of the images (those
+    with lesions first, the last by name) are held out for validation; else none."""
+    if len(images) < MIN_HOLDOUT_IMAGES:
+        return list(images), []
+    n_val = max(1, round(len(images) / 4))
+    order = sorted(images, key=lambda i: (len(i.points) > 0, i.path.name))
+    held = {id(i) for i in order[-n_val:]}
+    return [i for i in images if id(i) not in held], [i for i in images if id(i) in held]
+
+
 def build_dataset(images: list[TrainingImage], folder: Path) -> Path:
     """A folder dataset (``IMG.<ext>`` + ``IMG.csv``) of the reviewed images for the trainer."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,6 +156,17 @@ class RetrainWidget(QWidget):
         self.progress.setFormat("%p%")
         self.state_label = QLabel("")
         self.state_label.setWordWrap(True)
+        self.val_label = QLabel("")
+        self.val_label.setWordWrap(True)
+        self.compare_label = QLabel("")
+        self.compare_label.setWordWrap(True)
+        self.use_btn = QPushButton("Use new model")
+        self.use_btn.setStyleSheet("font-weight: bold;")
+        self.keep_btn = QPushButton("Keep current")
+        self.parent_model: str | None = None
+        self.new_label: str | None = None
+        self.held_out: list[TrainingImage] = []
+        self.comparison: dict | None = None
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumHeight(110)
@@ -157,6 +188,12 @@ class RetrainWidget(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.progress)
         layout.addWidget(self.state_label)
+        layout.addWidget(self.val_label)
+        layout.addWidget(self.compare_label)
+        crow = QHBoxLayout()
+        crow.addWidget(self.use_btn, 1)
+        crow.addWidget(self.keep_btn)
+        layout.addLayout(crow)
         layout.addWidget(self.log)
         layout.addStretch(1)
 
@@ -166,6 +203,9 @@ class RetrainWidget(QWidget):
         self.refresh_btn.clicked.connect(self.refresh)
         self.launch_btn.clicked.connect(self.launch)
         self.cancel_btn.clicked.connect(self.cancel)
+        self.use_btn.clicked.connect(self.use_new_model)
+        self.keep_btn.clicked.connect(self.keep_current)
+        self._set_choice_visible(False)
         self.session.saved.connect(self._on_saved)
         self.setMaximumWidth(DOCK_WIDTH)
         self.session.widgets["retrain"] = self
@@ -206,6 +246,18 @@ class RetrainWidget(QWidget):
         return imgs
 
     # ------------------------------------------------------------------ run
+    def init_model(self) -> str | None:
+        """The model to fine-tune: the current detector, else the Detect dock's selection."""
+        det = self.session.detector
+        if det is not None and det.kind == "model":
+            return det.path
+        detect = self.session.widgets.get("detect")
+        if detect is not None:
+            kind, ref = detect.selected_model()
+            if kind == "model":
+                return ref
+        return None
+
     def launch(self) -> TrainingRun | None:
         if self.run is not None and self.run.state in ("running", "cancelling"):
             return self.run
@@ -213,35 +265,45 @@ class RetrainWidget(QWidget):
         if not imgs:
             self.state_label.setText("Nothing to train on yet.")
             return None
-        det = self.session.detector
-        init = det.path if det is not None and det.kind == "model" else None
+        init = self.init_model()
         if init is None:
             self.state_label.setText("Select a GravityNet model in the Detect dock first.")
             return None
+        self.parent_model = init
+        try:
+            parent_thr = _api.read_model_metadata(init).get("threshold")
+        except (ValueError, OSError):
+            parent_thr = None
         run_dir = runs_dir() / time.strftime("finetune-%Y%m%d-%H%M%S")
         n = 1
         while run_dir.exists():
             run_dir = run_dir.with_name(run_dir.name.split("~")[0] + f"~{n}")
             n += 1
+        train, held_out = split_holdout(imgs)
+        self.held_out = held_out
         data_dir = build_dataset(imgs, run_dir / "data")
+        overrides = {
+            "data.root": data_dir,
+            "data.format": "folder",
+            "data.synthetic": "null",
+            "data.splits": "null",
+            "data.train_ids": json.dumps([image_id(i) for i in train]),
+            "data.val_ids": json.dumps([image_id(i) for i in held_out]),
+        }
+        if not held_out and isinstance(parent_thr, (int, float)):
+            # validation would run on the training images: keep the parent's operating point
+            overrides["eval.fixed_threshold"] = float(parent_thr)
         cmd = train_command(
-            self.config_edit.text().strip() or "finetune",
-            run_dir,
-            init=init,
-            overrides={
-                "data.root": data_dir,
-                "data.format": "folder",
-                "data.synthetic": "null",
-                "data.splits": "null",
-                "data.train_ids": "null",
-                "data.val_ids": "null",
-            },
+            self.config_edit.text().strip() or "finetune", run_dir, init=init, overrides=overrides
         )
         cmd += ["--epochs", str(self.epochs_spin.value()), "--no-progress"]
         name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in self.name_edit.text())
         cmd += ["--register", name or "finetuned"]
         self.run = TrainingRun(cmd, run_dir)
         self.new_model = None
+        self.new_label = None
+        self.comparison = None
+        self._set_choice_visible(False)
         try:
             self.run.start()
         except OSError as exc:
@@ -250,6 +312,20 @@ class RetrainWidget(QWidget):
             return None
         self.progress.setValue(0)
         self.log.setPlainText("python " + " ".join(str(c) for c in cmd[1:]))
+        if held_out:
+            self.val_label.setText(
+                f"Validation: {len(held_out)} held-out reviewed image(s) "
+                f"({', '.join(i.path.name for i in held_out[:3])}"
+                f"{' …' if len(held_out) > 3 else ''}), never trained on."
+            )
+        else:
+            thr = f" γ {float(parent_thr):.2f}" if isinstance(parent_thr, (int, float)) else ""
+            self.val_label.setText(
+                f"<span style='color:#ffb000'>No independent validation</span>: with "
+                f"{len(imgs)} reviewed image(s) all are used for training (a held-out set needs "
+                f"{MIN_HOLDOUT_IMAGES}). The new model keeps the current model's operating "
+                f"threshold{thr}; no validation figure is shown."
+            )
         self.state_label.setText(f"Training in {run_dir} …")
         self.launch_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
@@ -257,9 +333,9 @@ class RetrainWidget(QWidget):
         return self.run
 
     def cancel(self) -> None:
-        if self.run is not None:
+        if self.run is not None and self.run.state == "running":
             self.run.cancel()
-            self.state_label.setText("Stopping (the trainer saves and exits)…")
+            self.state_label.setText("Aborting: the trainer stops after its current step…")
 
     def poll(self) -> None:
         run = self.run
@@ -270,22 +346,34 @@ class RetrainWidget(QWidget):
             kind = ev.get("event")
             if kind == "epoch":
                 auc = ev.get("val_aufroc")
-                auc_txt = f", val AUFROC {100 * auc:.1f}%" if isinstance(auc, (int, float)) else ""
-                self.log.appendPlainText(
-                    f"epoch {ev.get('epoch')}: loss {ev.get('train_loss', float('nan')):.4f}{auc_txt}"
-                )
-            elif kind == "error":
-                self.log.appendPlainText(f"error: {ev.get('message')}")
-        self.progress.setValue(int(1000 * run.progress))
+                auc_txt = ""
+                if self.held_out and isinstance(auc, (int, float)):
+                    auc_txt = f", held-out AUFROC {100 * auc:.1f}%"
+                loss = ev.get("train_loss")
+                loss = float("nan") if loss is None else float(loss)
+                self.log.appendPlainText(f"epoch {ev.get('epoch')}: loss {loss:.4f}{auc_txt}")
+            elif kind in ("error", "aborted"):
+                self.log.appendPlainText(f"{kind}: {ev.get('message')}")
+        if run.state == "running":
+            self.progress.setValue(int(1000 * run.progress))
         if run.state in ("running", "cancelling"):
             return
         self.timer.stop()
         self.launch_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
         if run.state == "done":
+            self.progress.setValue(1000)
             self._finish(run)
         elif run.state == "cancelled":
-            self.state_label.setText("Cancelled: the current model is unchanged.")
+            how = (
+                "the trainer stopped"
+                if run.cancel_outcome == "aborted"
+                else "the trainer did not stop in time and was killed"
+            )
+            self.state_label.setText(
+                f"Cancelled at {100 * run.progress:.0f}%: {how}; no model was registered and "
+                "your current model is unchanged."
+            )
         else:
             self.state_label.setText(
                 f"<span style='color:#ff6060'>Training failed</span>: {run.error}"
@@ -300,22 +388,87 @@ class RetrainWidget(QWidget):
                 path = _api.resolve_model(label)
             else:  # the trainer did not register it: do it here, never overwriting
                 label, path = _api.register_model(run.model_path, self.name_edit.text())
-            handle = _api.load_detector(path)
         except (ValueError, OSError) as exc:
-            self.state_label.setText(f"Trained, but the new model could not be loaded: {exc}")
+            self.state_label.setText(f"Trained, but the new model could not be found: {exc}")
             return
         self.new_model = Path(path)
-        self.session.set_detector(handle)
-        self.state_label.setText(f"New model <b>{label}</b> registered and selected.")
+        self.new_label = label
         self.session.retrained.emit(str(path))
-        self.run_on_next_image()
+        if run.cancel_outcome == "too_late":
+            self.state_label.setText(
+                f"Cancel came too late: the run had already finished and registered "
+                f"<b>{label}</b>. Your current model stays selected."
+            )
+            return
+        self.state_label.setText(
+            f"New model <b>{label}</b> registered (not in use yet): compare, then choose."
+        )
+        self._set_choice_visible(True)
+        if self.held_out:
+            self.compare()
+        else:
+            self.compare_label.setText(
+                "No held-out images: nothing tells whether the new model is better than the "
+                "current one. Try it on an image you know before relying on it."
+            )
 
-    def run_on_next_image(self) -> None:
-        """Open the next image of the queue (if any) and run the new model on it."""
+    def compare(self) -> None:
+        """Current vs new model on the held-out images, in a worker thread."""
+        from napari.qt.threading import create_worker
+
+        images = [(str(i.path), i.points, i.radii) for i in self.held_out]
+        models = {"current": self.parent_model, "new": str(self.new_model)}
+        self.compare_label.setText(f"Comparing on {len(images)} held-out image(s)…")
+        self._compare_worker = create_worker(_api.compare_models, models, images)
+        self._compare_worker.returned.connect(self._on_compared)
+        self._compare_worker.errored.connect(
+            lambda exc: self.compare_label.setText(f"Comparison failed: {exc}")
+        )
+        self._compare_worker.start()
+
+    def _on_compared(self, res: dict) -> None:
+        self.comparison = res
+        cur, new = res["current"], res["new"]
+        rows = []
+        for name, r in (("current", cur), (f"new ({self.new_label})", new)):
+            rows.append(
+                f"<tr><td>{name}</td><td>{100 * r['aufroc']:.1f}%</td>"
+                f"<td>{100 * r['sensitivity']:.0f}% · {r['fp_per_image']:.1f} FP/img "
+                f"(γ {r['threshold']:.2f})</td></tr>"
+            )
+        self.compare_label.setText(
+            f"Same {cur['n_images']} held-out image(s), {cur['n_lesions']} lesions:"
+            f"<table><tr><th></th><th>AUFROC<sub>{cur['max_fppi']:g}</sub></th>"
+            f"<th>at its γ</th></tr>{''.join(rows)}</table>"
+        )
+
+    def _set_choice_visible(self, on: bool) -> None:
+        for w in (self.use_btn, self.keep_btn, self.compare_label):
+            w.setVisible(on)
+        if not on:
+            self.compare_label.setText("")
+
+    def use_new_model(self) -> None:
+        """Switch to the new model: select it in Detect and run it on the next image."""
+        if self.new_model is None:
+            return
+        self._set_choice_visible(False)
+        self.state_label.setText(f"Using <b>{self.new_label}</b>.")
+        self.run_on_next_image(str(self.new_model))
+
+    def keep_current(self) -> None:
+        self._set_choice_visible(False)
+        self.state_label.setText(
+            f"Kept the current model; <b>{self.new_label}</b> stays in the model list."
+        )
+
+    def run_on_next_image(self, model_path: str) -> None:
+        """Open the next image of the queue (if any) and run ``model_path`` on it."""
         review = self.session.widgets.get("review")
         detect = self.session.widgets.get("detect")
         if review is not None and self.session.queue:
             review.step_image(+1)
         if detect is not None:
+            detect.refresh_models(select=model_path)
             detect.refresh_images()
             detect.run_detection()

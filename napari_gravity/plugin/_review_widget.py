@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from . import _style
 from . import review as rv
 from ._session import DOCK_WIDTH, get_session, image_path_of, role_of, unwrap
 from .sidecar import IMAGE_SUFFIXES, SidecarError, read_review, read_status, sidecar_path
@@ -85,6 +86,8 @@ class ReviewWidget(QWidget):
         self.promote_btn = QPushButton("Promote accepted to ground truth")
         self.promote_btn.setStyleSheet("font-weight: bold;")
         self.save_btn = QPushButton("Save now")
+        self.scores_check = QCheckBox("Show scores")
+        self.scores_check.setToolTip("Write each detection's score next to it")
         for b in (
             self.accept_btn,
             self.reject_btn,
@@ -111,6 +114,7 @@ class ReviewWidget(QWidget):
         rl = QVBoxLayout(rbox)
         rl.addWidget(self.counts_label)
         rl.addLayout(grid)
+        rl.addWidget(self.scores_check)
         rl.addWidget(self.saved_label)
 
         self.folder_btn = QPushButton("Open folder…")
@@ -149,6 +153,7 @@ class ReviewWidget(QWidget):
         )
         self.save_btn.clicked.connect(lambda: self._act(lambda r: r.save_now()))
         self.promote_btn.clicked.connect(self.promote)
+        self.scores_check.toggled.connect(self.session.set_show_scores)
         self.folder_btn.clicked.connect(self._choose_folder)
         self.uncertainty_check.toggled.connect(lambda _: self.set_folder(self._folder))
         self.prev_img_btn.clicked.connect(lambda: self.step_image(-1))
@@ -189,8 +194,13 @@ class ReviewWidget(QWidget):
         if img is None:
             return None
         n, path = self.session.promote_to_gt(img)
-        where = f" → {path.name}" if path else ""
-        self.saved_label.setText(f"{n} new ground-truth points{where}")
+        if n == 0:
+            self.saved_label.setText(
+                "No new lesion point to promote: the ground truth is unchanged."
+            )
+        else:
+            where = f" → {path.name}" if path else ""
+            self.saved_label.setText(f"{n} new ground-truth points{where}")
         return n, path
 
     # ------------------------------------------------------------------ display
@@ -209,10 +219,10 @@ class ReviewWidget(QWidget):
         c = rv.status_counts(rev.features)
         self.counts_label.setText(
             f"<b>{rev.layer.name}</b> — {rev.status.replace('_', ' ')}<br>"
-            f"<span style='color:#ffd900'>● {c['pending']} pending</span> · "
-            f"<span style='color:#1ae633'>● {c['accepted']} accepted</span> · "
-            f"<span style='color:#ff2626'>● {c['rejected']} rejected</span> · "
-            f"<span style='color:#00d9ff'>● {c['added']} added</span>"
+            + " · ".join(
+                f"<span style='color:{_style.PALETTE[k]}'>○ {c[k]} {k}</span>"
+                for k in ("pending", "accepted", "rejected", "added")
+            )
         )
         self.undo_btn.setEnabled(len(rev.undo_stack) > 0)
         if not rev.image_path:

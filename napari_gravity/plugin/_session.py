@@ -19,12 +19,14 @@ import pandas as pd
 from psygnal import Signal
 from qtpy.QtCore import QTimer
 
+from . import _style
 from . import review as rv
-from .sidecar import Review, gt_csv_path, read_review, sidecar_path, write_review
+from .sidecar import Review, gt_csv_path, image_stem, read_review, sidecar_path, write_review
 
 ROLE_KEY = "gravity"
 AUTOSAVE_MS = 300
-POINT_SIZE = 11
+POINT_SIZE = _style.POINT_SIZE
+NEXT_VIEW_PX = 96  # "next pending" shows at least this many image pixels around the point
 DOCK_WIDTH = 430  # px: the docks never squeeze the canvas
 
 
@@ -50,10 +52,9 @@ def detections_layer_kwargs(image_name: str, image_path: str | None, size: float
     return {
         "name": f"{image_name} detections",
         "metadata": {ROLE_KEY: {"role": "detections", "image_path": image_path}},
+        **_style.marker_kwargs(),
         "size": size,
-        "border_width": 0.18,
-        "border_width_is_relative": True,
-        "symbol": "disc",
+        "symbol": "ring",
         "features": rv.make_features(np.zeros(0)),
         "feature_defaults": dict(rv.USER_DEFAULTS),
     }
@@ -63,13 +64,18 @@ def gt_layer_kwargs(image_name: str, image_path: str | None, size: float = POINT
     return {
         "name": f"{image_name} ground truth",
         "metadata": {ROLE_KEY: {"role": "gt", "image_path": image_path}},
-        "size": size,
-        "face_color": "transparent",
-        "border_color": "#00ff66",
-        "border_width": 0.12,
-        "border_width_is_relative": True,
-        "symbol": "ring",
+        **_style.marker_kwargs(),
+        "size": size * 1.5,
+        "border_color": _style.PALETTE["gt"],
+        "border_width": 0.08,
+        "symbol": "square",
     }
+
+
+def raw_path(image_path: str) -> Path:
+    """``IMG.raw.npz``: the cached raw output of the model that made the review."""
+    stem = image_stem(image_path)
+    return stem.with_name(stem.name + ".raw.npz")
 
 
 def backup_file(path: Path) -> Path | None:
@@ -177,8 +183,8 @@ class LayerReview:
                 feats.columns
             ):
                 layer.features = feats
-            layer.face_color = rv.face_colors(feats)
-            layer.border_color = rv.border_colors(feats)
+            layer.face_color = "transparent"
+            layer.border_color = _style.border_colors(feats)
         finally:
             self._busy = was
 
@@ -224,6 +230,10 @@ class LayerReview:
         if viewer is not None:
             y, x = self.layer.data[i]
             viewer.camera.center = (y, x)
+            canvas = getattr(getattr(viewer, "canvas", None), "size", None) or (600, 600)
+            zoom = min(canvas) / NEXT_VIEW_PX
+            if viewer.camera.zoom < zoom:
+                viewer.camera.zoom = zoom
         return i
 
     def undo(self) -> str | None:
@@ -291,6 +301,7 @@ class GravitySession:
         self.reviews: dict = {}  # detections layer unique_id -> LayerReview
         self.queue: list[str] = []
         self.widgets: dict[str, object] = {}  # docks by role, so they can hand work on
+        self.show_scores = False  # score text next to each detection
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self._on_removed)
         for layer in list(viewer.layers):
@@ -321,7 +332,20 @@ class GravitySession:
         self.restore_params(info.get("params") or {})
         self.reviews[layer.unique_id] = rev
         self._bind_keys(layer)
+        self._apply_score_text(layer)
         return rev
+
+    def set_show_scores(self, on: bool) -> None:
+        """Show (or hide) each detection's score as a text label."""
+        self.show_scores = bool(on)
+        for rev in list(self.reviews.values()):
+            if rev.layer is not None:
+                self._apply_score_text(rev.layer)
+
+    def _apply_score_text(self, layer) -> None:
+        if self.show_scores:
+            layer.text = dict(_style.SCORE_TEXT)
+        layer.text.visible = self.show_scores
 
     def _bind_keys(self, layer) -> None:
         def _accept(_layer):
@@ -442,6 +466,50 @@ class GravitySession:
         h = self.detector
         return f"{h.kind}:{h.path or h.name}" if h is not None else ""
 
+    # ------------------------------------------------------------------ raw outputs
+    def raw_for(self, image_layer):
+        """The cached raw output of ``image_layer`` for the current detector; else the one
+        saved beside its review (``IMG.raw.npz``) when no other model is selected."""
+        if image_layer is None:
+            return None
+        raw = self.raw_cache.get((image_layer.unique_id, self.detector_key()))
+        if raw is not None:
+            return raw
+        path = image_path_of(image_layer)
+        if not path or not raw_path(path).exists():
+            return None
+        from . import _api
+
+        saved = _api.load_raw(raw_path(path), np.shape(image_layer.data))
+        if saved is None:
+            return None
+        if self.detector is not None and self.detector.path != saved.detector.get("path"):
+            return None
+        key = f"{saved.detector.get('kind', 'model')}:{saved.detector.get('path')}"
+        self.raw_cache[(image_layer.unique_id, key)] = saved
+        if self.detector is None:
+            self.raw_cache[(image_layer.unique_id, "")] = saved
+        return saved
+
+    def save_raw(self, image_layer, raw) -> None:
+        """Write ``IMG.raw.npz`` in a background thread (numpy only)."""
+        path = image_path_of(image_layer)
+        info = self.detector_info()
+        if not path or info.get("kind") != "model":
+            return
+        import threading
+
+        from . import _api
+
+        def work():
+            try:
+                _api.save_raw(raw_path(path), raw, info)
+            except OSError:
+                pass  # a read-only folder: γ needs a new Detect after reopening
+
+        self._raw_writer = threading.Thread(target=work, name="gravity-raw-cache", daemon=True)
+        self._raw_writer.start()
+
     # ------------------------------------------------------------------ ground truth
     def promote_to_gt(self, image_layer, default_radius: float = 3.0) -> tuple[int, Path | None]:
         """Accepted + added detections join the GT layer; written to ``IMG.csv`` with a
@@ -466,6 +534,9 @@ class GravitySession:
         if len(old_pts) and len(new_pts):
             d2 = ((new_pts[:, None] - old_pts[None]) ** 2).sum(-1)
             new_pts = new_pts[d2.min(1) > default_radius**2]
+        if len(new_pts) == 0:  # nothing new: no rewrite, no backup
+            rev.flush()
+            return 0, None
         pts = np.concatenate([old_pts, new_pts])
         radii = np.concatenate([old_r, np.full(len(new_pts), default_radius)])
         radii = np.where(np.isfinite(radii), radii, default_radius)
@@ -495,6 +566,9 @@ def get_session(viewer) -> GravitySession:
     viewer = unwrap(viewer)
     sess = _SESSIONS.get(viewer)
     if sess is None:
+        from ._prefs import activate
+
+        activate()  # our reader / writer become napari's defaults for our files
         sess = GravitySession(viewer)
         _SESSIONS[viewer] = sess
     return sess

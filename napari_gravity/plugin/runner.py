@@ -16,6 +16,10 @@ from pathlib import Path
 
 from napari_gravity.events import parse_event_lines
 
+#: the trainer aborts (exports and registers nothing) when this file appears in its run folder;
+#: the same name as ``training.abort.ABORT_FILENAME`` (the plugin never imports ``training``)
+ABORT_FILENAME = "ABORT"
+
 
 def train_command(
     config: str | os.PathLike,
@@ -32,6 +36,23 @@ def train_command(
     return cmd
 
 
+BACKGROUND_NICE = 10
+
+
+def lower_priority(pid: int | None = None) -> None:
+    """Give a background process (or, with no pid, the calling thread on Linux) a lower CPU
+    priority, so the GUI's event loop keeps its share on a busy machine."""
+    try:
+        if pid is None:
+            import threading
+
+            pid = threading.get_native_id()  # Linux: a thread is a schedulable task
+        cur = os.getpriority(os.PRIO_PROCESS, pid)
+        os.setpriority(os.PRIO_PROCESS, pid, max(cur, BACKGROUND_NICE))
+    except (AttributeError, OSError):
+        pass  # not POSIX, or not allowed: nothing to do
+
+
 class TrainingRun:
     """One trainer subprocess; ``poll()`` returns the new events since the last call."""
 
@@ -41,7 +62,11 @@ class TrainingRun:
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.events: list[dict] = []
-        self.state = "idle"  # idle / running / done / failed / cancelled
+        self.state = "idle"  # idle / running / cancelling / done / failed / cancelled
+        #: after a cancel: "aborted" (the trainer confirmed: nothing registered), "killed" (it did
+        #: not stop within the grace period), or "too_late" (it had already finished: ``state`` is
+        #: "done" and the model WAS registered)
+        self.cancel_outcome: str | None = None
         self.error: str | None = None
         self.model_path: str | None = None
         self.progress = 0.0
@@ -70,14 +95,26 @@ class TrainingRun:
             env=env,
             cwd=str(Path(__file__).resolve().parents[2]),
         )
+        lower_priority(self.proc.pid)
         self.state = "running"
 
-    def cancel(self, grace_s: float = 20.0) -> None:
-        """Ask the trainer to stop (SIGTERM: it saves and exits); killed after ``grace_s``."""
+    @property
+    def abort_path(self) -> Path:
+        return self.run_dir / ABORT_FILENAME
+
+    def cancel(self, grace_s: float = 60.0) -> None:
+        """Abort the run: the trainer sees ``RUN_DIR/ABORT`` after its current step and exits
+        without exporting or registering anything; killed after ``grace_s`` if it does not.
+        (``stop()`` is the CLI's Ctrl-C: save a checkpoint, export and register.)"""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.abort_path.touch()
             self._cancel_time = time.monotonic() + grace_s
             self.state = "cancelling"
+
+    def stop(self) -> None:
+        """SIGTERM: the trainer saves, exports the best model so far and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
 
     def _read_events(self) -> list[dict]:
         try:
@@ -126,6 +163,7 @@ class TrainingRun:
         if rc is None:
             if self._cancel_time is not None and time.monotonic() > self._cancel_time:
                 self.proc.kill()
+                self._killed = True
             return new
         if self.state in ("running", "cancelling"):
             new_tail = self._read_events()  # anything written just before exit
@@ -135,8 +173,12 @@ class TrainingRun:
             new += new_tail
             if self._log:
                 self._log.close()
-            if self.state == "cancelling":
+            kinds = {e.get("event") for e in self.events}
+            if self.state == "cancelling" and "done" in kinds and self.model_path:
+                self.state, self.cancel_outcome = "done", "too_late"
+            elif self.state == "cancelling":
                 self.state = "cancelled"
+                self.cancel_outcome = "aborted" if "aborted" in kinds else "killed"
             elif rc == 0 and self.error is None and self.model_path:
                 self.state = "done"
             else:

@@ -116,8 +116,11 @@ FAKE_TRAINER = textwrap.dedent(
     fh.write('{"event": "step", "epo'); fh.flush()   # a torn line the reader must wait for
     time.sleep(0.3)
     fh.write('ch": 2, "step": 1, "steps_per_epoch": 2, "loss": 0.5}\\n'); fh.flush()
-    if sys.argv[2] == "slow":
-        time.sleep(60)
+    if sys.argv[2] == "slow":  # the GUI's Cancel: RUN_DIR/ABORT, then exit registering nothing
+        end = time.time() + 60
+        while not (run / "ABORT").exists() and time.time() < end:
+            time.sleep(0.05)
+        emit(event="aborted", message="aborted on request"); sys.exit(1)
     if sys.argv[2] == "fail":
         emit(event="error", message="data.root: /nope does not exist"); sys.exit(1)
     (run / "model.safetensors").write_bytes(b"x")
@@ -155,8 +158,8 @@ def test_runner_follows_event_stream(tmp_path, mode):
         assert run.state == "failed" and "does not exist" in run.error
         assert run.progress == pytest.approx(0.75)
     else:
-        assert run.state == "cancelled" and run.proc.returncode == 0
-        assert run.events[-1]["event"] == "done" and run.events[-1]["stopped"] is True
+        assert run.state == "cancelled" and run.cancel_outcome == "aborted"
+        assert run.events[-1]["event"] == "aborted" and run.model_path is None
 
 
 def test_train_command_shape(tmp_path):

@@ -1,0 +1,297 @@
+"""The review workstation a radiologist trusts (issue 11), driven through the real docks under
+Xvfb: visible markers, live NMS, napari-native files, honest retraining, no frozen GUI.
+
+Run: QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/pytest tests/plugin
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def open_gui(make_napari_viewer, show=True):
+    from napari_gravity.plugin.__main__ import DOCKS, arrange
+
+    viewer = make_napari_viewer(show=show)
+    docks = {n: viewer.window.add_plugin_dock_widget("napari-gravity", n) for n in DOCKS}
+    arrange(viewer, docks, size=(1400, 1000))
+    return viewer, {n: w for n, (_d, w) in docks.items()}
+
+
+GUI_DRAWING = ("/napari/", "/vispy/", "/qtpy/", "/superqt/", "/matplotlib/")
+
+
+class LagMeter:
+    """How long the GUI's event loop stalls, and in whose code.
+
+    A 10 ms QTimer records the gaps between its ticks. A watchdog thread samples the GUI
+    thread's Python stack whenever no tick came for 100 ms: a stall inside napari-gravity code
+    (a freeze the plugin causes) is told apart from one where the GUI thread sits in Qt's C++
+    event loop (the OS did not schedule it, or Mesa's software OpenGL was drawing), which on a
+    loaded 2-core machine happens with no plugin code running at all.
+    """
+
+    STALL_S = 0.1
+
+    def __init__(self):
+        from qtpy.QtCore import QTimer
+
+        self.gaps: list[float] = []
+        self.ours: list[str] = []  # stacks sampled in plugin code during a stall
+        self._last = time.perf_counter()
+        self._stop = False
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.gaps.append(now - self._last)
+        self._last = now
+
+    def _watch(self, main_id):
+        import sys
+        import traceback
+
+        while not self._stop:
+            time.sleep(0.01)
+            if time.perf_counter() - self._last < self.STALL_S:
+                continue
+            frame = sys._current_frames().get(main_id)
+            stack = traceback.extract_stack(frame) if frame is not None else []
+            ours = [i for i, f in enumerate(stack) if "napari_gravity" in f.filename]
+            # plugin code, or what it called (torch, numpy, I/O), at the top of the stack; a
+            # synchronous Qt repaint it triggered (napari / vispy drawing) is not counted
+            if ours and not any(
+                k in f.filename for f in stack[ours[-1] + 1 :] for k in GUI_DRAWING
+            ):
+                self.ours.append("".join(traceback.format_list(stack[-6:])))
+
+    def start(self):
+        import threading
+
+        self._last = time.perf_counter()
+        self.timer.start()
+        main_id = threading.main_thread().ident
+        threading.Thread(target=self._watch, args=(main_id,), daemon=True).start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop = True
+        self.timer.stop()
+        gaps = np.asarray(self.gaps) * 1000
+        return {
+            "max_ms": round(float(gaps.max(initial=0)), 1),
+            "p99_ms": round(float(np.percentile(gaps, 99)) if len(gaps) else 0.0, 1),
+            "stalls": int((gaps > 1000 * self.STALL_S).sum()),
+            "in_plugin_code": len(self.ours),
+            "where": self.ours[:2],
+        }
+
+
+def run_detect(qtbot, det, timeout=120_000):
+    det.run_detection()
+    qtbot.waitUntil(lambda: not det.busy, timeout=timeout)
+
+
+def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
+    make_napari_viewer, qtbot, gravity_env
+):
+    from napari_gravity.core.registry import default_model_path
+    from napari_gravity.plugin import _api
+
+    if default_model_path() is None:
+        pytest.skip("no bundled default model")
+    viewer, w = open_gui(make_napari_viewer)
+    det = w["Detect lesions"]
+    viewer.open_sample("napari-gravity", "mammogram")
+    img = viewer.layers["synthetic mammogram"]
+    assert det.selected_model() == ("model", str(default_model_path()))
+    run_detect(qtbot, det)
+    assert "512×512 px (H×W)" in det._run_text
+    session = det.session
+    layer = session.detections_layer(img, create=False)
+    pred = _api.load_detector(default_model_path())
+    raw = pred.detector.raw(np.asarray(img.data, np.float32))
+    from napari_gravity.data.masks import tissue_mask
+
+    raw.mask = tissue_mask(np.asarray(img.data, np.float32), "mc")
+    counts = {}
+    for box, iou in ((7, 0.5), (15, 0.5), (15, 0.2), (31, 0.1)):
+        det.box_spin.setValue(box)
+        det.iou_spin.setValue(iou)
+        want = pred.detector.from_raw(
+            raw, threshold=det.thr_slider.value() / 1000, nms_box=box, nms_iou=iou
+        )
+        counts[(box, iou)] = (len(layer.data), len(want))
+        assert len(layer.data) == len(want), counts
+    print("NMS counts (layer, core):", counts)
+    # typed into the spin boxes, as a user does
+    from qtpy.QtCore import Qt
+
+    for spin, text in ((det.box_spin, "15"), (det.iou_spin, "0.2")):
+        spin.lineEdit().selectAll()
+        qtbot.keyClicks(spin.lineEdit(), text)
+        qtbot.keyClick(spin.lineEdit(), Qt.Key.Key_Return)
+    want = pred.detector.from_raw(
+        raw, threshold=det.thr_slider.value() / 1000, nms_box=15, nms_iou=0.2
+    )
+    assert len(layer.data) == len(want), (len(layer.data), len(want))
+    assert counts[(31, 0.1)][0] < counts[(7, 0.5)][0]
+
+    # "Show moved gravity points" adds a layer but leaves the detections selected: `a` accepts
+    viewer.layers.selection.active = layer
+    det.overlay_check.setChecked(True)
+    assert f"{img.name} gravity points" in viewer.layers
+    assert viewer.layers.selection.active is layer
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    layer.selected_data = {0}
+    qtbot.keyClick(canvas, "a")
+    assert layer.features["status"].tolist().count("accepted") == 1
+    assert layer.selected_data == {0}
+
+
+def test_markers_are_visible_outline_only_and_colour_blind_safe(make_napari_viewer, qtbot):
+    from napari_gravity.plugin import _style
+    from napari_gravity.plugin._session import get_session
+
+    # colours: every pair of GT / pending / accepted / rejected / added stays apart (CIELAB ΔE)
+    # for normal vision and the three dichromacies (the old greens were ΔE 13.6 / 2.5 apart)
+    for vision in ("normal", "protanopia", "deuteranopia", "tritanopia"):
+        d, pair = _style.min_pair_distance(_style.PALETTE, vision)
+        assert d >= 20, (vision, pair, d)
+
+    viewer, w = open_gui(make_napari_viewer)
+    rev_w = w["Review"]
+    h, wd = 4736, 2624  # a full-field mammogram's size
+    img = viewer.add_image(np.full((h, wd), 0.5, np.float32), name="big", contrast_limits=(0, 1))
+    session = get_session(viewer)
+    layer = session.detections_layer(img)
+    pts = np.array([[600.0, 500.0], [2400.0, 1300.0], [4000.0, 2000.0], [1500.0, 2200.0]])
+    rev = session.review_for(layer)
+    rev.merge(pts, np.array([0.9, 0.8, 0.7, 0.6]), dedupe_radius=3)
+    rev.set_status([1], "accepted")
+    rev.set_status([2], "rejected")
+    gt = session.gt_layer(img)
+    gt.data = pts[:1]
+    # the layers use the palette: status rings, GT squares, transparent faces
+    border = {
+        s: tuple(np.round(c, 3))
+        for s, c in zip(layer.features["status"], layer.border_color, strict=True)
+    }
+    for s in ("pending", "accepted", "rejected"):
+        assert border[s][:3] == tuple(np.round(_style.rgba(_style.PALETTE[s])[:3], 3))
+    assert np.all(layer.face_color[:, 3] == 0) and np.all(gt.face_color[:, 3] == 0)
+    assert str(gt.symbol[0]) != str(layer.symbol[0])
+
+    # whole-image view: each ring still covers >= MIN_SCREEN_PX on the screen
+    viewer.layers.selection.active = layer
+    viewer.reset_view()
+    qtbot.wait(50)
+    assert viewer.camera.zoom * _style.POINT_SIZE < 6  # 11 data px would be a few screen px
+    shot = viewer.screenshot(canvas_only=True, flash=False).astype(int)
+    yellow = np.array([int(_style.PALETTE["pending"][i : i + 2], 16) for i in (1, 3, 5)])
+    n_yellow = int((np.abs(shot[..., :3] - yellow).sum(-1) < 60).sum())
+    assert n_yellow >= 30, n_yellow  # one pending ring at ~14 px: its outline
+
+    # "next pending" centres and zooms on it; the ring never covers the lesion (hollow centre)
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, "n")
+    (i,) = layer.selected_data
+    assert layer.features["status"][i] == "pending"
+    np.testing.assert_allclose(viewer.camera.center[-2:], layer.data[i], atol=1)
+    assert viewer.camera.zoom >= min(viewer.canvas.size) / 96 - 1e-6
+    qtbot.wait(50)
+    shot = viewer.screenshot(canvas_only=True, flash=False).astype(int)
+    cy, cx = shot.shape[0] // 2, shot.shape[1] // 2
+    centre = shot[cy - 2 : cy + 3, cx - 2 : cx + 3, :3]
+    assert np.abs(centre - 128).max() <= 3, centre[2, 2]  # the image's own grey
+
+    # the score as a text label, on demand
+    assert not layer.text.visible
+    rev_w.scores_check.setChecked(True)
+    assert layer.text.visible and "score" in layer.text.string.format
+    rev_w.scores_check.setChecked(False)
+    assert not layer.text.visible
+
+
+def mark_reviewed(paths):
+    """Sidecars saying each image's review is done, its ground truth accepted."""
+    from napari_gravity.plugin import _api
+    from napari_gravity.plugin import review as rv
+    from napari_gravity.plugin.sidecar import Review, sidecar_path, write_review
+
+    for p in paths:
+        gt = _api.read_points_csv(Path(p).with_suffix(".csv")).points
+        feats = rv.make_features(np.full(len(gt), 0.9), "model", "accepted")
+        write_review(sidecar_path(p), Review(Path(p).name, gt, feats, "done", (256, 256)))
+
+
+HAS_TINY = (ROOT / "training" / "configs" / "tiny.yaml").exists()
+LAG_MS = 1000  # overall stall bound on a 2-core box shared with other jobs (idle: < 100 ms)
+
+
+@pytest.mark.skipif(not HAS_TINY, reason="training/configs/tiny.yaml not available")
+def test_cancel_registers_nothing_and_the_gui_never_stalls(
+    make_napari_viewer, qtbot, gravity_env, image_folder
+):
+    from napari_gravity.core.registry import default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("no bundled default model")
+    _viewer, w = open_gui(make_napari_viewer)
+    det, rev_w, rt = w["Detect lesions"], w["Review"], w["Retrain"]
+    session = det.session
+    mark_reviewed(image_folder)
+    rev_w.set_folder(image_folder[0].parent)
+    rev_w.step_image(+1)
+    lag = {}
+
+    # --- fine-tune before any Detect: the selected default model is the parent
+    assert session.detector is None
+    assert det.selected_model() == ("model", str(default_model_path()))
+    rt.config_edit.setText("tiny")
+    rt.epochs_spin.setValue(200)
+    meter = LagMeter().start()
+    run = rt.launch()
+    assert run is not None, rt.state_label.text()
+    assert run.cmd[run.cmd.index("--init") + 1] == str(default_model_path())
+    qtbot.waitUntil(lambda: any(e["event"] == "step" for e in run.events), timeout=120_000)
+    rt.cancel_btn.click()
+    qtbot.waitUntil(lambda: run.state not in ("running", "cancelling"), timeout=90_000)
+    lag["retrain"] = meter.stop()
+    # --- Cancel means it: the trainer aborted, exported nothing, registered nothing
+    assert run.state == "cancelled" and run.cancel_outcome == "aborted", run.log_tail()
+    assert any(e["event"] == "aborted" for e in run.events)
+    assert not any(e["event"] == "done" for e in run.events)
+    assert not (run.run_dir / "model.safetensors").exists()
+    assert not any((gravity_env / "models").iterdir())
+    assert "no model was registered" in rt.state_label.text()
+    assert rt.progress.value() < 1000
+    assert session.detector is None and rt.launch_btn.isEnabled()
+
+    # --- Detect, then γ / NMS changes, while a 10 ms timer watches the event loop
+    meter = LagMeter().start()
+    run_detect(qtbot, det)
+    for n in (5, 40, 15):
+        det.set_threshold(0.3 + 0.01 * n)
+        det.box_spin.setValue(7 + n % 9)
+        qtbot.wait(20)
+    lag["detect"] = meter.stop()
+    assert "detections in" in det.run_label.text()
+    print(f"event-loop lag: {lag}")
+    for what, m in lag.items():
+        # never a stall in plugin code (the pre-fix freezes were 1.3-3.4 s of torch import on
+        # the GUI thread); the overall bound leaves room for a machine loaded by other jobs
+        assert m["in_plugin_code"] == 0, (what, m, m["where"])
+        assert m["max_ms"] < LAG_MS, (what, m)
