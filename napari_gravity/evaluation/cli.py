@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from napari_gravity.evaluation.froc import DEFAULT_SENSITIVITY_FPPI
 
 HELP = "FROC evaluation of predictions against ground truth (report.json, report.md, plots)"
@@ -125,6 +127,14 @@ def run(args: argparse.Namespace) -> int:
             notes.append(f"warning: {w.message}")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if args.match == "bbox":
+        no_radius = [k for k, (_, r) in gt.items() if len(r) and not np.all(np.isfinite(r))]
+        if no_radius:
+            raise ValueError(
+                f"{args.ground_truth}: --match bbox needs a radius for every lesion, but "
+                f"{len(no_radius)} image(s) have lesions without one (e.g. {no_radius[0]!r}); "
+                "add a 'radius' column or pass --match DIST (pixels)"
+            )
     preds = read_predictions_csv(args.predictions)
     other = read_predictions_csv(args.compare) if args.compare else None
     if args.images:

@@ -81,3 +81,30 @@ def _ids(tmp_path):
     p = tmp_path / "ids.txt"
     p.write_text("a\n")
     return p
+
+
+def test_bbox_without_radius_names_the_ground_truth_file(tmp_path, capsys):
+    from training.cli import main
+
+    gt = tmp_path / "gt_nor.csv"
+    gt.write_text("image,y,x\na,10,10\n")
+    pred = tmp_path / "p.csv"
+    pred.write_text("image,y,x,score\na,10,10,0.9\n")
+    rc = main(["evaluate", "-p", str(pred), "-g", str(gt), "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{gt}: --match bbox needs a radius" in err and "Traceback" not in err
+    rc = main(
+        [
+            "evaluate",
+            "-p",
+            str(pred),
+            "-g",
+            str(gt),
+            "--match",
+            "3",
+            "--no-plots",
+            "--out",
+            str(tmp_path / "ev"),
+        ]
+    )
+    assert rc == 0
