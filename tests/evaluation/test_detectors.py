@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -82,14 +80,13 @@ def test_dark_polarity_and_mask(cls, dots):
         cls().detect(np.zeros((4, 4, 3)))
 
 
-def test_detector_speed_on_512_tile():
-    img, _ = dots_image(5, n=30, size=512)
+def test_detectors_on_a_512_tile():
+    """A 512×512 tile (the size the old timing assert used; timings live in
+    benchmarks/baselines.py): every detector still finds most of the 30 dots."""
+    img, pts = dots_image(5, n=30, size=512)
     for det in (HessianDoG(), TopHat()):
-        det.detect(img[:64, :64])  # warm-up
-        t = time.perf_counter()
-        det.detect(img)
-        dt = time.perf_counter() - t
-        assert dt < 2.0, f"{det.name}: {dt:.2f} s on 512x512"  # target < 1 s, slack for CI
+        r = froc_curve({"t": det.detect(img)}, {"t": (pts, np.full(len(pts), 2.0))})
+        assert r.sensitivity_at([8.0])[8.0] >= 0.8, det.name
 
 
 def test_hdog_scales_and_min_distance():
