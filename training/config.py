@@ -33,6 +33,8 @@ class ConfigError(ValueError):
 
 #: Largest config file read (bytes); a real one is a few kB.
 MAX_CONFIG_BYTES = 1 << 20
+#: Widest detection head accepted from a config (the paper uses 256).
+MAX_HEAD_CHANNELS = 4096
 #: Longest error message (characters): values from a hostile file are shortened.
 MAX_MESSAGE = 600
 
@@ -62,6 +64,22 @@ class _NoAliasLoader(yaml.SafeLoader):
                 f"(line {event.start_mark.line + 1}); write the value out"
             )
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: reported by the base class
+            if dup:
+                raise yaml.YAMLError(
+                    f"duplicated key {short(key)} (line {key_node.start_mark.line + 1}): YAML "
+                    "would silently keep only the last one"
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def safe_yaml_load(text: str, where: str) -> Any:
@@ -167,15 +185,15 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
             None,
             _str(),
         ),  # where a synthetic benchmark is written (default RUN_DIR/data)
-        "workers": (1, _num(1, integer=True)),  # processes generating the synthetic benchmark
+        "workers": (1, _num(1, 256, integer=True)),  # processes generating the synthetic benchmark
         "splits": (None, _str()),  # splits JSON (data.splits.load_splits); else made from seed
         "fold": (0, _num(0, integer=True)),
         "val_fraction": (0.2, _num(0.0, 0.9, open_lo=True)),
         "train_ids": (None, _list_of_str),
         "val_ids": (None, _list_of_str),
         "max_images": (None, _num(1, integer=True, none=True)),
-        "tile_size": (256, _num(16, integer=True)),
-        "tiles_per_image": (4, _num(1, integer=True)),
+        "tile_size": (256, _num(16, 8192, integer=True)),
+        "tiles_per_image": (4, _num(1, 100_000, integer=True)),
         "pos_fraction": (0.7, _num(0.0, 1.0)),
         "flips": (True, _bool),
         "channel": ("green", _str(none=False)),
@@ -183,8 +201,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "max_radius": (None, _num(0.0, open_lo=True, none=True)),  # drop bigger lesions
     },
     "train": {
-        "epochs": (50, _num(1, integer=True)),
-        "batch_size": (8, _num(1, integer=True)),
+        "epochs": (50, _num(1, 100_000, integer=True)),
+        "batch_size": (8, _num(1, 4096, integer=True)),
         "lr": (1e-4, _num(0.0, open_lo=True)),
         "optimizer": ("adam", _choice("adam", "adamw", "sgd")),
         "momentum": (0.9, _num(0.0, 1.0)),  # sgd only
@@ -199,7 +217,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "ignore_gap": (0.0, _num(0.0)),
         "early_stopping": (None, _num(1, integer=True, none=True)),  # patience in epochs
         "seed": (0, _num(0, integer=True)),
-        "num_workers": (0, _num(0, integer=True)),
+        "num_workers": (0, _num(0, 256, integer=True)),
         "amp": ("auto", _choice("auto", "off", "bf16", "fp16")),
         "channels_last": ("auto", _choice("auto", True, False)),
         "grad_clip": (None, _num(0.0, open_lo=True, none=True)),
@@ -222,7 +240,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "fixed_threshold": (None, _num(0.0, 1.0, none=True)),
         "every": (1, _num(1, integer=True)),
         "max_images": (None, _num(1, integer=True, none=True)),
-        "batch_size": (1, _num(1, integer=True)),
+        "batch_size": (1, _num(1, 1024, integer=True)),
         "min_score": (0.01, _num(0.0, 1.0)),  # candidates below this are dropped before FROC
     },
 }
@@ -332,6 +350,10 @@ def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainConf
             from napari_gravity.core.config import GravityConfig
 
             net = GravityConfig.from_dict(net).to_dict()
+            if net["head_channels"] > MAX_HEAD_CHANNELS:
+                raise ValueError(
+                    f"net.head_channels: must be <= {MAX_HEAD_CHANNELS}, got {net['head_channels']}"
+                )
         except ValueError as exc:  # GravityConfig names the field; say it is under net.
             text = str(exc).replace("GravityConfig.", "net.").replace("GravityConfig:", "net:")
             raise ConfigError(_clip(f"{where}{text}")) from None

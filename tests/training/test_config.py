@@ -143,3 +143,29 @@ def test_non_finite_values_name_file_and_key(tmp_path, text, key):
         load_config(p)
     with pytest.raises(ConfigError, match=r"train.lr: must be a finite number"):
         load_config(_write(tmp_path, f"data: {{root: {tmp_path}}}\n", "d.yaml"), ["train.lr=.nan"])
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("net: {head_channels: 1000000000}", "net.head_channels: must be <= 4096"),
+        ("tile_size: 1000000000", "data.tile_size: must be <= 8192"),
+        ("train: {batch_size: 100000000}", "train.batch_size: must be <= 4096"),
+    ],
+)
+def test_sizes_that_would_exhaust_memory_are_refused(tmp_path, text, key):
+    if text.startswith("tile_size"):
+        p = _write(tmp_path, f"data: {{root: {tmp_path}, {text}}}\n")
+    else:
+        p = _write(tmp_path, f"data: {{root: {tmp_path}}}\n{text}\n")
+    with pytest.raises(ConfigError, match=rf"c\.yaml: {key}"):
+        load_config(p)
+
+
+def test_duplicated_yaml_keys_are_refused(tmp_path):
+    p = _write(tmp_path, f"data: {{root: {tmp_path}}}\ntrain: {{lr: 0.1}}\ntrain: {{epochs: 3}}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: .*duplicated key 'train' \(line 3\)"):
+        load_config(p)
+    q = _write(tmp_path, f"data: {{root: {tmp_path}}}\ntrain: {{lr: 0.1, lr: 0.2}}\n", "q.yaml")
+    with pytest.raises(ConfigError, match=r"q\.yaml: .*duplicated key 'lr'"):
+        load_config(q)
