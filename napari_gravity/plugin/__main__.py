@@ -21,7 +21,7 @@ def open_viewer(sample: str | None = "mammogram", paths=(), show: bool = True):
         docks[name] = (dock, widget)
     arrange(viewer, docks)
     for path in paths:
-        viewer.open(path)  # our reader is the preferred one (see _prefs)
+        viewer.open(path, plugin=None)  # as File > Open: the preferred reader (ours, see _prefs)
     if sample and not paths:
         viewer.open_sample("napari-gravity", sample)
     return viewer, docks

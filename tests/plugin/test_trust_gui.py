@@ -295,3 +295,138 @@ def test_cancel_registers_nothing_and_the_gui_never_stalls(
         # the GUI thread); the overall bound leaves room for a machine loaded by other jobs
         assert m["in_plugin_code"] == 0, (what, m, m["where"])
         assert m["max_ms"] < LAG_MS, (what, m)
+
+
+def write_dicom(path, image, center, width):
+    """A minimal MONOCHROME2 16-bit mammogram DICOM with a window (pydicom)."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Modality, ds.PhotometricInterpretation = "MG", "MONOCHROME2"
+    ds.Rows, ds.Columns = image.shape
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 12, 11
+    ds.PixelRepresentation = 0
+    ds.WindowCenter, ds.WindowWidth = center, width
+    ds.PixelData = image.astype(np.uint16).tobytes()
+    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+    return path
+
+
+def test_napari_native_files_and_the_model_follows_the_task(
+    make_napari_viewer, qtbot, gravity_env, image_folder, monkeypatch
+):
+    import pandas as pd
+    from napari.settings import get_settings
+
+    from napari_gravity.plugin import _api, _prefs
+
+    viewer, w = open_gui(make_napari_viewer)
+    det = w["Detect lesions"]
+    prefs = get_settings().plugins.extension2reader
+    assert prefs.get("*.tif") == "napari-gravity" and prefs.get("*.dcm") == "napari-gravity"
+    # a preference the user set is never replaced
+    get_settings().plugins.extension2reader = {**prefs, "*.png": "napari"}
+    _prefs.claim_reader_preferences()
+    assert get_settings().plugins.extension2reader["*.png"] == "napari"
+
+    # File > Open with no plugin named: our reader, with the image's ground truth
+    # (plugin=None is File > Open's call; without a preference it raises MultipleReaderError,
+    # which the GUI turns into the "Choose reader" dialog)
+    layers = viewer.open(str(image_folder[0]), plugin=None)
+    assert [la.name for la in layers] == ["img0", "img0 ground truth"]
+    # DICOM: the window/level stored in the file sets the contrast
+    rng = np.random.default_rng(0)
+    dcm = write_dicom(gravity_env / "mg.dcm", rng.integers(0, 4096, (64, 48)), 2000, 1001)
+    (img_d,) = viewer.open(str(dcm), plugin=None)
+    assert img_d.contrast_limits == pytest.approx([1499.5, 2499.5])
+
+    # Save with no writer named: our CSV for the plugin's layers, napari's for any other
+    gt = viewer.layers["img0 ground truth"]
+    out = gravity_env / "gt_saved.csv"
+    viewer.layers.selection.active = gt
+    viewer.layers.save(str(out), selected=True)
+    assert out.read_text().splitlines()[0].startswith("y,x,radius")
+    assert len(pd.read_csv(out)) == len(gt.data)
+    other = viewer.add_points(np.array([[1.0, 2.0]]), name="mine")
+    viewer.layers.selection.active = other
+    viewer.layers.save(str(gravity_env / "other.csv"), selected=True)
+    assert (gravity_env / "other.csv").read_text().startswith("index,axis-0,axis-1")
+
+    # the model follows the image: a fundus photograph gets default_ma (or says it is missing)
+    viewer.layers.selection.active = viewer.layers["img0"]
+    monkeypatch.setattr(_api, "image_task", lambda image, meta: ("ma", "test"))
+    det.user_chose_model = False
+    want = det.choose_model_for_image(viewer.layers["img0"])
+    names = [det.model_combo.itemText(i) for i in range(det.model_combo.count())]
+    if "default_ma" in names:
+        assert want == "default_ma" and det.model_combo.currentText() == "default_ma"
+    elif "default_mc" in names:
+        assert want == "default_mc" and "default_ma is not installed" in det.choice_label.text()
+    assert "img0" in det.choice_label.text() or want is None
+    # once the user picks a model, the guess leaves it alone
+    det.model_combo.setCurrentIndex(det.model_combo.count() - 1)
+    det._on_user_choice()
+    assert det.choose_model_for_image(viewer.layers["img0"]) is None
+
+
+def test_reopened_review_has_live_gamma_and_promote_writes_only_news(
+    make_napari_viewer, qtbot, gravity_env, tiny_model, image_folder
+):
+    from napari_gravity.plugin import _api
+    from napari_gravity.plugin._session import get_session, raw_path
+    from napari_gravity.plugin.sidecar import gt_csv_path
+
+    viewer, w = open_gui(make_napari_viewer)
+    det, rev_w = w["Detect lesions"], w["Review"]
+    (img,) = [la for la in viewer.open(str(image_folder[0]), plugin=None) if la.name == "img0"]
+    viewer.layers.selection.active = img
+    det.use_model_file(str(tiny_model))
+    run_detect(qtbot, det)
+    session = det.session
+    layer = session.detections_layer(img, create=False)
+    rev = session.review_for(layer)
+    rev.set_status([0], "accepted")
+    rev.flush()
+    qtbot.waitUntil(lambda: raw_path(str(image_folder[0])).exists(), timeout=10_000)
+    session._raw_writer.join(10)
+
+    # Promote: the first writes IMG.csv (with one backup); a second has nothing new to write
+    gt_path = gt_csv_path(str(image_folder[0]))
+    viewer.layers.selection.active = img
+    n1, p1 = rev_w.promote()
+    assert n1 == 1 and p1 == gt_path
+    before = (gt_path.read_text(), sorted(gt_path.parent.glob("img0.csv.bak-*")))
+    n2, p2 = rev_w.promote()
+    assert n2 == 0 and p2 is None and "No new lesion point" in rev_w.saved_label.text()
+    assert (gt_path.read_text(), sorted(gt_path.parent.glob("img0.csv.bak-*"))) == before
+    assert len(before[1]) == 1
+
+    # reopen in a fresh viewer: γ moves at once, from the cached raw output, without Detect
+    viewer.close()
+    viewer2, w2 = open_gui(make_napari_viewer, show=False)
+    det2 = w2["Detect lesions"]
+    img2 = next(la for la in viewer2.open(str(image_folder[0]), plugin=None) if la.name == "img0")
+    viewer2.layers.selection.active = img2
+    session2 = get_session(viewer2)
+    assert session2.detector is None
+    layer2 = session2.detections_layer(img2, create=False)
+    handle = _api.load_detector(tiny_model)
+    fresh = handle.detector.raw(np.asarray(img2.data, np.float32))
+    from napari_gravity.data.masks import tissue_mask
+
+    fresh.mask = tissue_mask(np.asarray(img2.data, np.float32), handle.metadata.get("task"))
+    for g in (0.3, 0.6):
+        det2.set_threshold(g)
+        want = handle.detector.from_raw(fresh, threshold=g, nms_box=7.0, nms_iou=0.5)
+        pending = layer2.features["status"] == "pending"
+        got = np.sort(layer2.features["score"][pending].to_numpy())
+        keep = np.ones(len(want.scores), bool)  # minus the one accepted point (deduplicated)
+        keep[np.argmin(((want.points - layer2.data[~pending.to_numpy()][0]) ** 2).sum(1))] = False
+        np.testing.assert_allclose(got, np.sort(want.scores[keep]), rtol=1e-5)
+    assert "accepted" in set(layer2.features["status"])
