@@ -9,6 +9,8 @@ import resource
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from napari_gravity.core import GravityConfig, GravityNet, ModelFileError, load_model, save_model
@@ -109,3 +111,48 @@ def test_pickled_code_is_refused_without_torch_advice(tmp_path, monkeypatch):
         assert str(evil) in text and "could run code" in text
         assert "weights_only" not in text and "will likely succeed" not in text
     assert not (tmp_path / "PWNED").exists()
+
+
+_json_value = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=12),
+    ),
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+_KEYS = [f"cfg_{k}" for k in CFG.to_dict()] + [
+    "threshold",
+    "task",
+    "name",
+    "provenance",
+    "metrics",
+    "format_version",
+    "config",
+]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(key=st.sampled_from(_KEYS), value=_json_value)
+def test_fuzzed_metadata_gives_a_model_file_error_or_a_valid_model(tmp_path, good, key, value):
+    path = _variant(tmp_path, good, "fuzz", **{key: value})
+    before = _peak_mb()
+    try:
+        loaded = load_model(path)
+    except ModelFileError as exc:
+        assert str(path) in str(exc) and len(str(exc)) < 1000
+    else:
+        thr = loaded.metadata.get("threshold")
+        assert thr is None or 0.0 <= thr <= 1.0
+        assert loaded.config.head_channels == CFG.head_channels
+    assert _peak_mb() - before < 300
