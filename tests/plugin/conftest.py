@@ -62,3 +62,8 @@ def write_image_folder(folder, n=2, shape=(256, 256), seed=0):
 @pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(tmp_path / "images")
+
+
+@pytest.fixture
+def image_folder4(tmp_path):
+    return write_image_folder(tmp_path / "four", n=4)

@@ -430,3 +430,42 @@ def test_reopened_review_has_live_gamma_and_promote_writes_only_news(
         keep[np.argmin(((want.points - layer2.data[~pending.to_numpy()][0]) ** 2).sum(1))] = False
         np.testing.assert_allclose(got, np.sort(want.scores[keep]), rtol=1e-5)
     assert "accepted" in set(layer2.features["status"])
+
+
+@pytest.mark.skipif(not HAS_TINY, reason="training/configs/tiny.yaml not available")
+def test_finetune_holds_out_images_and_compares_before_switching(
+    make_napari_viewer, qtbot, gravity_env, tiny_model, image_folder4
+):
+    from napari_gravity.plugin import _api
+
+    paths = image_folder4
+    mark_reviewed(paths)
+    _viewer, w = open_gui(make_napari_viewer)
+    det, rev_w, rt = w["Detect lesions"], w["Review"], w["Retrain"]
+    rev_w.set_folder(paths[0].parent)
+    rev_w.step_image(+1)
+    det.use_model_file(str(tiny_model))
+    rt.config_edit.setText("tiny")
+    rt.epochs_spin.setValue(1)
+    run = rt.launch()
+    assert run is not None, rt.state_label.text()
+    # one of four reviewed images is held out: the trainer never sees it
+    assert [i.path for i in rt.held_out] == [paths[3]]
+    sets = {c.split("=", 1)[0]: c.split("=", 1)[1] for c in run.cmd if "_ids=" in c}
+    assert sets == {"data.train_ids": '["img0", "img1", "img2"]', "data.val_ids": '["img3"]'}
+    assert "1 held-out reviewed image(s) (img3.tif)" in rt.val_label.text()
+    qtbot.waitUntil(lambda: run.state not in ("running", "cancelling"), timeout=170_000)
+    assert run.state == "done", f"{run.error}\n{run.log_tail()}"
+    # parent vs new on the same held-out image, before anything switches
+    qtbot.waitUntil(lambda: rt.comparison is not None, timeout=60_000)
+    cur, new = rt.comparison["current"], rt.comparison["new"]
+    assert cur["n_images"] == new["n_images"] == 1 and cur["n_lesions"] == new["n_lesions"] > 0
+    assert cur["threshold"] == pytest.approx(0.5)
+    text = rt.compare_label.text()
+    assert f"{100 * cur['aufroc']:.1f}%" in text and f"{100 * new['aufroc']:.1f}%" in text
+    assert det.session.detector is None  # no Detect yet, and nothing switched
+    assert det.selected_model() == ("model", str(tiny_model))
+    rt.keep_btn.click()
+    assert det.session.detector is None and det.selected_model() == ("model", str(tiny_model))
+    assert not rt.use_btn.isVisibleTo(rt)
+    assert "finetuned:v1" in [label for label, _ in _api.list_models()]
