@@ -116,8 +116,24 @@ def load_detector(model_spec: str, device: str = "auto"):
     if md.get("model") == "retinanet":
         from training.retinanet import load_retinanet
 
-        det = load_retinanet(path, device=dev)
-        return det, md, float(md.get("threshold", 0.5)), path
+        try:
+            det = load_retinanet(path, device=dev)
+        except ValueError:
+            raise
+        except (KeyError, TypeError, AttributeError, RuntimeError) as exc:
+            raise PredictError(
+                f"{path}: not a usable RetinaNet model file ({type(exc).__name__}: "
+                f"{str(exc)[:200]})"
+            ) from None
+        for name, t in det.model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise PredictError(f"{path}: tensor {name!r} holds NaN/inf values (a broken model)")
+        thr = md.get("threshold", 0.5)
+        if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= thr <= 1.0:
+            raise PredictError(
+                f"{path}: metadata key 'threshold': must be in [0, 1], got {thr!r}"[:300]
+            )
+        return det, md, float(thr), path
     from napari_gravity.core.model_io import load_model
     from napari_gravity.core.predictor import Predictor
 

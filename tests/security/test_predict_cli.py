@@ -86,3 +86,36 @@ def test_all_good_exits_zero(tmp_path, model_file):
     tifffile.imwrite(img, np.full((32, 32), 7, np.uint16))
     assert main(_args(model_file, [img], tmp_path / "out")) == 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_failed"] == 0
+
+
+def test_hostile_retinanet_files_are_named_errors(tmp_path, capsys):
+    """The RetinaNet comparator's files: missing 'net', NaN weights, NaN threshold, wrong
+    tensors → a clear error naming the file, no traceback."""
+    import json as _json
+
+    from safetensors.torch import save_file
+
+    from training.retinanet import build_retinanet, validate_retinanet_net
+
+    net = validate_retinanet_net({})
+    torch.manual_seed(0)
+    sd = {k: v.contiguous() for k, v in build_retinanet(net).state_dict().items()}
+    base = {"format_version": 1, "model": "retinanet", "net": net, "threshold": 0.5}
+    img = tmp_path / "a.tif"
+    tifffile.imwrite(img, np.full((64, 64), 9, np.uint16))
+    nan_sd = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in sd.items()
+    }
+    cases = {
+        "no_net": ({k: v for k, v in base.items() if k != "net"}, sd, "RetinaNet"),
+        "nan_weights": (base, nan_sd, "NaN/inf"),
+        "nan_threshold": ({**base, "threshold": float("nan")}, sd, "threshold"),
+        "few_tensors": (base, dict(list(sd.items())[:3]), "RetinaNet model file"),
+    }
+    for name, (md, tensors, match) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path), metadata={k: _json.dumps(v) for k, v in md.items()})
+        rc = main(_args(path, [img], tmp_path / f"out_{name}"))
+        err = capsys.readouterr().err
+        assert rc == 1 and str(path) in err and match in err, (name, err[-500:])
+        assert "Traceback" not in err
