@@ -396,6 +396,26 @@ def test_reopened_review_has_live_gamma_and_promote_writes_only_news(
     qtbot.waitUntil(lambda: raw_path(str(image_folder[0])).exists(), timeout=10_000)
     session._raw_writer.join(10)
 
+    # Evaluate: the text gives exactly the TP / FP / FN drawn on the canvas (at γ, rejections
+    # removed), and it is cleared when another image becomes the current one
+    ev_w = w["Evaluate"]
+    rev.set_status([1], "rejected")
+    viewer.layers.selection.active = img
+    assert ev_w.evaluate() is not None
+    n = {k: len(viewer.layers[f"img0 {k}"].data) for k in ("TP", "FP", "FN")}
+    assert f"{n['TP']} TP · {n['FP']} FP · {n['FN']} FN" in ev_w.result_label.text()
+    g = session.params["threshold"]
+    f = layer.features
+    n_model = int(
+        ((f["source"] == "model") & (f["status"] != "rejected") & (f["score"] >= g)).sum()
+    )
+    assert n["TP"] + n["FP"] == n_model
+    other = viewer.add_image(np.zeros((32, 32), np.float32), name="other")
+    viewer.layers.selection.active = other
+    assert ev_w.report is None and "Press Evaluate for other" in ev_w.result_label.text()
+    viewer.layers.remove(other)
+    rev.set_status([1], "pending")
+
     # Promote: the first writes IMG.csv (with one backup); a second has nothing new to write
     gt_path = gt_csv_path(str(image_folder[0]))
     viewer.layers.selection.active = img
