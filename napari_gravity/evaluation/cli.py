@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,8 @@ def _fppi_list(value: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {value!r}"
         ) from None
-    if not out or any(v <= 0 for v in out):
-        raise argparse.ArgumentTypeError(f"expected positive FPpI values, got {value!r}")
+    if not out or any(not (math.isfinite(v) and v > 0) for v in out):
+        raise argparse.ArgumentTypeError(f"expected positive finite FPpI values, got {value!r}")
     return out
 
 
@@ -110,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise ValueError("--bootstrap must be >= 0")
-    if not args.max_fppi > 0:
-        raise ValueError("--max-fppi must be positive")
+    if not (math.isfinite(args.max_fppi) and args.max_fppi > 0):
+        raise ValueError(f"--max-fppi must be a positive finite number, got {args.max_fppi}")
     import sys
     import warnings
 

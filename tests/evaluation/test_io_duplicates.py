@@ -108,3 +108,28 @@ def test_bbox_without_radius_names_the_ground_truth_file(tmp_path, capsys):
         ]
     )
     assert rc == 0
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--max-fppi", "inf"], "--max-fppi must be a positive finite number"),
+        (["--max-fppi", "nan"], "--max-fppi must be a positive finite number"),
+        (["--sensitivity-at", "nan"], "expected positive finite FPpI values"),
+        (["--sensitivity-at", "1,inf"], "expected positive finite FPpI values"),
+    ],
+)
+def test_non_finite_evaluate_flags_are_refused(tmp_path, capsys, flags, match):
+    from training.cli import main
+
+    gt = _ok(tmp_path)
+    pred = tmp_path / "p.csv"
+    pred.write_text("image,y,x,score\na,1,1,0.9\n")
+    try:
+        rc = main(
+            ["evaluate", "-p", str(pred), "-g", str(gt), "--out", str(tmp_path / "e"), *flags]
+        )
+    except SystemExit as exc:  # argparse type errors exit 2 with a usage message
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc in (1, 2) and match in err and "Traceback" not in err
