@@ -6,6 +6,7 @@ Run: QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/pytes
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def open_gui(make_napari_viewer, show=True):
 
 
 GUI_DRAWING = ("/napari/", "/vispy/", "/qtpy/", "/superqt/", "/matplotlib/")
+#: a widget call on top of the stack: Qt lays out / paints in C++ (GIL released), not our work
+QT_CALL = re.compile(r"\.(set[A-Z]\w*|add\w*|clear|show|hide|repaint|update)\(")
 
 
 class LagMeter:
@@ -35,7 +38,7 @@ class LagMeter:
     A 10 ms QTimer records the gaps between its ticks. A watchdog thread samples the GUI
     thread's Python stack whenever no tick came for 100 ms: a stall inside napari-gravity code
     (a freeze the plugin causes) is told apart from one where the GUI thread sits in Qt's C++
-    event loop (the OS did not schedule it, or Mesa's software OpenGL was drawing), which on a
+    event loop or a widget call (the OS did not schedule it, or Mesa's software OpenGL was drawing), which on a
     loaded 2-core machine happens with no plugin code running at all.
     """
 
@@ -70,8 +73,11 @@ class LagMeter:
             ours = [i for i, f in enumerate(stack) if "napari_gravity" in f.filename]
             # plugin code, or what it called (torch, numpy, I/O), at the top of the stack; a
             # synchronous Qt repaint it triggered (napari / vispy drawing) is not counted
-            if ours and not any(
-                k in f.filename for f in stack[ours[-1] + 1 :] for k in GUI_DRAWING
+            qt_call = ours and ours[-1] == len(stack) - 1 and QT_CALL.search(stack[-1].line or "")
+            if (
+                ours
+                and not qt_call
+                and not any(k in f.filename for f in stack[ours[-1] + 1 :] for k in GUI_DRAWING)
             ):
                 self.ours.append("".join(traceback.format_list(stack[-6:])))
 
