@@ -2,8 +2,8 @@
 
 Patient-identifying DICOM tags are never copied into ``meta`` (nor logged or exported).
 
-Every reader checks the pixel count the file's header claims (DICOM Rows × Columns × frames ×
-samples, TIFF series shape, PNG/JPEG size) against :data:`DEFAULT_MAX_PIXELS` BEFORE decoding, so a
+Every reader checks the pixel count the file's header claims (DICOM Rows × Columns × frames,
+TIFF series shape, PNG/JPEG size) against :data:`DEFAULT_MAX_PIXELS` BEFORE decoding, so a
 small hostile file (a decompression bomb) cannot exhaust the memory. Override with
 ``read_image(..., max_pixels=N)`` or the environment variable ``GRAVITY_MAX_PIXELS``.
 """
@@ -48,8 +48,9 @@ SAFE_DICOM_KEYWORDS = (
 
 Channel = str | int
 
-#: Largest image (pixels, all samples and frames counted) read without an explicit override:
-#: 60 million (e.g. 7745 × 7745; a 4084 × 3328 INbreast mammogram is 13.6 million).
+#: Largest image (pixels: rows × columns × frames; colour samples not counted) read without an
+#: explicit override: 60 million (e.g. 7745 × 7745; a 4084 × 3328 INbreast mammogram is 13.6
+#: million, a 24-megapixel fundus photograph 24 million). Peak memory at the cap stays < 1 GB.
 DEFAULT_MAX_PIXELS = 60_000_000
 #: Environment variable overriding :data:`DEFAULT_MAX_PIXELS`.
 MAX_PIXELS_ENV = "GRAVITY_MAX_PIXELS"
@@ -100,8 +101,8 @@ def _select_channel(arr: np.ndarray, channel: Channel, path: Path) -> np.ndarray
     if channel in names:
         return arr[..., names[channel]]
     if channel in ("gray", "grey", "luminance"):
-        rgb = arr[..., :3].astype(np.float64)
-        return rgb @ np.array([0.299, 0.587, 0.114])
+        rgb = arr[..., :3].astype(np.float32)
+        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     raise ImageReadError(
         path, f"unknown channel {channel!r} (use 'green', 'gray', 'red', 'blue' or an index)"
     )
@@ -125,11 +126,15 @@ def max_pixels_limit(max_pixels: int | None = None) -> int:
     return DEFAULT_MAX_PIXELS
 
 
-def _check_size(path: Path, dims: tuple[int, ...], what: str, limit: int) -> None:
-    """Refuse an image whose header claims more than ``limit`` pixels (before decoding it)."""
+def _check_size(path: Path, dims: tuple[int, ...], what: str, limit: int, samples: int = 1) -> None:
+    """Refuse an image whose header claims more than ``limit`` pixels (``prod(dims) / samples``;
+    colour samples are not counted) or more than 4 samples per pixel, before decoding it."""
+    if samples > 4:
+        raise ImageReadError(path, f"{what} claims {samples} samples per pixel (at most 4)")
     n = 1
     for d in dims:
         n *= max(int(d), 0)
+    n //= max(int(samples), 1)
     if n > limit:
         shown = " x ".join(str(int(d)) for d in dims)
         raise ImageReadError(
@@ -244,10 +249,12 @@ def _read_dicom(path: Path, channel: Channel, limit: int) -> ImageRecord:
         )
     _check_size(
         path,
-        (rows, cols, frames, spp),
-        "the DICOM header (Rows x Columns x frames x samples)",
+        (rows, cols, frames),
+        "the DICOM header (Rows x Columns x frames)",
         limit,
     )
+    if spp > 4:
+        raise ImageReadError(path, f"the DICOM header claims {spp} samples per pixel (at most 4)")
     if frames > 1:
         raise ImageReadError(path, f"multi-frame DICOM ({frames} frames) is not a 2-D image")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper().strip()
@@ -259,6 +266,9 @@ def _read_dicom(path: Path, channel: Channel, limit: int) -> ImageRecord:
         raise ImageReadError(
             path, f"cannot decode the pixel data (transfer syntax {tsn}): {exc}"
         ) from exc
+    for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if kw in ds:
+            del ds[kw]  # the encoded bytes are no longer needed: free them before converting
     if arr.ndim < 2 or arr.shape[0] != rows or arr.shape[1] != cols:
         raise ImageReadError(
             path, f"decoded pixel array {arr.shape} does not match Rows x Columns {rows}x{cols}"
@@ -276,12 +286,23 @@ def _read_dicom(path: Path, channel: Channel, limit: int) -> ImageRecord:
     if spp > 1:
         # pydicom's decoders already return RGB for YBR photometric interpretations
         arr = _select_channel(arr, channel, path)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    if slope == 1.0 and intercept == 0.0 and arr.dtype.itemsize <= 2:
-        img = np.asarray(arr, dtype=np.float32)  # exact for 8/16-bit data, half the memory
-    else:
-        img = np.asarray(arr, dtype=np.float64) * slope + intercept
+    try:
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(path, f"invalid RescaleSlope/RescaleIntercept ({exc})") from None
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise ImageReadError(
+            path, f"invalid rescale: RescaleSlope {slope}, RescaleIntercept {intercept}"
+        )
+    # float32 throughout (the result is float32 anyway): exact for 8/16-bit raw values, and no
+    # float64 copy of a large image
+    img = np.asarray(arr, dtype=np.float32)
+    del arr
+    if slope != 1.0:
+        img *= np.float32(slope)
+    if intercept != 0.0:
+        img += np.float32(intercept)
     if photometric == "MONOCHROME1":
         # invert so that brighter always means more attenuation
         bits = int(ds.get("BitsStored", 16) or 16)
@@ -289,7 +310,7 @@ def _read_dicom(path: Path, channel: Channel, limit: int) -> ImageRecord:
         lo_raw = -(2 ** (bits - 1)) if signed else 0
         hi_raw = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
         lo, hi = sorted((lo_raw * slope + intercept, hi_raw * slope + intercept))
-        img = (lo + hi) - img
+        img = np.subtract(np.float32(lo + hi), img, out=img)
     spacing = None
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
         val = ds.get(key)
@@ -320,7 +341,7 @@ def _read_dicom(path: Path, channel: Channel, limit: int) -> ImageRecord:
     laterality = meta.get("ImageLaterality") or meta.get("Laterality")
     if laterality:
         meta["laterality"] = str(laterality).upper()
-    return ImageRecord(_check(img, path).astype(np.float32), spacing, meta)
+    return ImageRecord(_check(img, path), spacing, meta)
 
 
 def _read_tiff(path: Path, channel: Channel, limit: int) -> ImageRecord:
@@ -333,7 +354,8 @@ def _read_tiff(path: Path, channel: Channel, limit: int) -> ImageRecord:
             page = tf.pages[0]
             series = tf.series[0] if tf.series else None
             shape = tuple(int(d) for d in (series.shape if series is not None else page.shape))
-            _check_size(path, shape, "the TIFF header", limit)
+            spp = int(getattr(page, "samplesperpixel", 1) or 1)
+            _check_size(path, shape, "the TIFF header", limit, spp)
             squeezed = [d for d in shape if d != 1]
             if len(squeezed) > 3 or (len(squeezed) == 3 and min(squeezed[0], squeezed[-1]) > 4):
                 raise ImageReadError(
@@ -388,7 +410,9 @@ def _raster_header(path: Path, limit: int) -> None:
         ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = old
-    _check_size(path, (h, w, bands), "the image header (height x width x channels)", limit)
+    _check_size(
+        path, (h, w), "the image header (height x width)", limit, 1 if bands <= 4 else bands
+    )
 
 
 def _read_raster(path: Path, channel: Channel, limit: int) -> ImageRecord:

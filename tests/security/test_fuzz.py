@@ -513,3 +513,26 @@ def test_hostile_csvs(tmp_path, content):
             reader(p)
         except err as exc:
             assert str(p) in str(exc) and len(str(exc)) < 1000, str(exc)[:300]
+
+
+def test_images_just_under_the_cap_read_under_1_gib(tmp_path):
+    """Genuine images at the default cap (7745² ≈ 60 M px, DICOM 16-bit Deflated, tiled TIFF, PNG)
+    decode within RLIMIT_AS = 1 GiB: the cap and the readers' copies fit together."""
+    from napari_gravity.data.readers import DEFAULT_MAX_PIXELS
+
+    side = int(DEFAULT_MAX_PIXELS**0.5)
+    files = [
+        corpus.deflated_dicom_bomb(tmp_path / "cap.dcm", side=side),
+        corpus.tiled_tiff_bomb(tmp_path / "cap.tif", side=side),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRAVITY_MAX_PIXELS": ""}
+    for f in files:  # one process each: the peak is per file
+        proc = subprocess.run(
+            [sys.executable, "-c", _READ_ALL.format(limit=GB), str(f)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"READ {f} ({side}, {side})" in proc.stdout, proc.stdout
