@@ -219,3 +219,15 @@ def test_palette_color_dicom_applies_the_palette():
 def test_deflated_dicom_still_reads():
     rec = read_image(_testfile("image_dfl.dcm"))
     assert rec.image.shape == (512, 512)
+
+
+def test_colour_samples_do_not_count_against_the_cap(tmp_path):
+    rgb = np.zeros((64, 48, 3), np.uint8)
+    rgb[..., 1] = 200
+    for name, write in (("c.png", iio.imwrite), ("c.tif", tifffile.imwrite)):
+        p = tmp_path / name
+        write(p, rgb)
+        rec = read_image(p, max_pixels=64 * 48)  # 3072 pixels, 9216 samples
+        assert rec.image.shape == (64, 48) and float(rec.image.max()) == 200
+        with pytest.raises(ImageReadError, match="3,072 pixels"):
+            read_image(p, max_pixels=64 * 48 - 1)
