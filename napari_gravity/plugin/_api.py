@@ -341,14 +341,60 @@ def image_task(image: np.ndarray, meta: dict | None = None) -> tuple[str | None,
     return (task if task in ("mc", "ma") else None), (f"{fmt} file" if fmt else "from the image")
 
 
-def raw_output(handle: DetectorHandle, image: np.ndarray):
+def _conv_costs(model) -> dict:
+    """Each convolution's share of a forward pass (multiply-adds), from a 64×64 dry run; the
+    shares hold for any image size (every layer's output scales with the input area)."""
+    costs = getattr(model, "_gravity_conv_costs", None)
+    if costs is not None:
+        return costs
+    import torch
+
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    raw: dict = {}
+
+    def hook(m, _inp, out):
+        raw[m] = float(out.numel()) * float(m.weight[0].numel())
+
+    hooks = [c.register_forward_hook(hook) for c in convs]
+    try:
+        p = next(model.parameters())
+        with torch.inference_mode():
+            model(torch.zeros(1, convs[0].in_channels, 64, 64, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    total = sum(raw.values()) or 1.0
+    costs = {m: c / total for m, c in raw.items()}
+    model._gravity_conv_costs = costs
+    return costs
+
+
+def raw_output(handle: DetectorHandle, image: np.ndarray, progress: dict | None = None):
     """The expensive part, run once per image: the net's decoded raw output (with the tissue mask
-    of the model's task attached), or the classical detector's candidates (a ``Detections``)."""
+    of the model's task attached), or the classical detector's candidates (a ``Detections``).
+    ``progress["done"]`` (0-1) follows the forward pass: the share of its convolutions done."""
     if handle.kind != "model":
         return handle.detector.detect(image)
     from napari_gravity.data.masks import tissue_mask
 
-    raw = handle.detector.raw(image)
+    hooks = []
+    if progress is not None:
+        progress["done"] = 0.0
+        model = handle.detector.model
+        try:
+            costs = _conv_costs(model)
+        except Exception:  # progress is a nicety: never fail a detection for it
+            costs = {}
+
+        def hook(m, _inp, _out):
+            progress["done"] = min(1.0, progress["done"] + costs.get(m, 0.0))
+
+        hooks = [m.register_forward_hook(hook) for m in costs]
+    try:
+        raw = handle.detector.raw(image)
+    finally:
+        for h in hooks:
+            h.remove()
     # The breast / fundus mask of the model's task then filters every γ / NMS change.
     raw.mask = tissue_mask(image, handle.metadata.get("task"))
     return raw

@@ -314,6 +314,12 @@ class DetectWidget(QWidget):
         key_layer = img.unique_id
         h_px, w_px = image.shape[:2]
         est = self._estimate_s(h_px * w_px)
+        self._net_progress = (
+            {"done": 0.0}
+            if (to_load or ("", ""))[0] == "model"
+            or (handle is not None and handle.kind == "model")
+            else None
+        )
 
         def work():
             lower_priority()  # this worker thread yields the CPU to the GUI thread
@@ -330,7 +336,7 @@ class DetectWidget(QWidget):
             eta = f", about {est:.0f} s" if est else ""
             yield (-1, f"running {h.name} on {h_px}×{w_px} px (H×W){eta}…")
             t0 = time.perf_counter()
-            raw = _api.raw_output(h, image)
+            raw = _api.raw_output(h, image, self._net_progress)
             return h, raw, time.perf_counter() - t0
 
         self._run_estimate = est
@@ -364,10 +370,15 @@ class DetectWidget(QWidget):
         self.run_label.setText(text)
 
     def _on_tick(self):
-        """While the network runs: elapsed time, and a bar from the measured speed (or busy)."""
+        """While the network runs: the share of its convolutions done (a GravityNet), else a
+        bar from the measured speed, else a busy indicator; and the elapsed time."""
         t = time.perf_counter() - getattr(self, "_run_started", time.perf_counter())
         est = getattr(self, "_run_estimate", None)
-        if est:
+        net = getattr(self, "_net_progress", None)
+        if net is not None:
+            self.progress.setRange(0, 100)
+            self.progress.setValue(10 + int(88 * net.get("done", 0.0)))
+        elif est:
             self.progress.setRange(0, 100)
             self.progress.setValue(min(95, 10 + int(85 * t / est)))
         else:

@@ -123,13 +123,16 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     assert det.selected_model() == ("model", str(default_model_path()))
     run_detect(qtbot, det)
     assert "512×512 px (H×W)" in det._run_text
+    # real progress: the share of the forward pass's convolutions done (not a fixed 30 %)
+    assert det._net_progress["done"] == pytest.approx(1.0)
     session = det.session
     layer = session.detections_layer(img, create=False)
     pred = _api.load_detector(default_model_path())
-    raw = pred.detector.raw(np.asarray(img.data, np.float32))
-    from napari_gravity.data.masks import tissue_mask
-
-    raw.mask = tissue_mask(np.asarray(img.data, np.float32), "mc")
+    prog = {}
+    raw = _api.raw_output(pred, np.asarray(img.data, np.float32), prog)
+    assert prog["done"] == pytest.approx(1.0)
+    costs = _api._conv_costs(pred.detector.model)
+    assert len(costs) > 10 and max(costs.values()) < 0.5
     counts = {}
     for box, iou in ((7, 0.5), (15, 0.5), (15, 0.2), (31, 0.1)):
         det.box_spin.setValue(box)
