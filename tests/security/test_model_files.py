@@ -30,7 +30,8 @@ def good(tmp_path_factory):
     return path, load_file(str(path)), meta
 
 
-def _variant(tmp_path, good, name, tensors=None, **changes):
+def _variant(tmp_path, good, fname, tensors=None, changes=None, **kw):
+    changes = {**(changes or {}), **kw}
     _, sd, meta = good
     meta = json.loads(json.dumps(meta))
     for k, v in changes.items():
@@ -38,7 +39,7 @@ def _variant(tmp_path, good, name, tensors=None, **changes):
             meta["config"][k[4:]] = v
         else:
             meta[k] = v
-    path = tmp_path / f"{name}.safetensors"
+    path = tmp_path / f"{fname}.safetensors"
     text = json.dumps(meta)  # NaN is written as the bare token NaN, as a hostile file would
     save_file(tensors or sd, str(path), metadata={"napari_gravity": text, "format": "pt"})
     return path
@@ -145,7 +146,7 @@ _KEYS = [f"cfg_{k}" for k in CFG.to_dict()] + [
 )
 @given(key=st.sampled_from(_KEYS), value=_json_value)
 def test_fuzzed_metadata_gives_a_model_file_error_or_a_valid_model(tmp_path, good, key, value):
-    path = _variant(tmp_path, good, "fuzz", **{key: value})
+    path = _variant(tmp_path, good, "fuzz", changes={key: value})
     before = _peak_mb()
     try:
         loaded = load_model(path)
