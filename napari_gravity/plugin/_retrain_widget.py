@@ -466,6 +466,9 @@ class RetrainWidget(QWidget):
         """Open the next image of the queue (if any) and run ``model_path`` on it."""
         review = self.session.widgets.get("review")
         detect = self.session.widgets.get("detect")
+        if detect is not None:
+            detect.user_chose_model = True  # the task guess must not replace the user's choice
+            detect.choice_label.setText("")
         if review is not None and self.session.queue:
             review.step_image(+1)
         if detect is not None:

@@ -498,3 +498,9 @@ def test_finetune_holds_out_images_and_compares_before_switching(
     assert det.session.detector is None and det.selected_model() == ("model", str(tiny_model))
     assert not rt.use_btn.isVisibleTo(rt)
     assert "finetuned:v1" in [label for label, _ in _api.list_models()]
+    # switching later, when the model had been picked for the image's task: the new one is used
+    det.user_chose_model = False
+    rt.use_new_model()
+    qtbot.waitUntil(lambda: not det.busy, timeout=60_000)
+    assert det.session.detector.path == str(rt.new_model)
+    assert det.session.detector.name == "finetuned:v1"
