@@ -178,13 +178,19 @@ def _valid_files(tmp: Path) -> dict[str, bytes]:
     return out
 
 
+_last_ok = [False]
+_DICOM_OUTCOMES: set[str] = set()
+
+
 def _read_ok(path: Path) -> None:
     """read_image either refuses with ImageReadError naming the file or returns a valid image."""
+    _last_ok[0] = False
     try:
         rec = read_image(path, max_pixels=2_000_000)
     except ImageReadError as exc:
         assert str(path) in str(exc) and len(str(exc)) < 2000
         return
+    _last_ok[0] = True
     assert rec.image.dtype == np.float32 and rec.image.ndim == 2
     assert min(rec.image.shape) >= 4 and np.isfinite(rec.image).all()
 
@@ -536,3 +542,52 @@ def test_images_just_under_the_cap_read_under_1_gib(tmp_path):
         )
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert f"READ {f} ({side}, {side})" in proc.stdout, proc.stdout
+
+
+# --------------------------------------------------------------------------- DICOM headers
+@settings(FUZZ, max_examples=150)
+@given(
+    rows=st.sampled_from([0, 1, 3, 8, 16, 40, 65535, 24000]),
+    cols=st.sampled_from([0, 1, 8, 16, 32, 65535]),
+    extra=st.fixed_dictionaries(
+        {},
+        optional={
+            "BitsAllocated": st.sampled_from([0, 1, 8, 12, 16, 32, 64]),
+            "BitsStored": st.sampled_from([0, 1, 8, 12, 16, 40]),
+            "SamplesPerPixel": st.sampled_from([0, 1, 2, 3, 4, 5]),
+            "PixelRepresentation": st.sampled_from([0, 1, 2]),
+            "PhotometricInterpretation": st.sampled_from(
+                ["MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL", "XYZ", ""]
+            ),
+            "NumberOfFrames": st.sampled_from(["1", "2", "0", "-1", "999999999"]),
+            "RescaleSlope": st.sampled_from(["0", "1", "2.5", "-1", "1e308", "NaN"]),
+            "RescaleIntercept": st.sampled_from(["0", "-1024", "1e308", "inf"]),
+            "PixelSpacing": st.sampled_from([["0.1", "0.1"], ["0", "-1"], ["1"]]),
+            "PlanarConfiguration": st.sampled_from([0, 1, 7]),
+        },
+    ),
+    n_bytes=st.sampled_from([None, None, None, 0, 1, 7, 64, 2048]),  # None: the right size
+    ts=st.sampled_from(["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"]),
+)
+def test_hostile_dicom_headers(tmp_path, rows, cols, extra, n_bytes, ts):
+    import struct
+    import warnings
+    import zlib
+
+    try:
+        head, body = corpus._dicom_prefix(rows, cols, ts, **extra)
+    except Exception:
+        return  # pydicom refuses to write such a value at all
+    if n_bytes is None:  # what a 16-bit image of that size needs (when small enough)
+        n_bytes = rows * cols * 2 if rows * cols * 2 <= 1 << 20 else 64
+    pixels = (np.arange(n_bytes + n_bytes % 2) * 37 % 256).astype(np.uint8).tobytes()
+    data = body + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, len(pixels)) + pixels
+    if ts.endswith(".99"):  # Deflated: the whole dataset is deflated
+        comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = comp.compress(data) + comp.flush()
+    p = tmp_path / "h.dcm"
+    p.write_bytes(head + data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _read_ok(p)
+    _DICOM_OUTCOMES.add("read" if _last_ok[0] else "refused")
