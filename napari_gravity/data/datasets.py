@@ -107,13 +107,31 @@ def _read_patients(root: Path) -> dict[str, str]:
     p = root / "patients.csv"
     if not p.exists():
         return {}
-    out = {}
-    with open(p, newline="", encoding="utf-8-sig") as fh:
-        rd = csv.DictReader(fh)
-        if not rd.fieldnames or "image" not in rd.fieldnames or "patient" not in rd.fieldnames:
-            raise AnnotationError(p, "patients.csv needs the columns 'image,patient'", 1)
-        for row in rd:
-            out[row["image"].strip()] = row["patient"].strip()
+    out: dict[str, str] = {}
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            rd = csv.DictReader(fh)
+            names = [f.strip().lower() for f in (rd.fieldnames or [])]
+            dup = sorted({n for n in names if n and names.count(n) > 1})
+            if dup:
+                raise AnnotationError(p, f"duplicated column(s) {', '.join(map(repr, dup))}", 1)
+            if "image" not in (rd.fieldnames or []) or "patient" not in (rd.fieldnames or []):
+                raise AnnotationError(p, "patients.csv needs the columns 'image,patient'", 1)
+            for row in rd:
+                image = (row.get("image") or "").strip()
+                patient = (row.get("patient") or "").strip()
+                if not image or not patient:
+                    raise AnnotationError(p, "empty image or patient", rd.line_num)
+                if out.get(image, patient) != patient:
+                    raise AnnotationError(
+                        p,
+                        f"image {image[:60]!r} is given two patients ({out[image][:40]!r}, "
+                        f"{patient[:40]!r}): the patient-level split would be wrong",
+                        rd.line_num,
+                    )
+                out[image] = patient
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise AnnotationError(p, f"not a readable CSV ({exc})") from None
     return out
 
 
@@ -533,9 +551,15 @@ def dataset_report(refs: list[SampleRef]) -> DatasetReport:
         used.add(ann.resolve())
         annotated += 1
         if r.format == "inbreast":
-            pts, _, _ = inbreast_calcifications(read_inbreast_xml(ann))
+            rois = read_inbreast_xml(ann)
+            pts, _, _ = inbreast_calcifications(rois)
+            unnamed = sum(1 for roi in rois if not roi.name.strip())
+            if unnamed:
+                warns.append(f"{ann}: {unnamed} ROI(s) without a Name (not counted as lesions)")
         elif r.format == "eophtha":
             pts, _ = read_lesion_mask(ann)
+            if len(pts) == 0:
+                warns.append(f"{ann}: the lesion mask of an MA image holds no lesion")
         else:
             pts = read_points_csv(ann).lesions().points
         n_lesions += len(pts)

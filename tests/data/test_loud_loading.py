@@ -81,3 +81,29 @@ def test_folder_unused_csv_and_duplicates(tmp_path):
     assert (rep.n_images, rep.n_lesions, len(rep.unused)) == (2, 3, 1)
     assert rep.unused[0].endswith("B.CSV")
     assert any("a.csv: 1 duplicated lesion point" in w for w in rep.warnings)
+
+
+def test_patients_csv_conflicts_are_errors(tmp_path):
+    from napari_gravity.data.annotations import AnnotationError as AE
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint16))
+    (tmp_path / "patients.csv").write_text("image,patient\na,p1\na,p2\n")
+    with pytest.raises(AE, match=r"patients\.csv, line 3: image 'a' is given two patients"):
+        open_dataset(tmp_path)
+    (tmp_path / "patients.csv").write_text("image,patient,patient\na,p1,p2\n")
+    with pytest.raises(AE, match=r"patients\.csv, line 1: duplicated column"):
+        open_dataset(tmp_path)
+    (tmp_path / "patients.csv").write_text("image,patient\na,p1\na,p1\n")  # repeated, consistent
+    assert open_dataset(tmp_path)[0].patient_id == "p1"
+
+
+def test_unnamed_inbreast_rois_are_reported(tmp_path):
+    rois = ROIS.replace("<key>Name</key><string>Calcification</string>", "")
+    root = _inbreast(
+        tmp_path,
+        {"20586908_6c613a14b80a8591_MG_L_CC_ANON": True},
+        {"20586908": XML_ONE_CALC.format(n=1, rois=rois)},
+    )
+    rep = dataset_report(open_dataset(root, crop=None, mask=False))
+    assert rep.n_lesions == 0
+    assert any("1 ROI(s) without a Name" in w for w in rep.warnings)
