@@ -328,17 +328,20 @@ def layer_image_meta(layer) -> dict:
 
 
 def image_task(image: np.ndarray, meta: dict | None = None) -> tuple[str | None, str]:
-    """("mc" | "ma" | None, why): the lead's ``core.task.guess_task`` when installed."""
+    """("mc" | "ma" | None, why) from ``core.task.guess_task`` (None when it is missing)."""
     try:
         from napari_gravity.core.task import guess_task
     except ImportError:
         return None, "no task guess installed"
     try:
-        task = guess_task(np.asarray(image), meta or {})
+        out = guess_task(np.asarray(image), meta or {})
     except Exception as exc:  # a guess must never break the dock
         return None, f"cannot tell ({type(exc).__name__})"
-    fmt = str((meta or {}).get("format") or "").upper()
-    return (task if task in ("mc", "ma") else None), (f"{fmt} file" if fmt else "from the image")
+    task, why = out if isinstance(out, tuple) else (out, "")
+    if not why:
+        fmt = str((meta or {}).get("format") or "").upper()
+        why = f"{fmt} file" if fmt else "from the image"
+    return (task if task in ("mc", "ma") else None), why
 
 
 def _conv_costs(model) -> dict:

@@ -245,10 +245,9 @@ class DetectWidget(QWidget):
         if want not in found:
             return None
         self.model_combo.setCurrentIndex(found[want])
-        what = {"ma": "fundus / colour photograph", "mc": "mammogram"}.get(task or "", "")
         self.choice_label.setText(
             f"Model for <b>{img.name}</b>: <b>{want}</b>"
-            + (f" — looks like a {what} ({why})" if what else "")
+            + (f" — {why}" if task else "")
             + note
             + ". Pick another model to override."
         )

@@ -328,12 +328,12 @@ def write_dicom(path, image, center, width):
 
 
 def test_napari_native_files_and_the_model_follows_the_task(
-    make_napari_viewer, qtbot, gravity_env, image_folder, monkeypatch
+    make_napari_viewer, qtbot, gravity_env, image_folder
 ):
     import pandas as pd
     from napari.settings import get_settings
 
-    from napari_gravity.plugin import _api, _prefs
+    from napari_gravity.plugin import _prefs
 
     viewer, w = open_gui(make_napari_viewer)
     det = w["Detect lesions"]
@@ -367,17 +367,23 @@ def test_napari_native_files_and_the_model_follows_the_task(
     viewer.layers.save(str(gravity_env / "other.csv"), selected=True)
     assert (gravity_env / "other.csv").read_text().startswith("index,axis-0,axis-1")
 
-    # the model follows the image: a fundus photograph gets default_ma (or says it is missing)
-    viewer.layers.selection.active = viewer.layers["img0"]
-    monkeypatch.setattr(_api, "image_task", lambda image, meta: ("ma", "test"))
-    det.user_chose_model = False
-    want = det.choose_model_for_image(viewer.layers["img0"])
+    # the model follows the image: a fundus photograph gets default_ma (or says it is missing),
+    # a mammogram default_mc, and the dock says which and why
     names = [det.model_combo.itemText(i) for i in range(det.model_combo.count())]
-    if "default_ma" in names:
-        assert want == "default_ma" and det.model_combo.currentText() == "default_ma"
-    elif "default_mc" in names:
-        assert want == "default_mc" and "default_ma is not installed" in det.choice_label.text()
-    assert "img0" in det.choice_label.text() or want is None
+    if "default_mc" in names:
+        viewer.open_sample("napari-gravity", "fundus")
+        fundus = viewer.layers["synthetic fundus"]
+        viewer.layers.selection.active = fundus
+        text = det.choice_label.text()
+        assert "synthetic fundus" in text and "round field of view" in text
+        if "default_ma" in names:
+            assert det.model_combo.currentText() == "default_ma" and "default_ma" in text
+        else:
+            assert det.model_combo.currentText() == "default_mc"
+            assert "default_ma is not installed: using default_mc" in text
+        viewer.layers.selection.active = viewer.layers["img0"]
+        assert det.model_combo.currentText() == "default_mc"
+        assert "<b>img0</b>: <b>default_mc</b>" in det.choice_label.text()
     # once the user picks a model, the guess leaves it alone
     det.model_combo.setCurrentIndex(det.model_combo.count() - 1)
     det._on_user_choice()
