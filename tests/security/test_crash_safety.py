@@ -9,11 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from napari_gravity.fileio import atomic_write_text, remove_orphan_temps
 
 _WRITER = r"""
 import sys, time
 from pathlib import Path
+
+import numpy as np
 from napari_gravity.fileio import atomic_write
 def slow(tmp):
     Path(tmp).write_bytes(b"")          # the 0-byte temp file seen after a kill
@@ -62,3 +66,66 @@ def _dead_pid() -> int:
     proc.wait()
     time.sleep(0.05)
     return proc.pid
+
+
+_LOOP = r"""
+import sys
+from pathlib import Path
+
+import numpy as np
+kind, target = sys.argv[1], Path(sys.argv[2])
+if kind == "model":
+    import torch
+    from napari_gravity.core import GravityConfig, GravityNet, save_model
+    cfg = GravityConfig(backbone="resnet18", step=4, stride=8, head_channels=32, nms_box=5)
+    net = GravityNet(cfg)
+    write = lambda i: save_model(target, net, cfg, {"threshold": 0.5, "note": str(i)})
+else:
+    import numpy as np
+    from napari_gravity.data.annotations import write_points_csv
+    pts = np.random.default_rng(0).uniform(0, 100, (2000, 2))
+    write = lambda i: write_points_csv(target, pts + i, np.full(len(pts), 2.0))
+write(0)
+print("ready", flush=True)
+i = 1
+while True:
+    write(i)
+    i += 1
+"""
+
+
+def _kill_loop(kind: str, target: Path, rounds: int, check) -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(rounds):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LOOP, kind, str(target)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(float(rng.uniform(0.0, 0.3)))  # somewhere inside a write (or between two)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        check(target)  # the target is always a complete, loadable file
+    # the sweep every atomic write starts with clears whatever temp files the kills left
+    remove_orphan_temps(target)
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+
+
+def test_kill_9_loop_on_the_points_csv_writer(tmp_path):
+    from napari_gravity.data.annotations import read_points_csv
+
+    def check(p):
+        assert len(read_points_csv(p)) == 2000
+
+    _kill_loop("csv", tmp_path / "IMG.csv", 8, check)
+
+
+def test_kill_9_loop_on_the_model_writer(tmp_path):
+    from napari_gravity.core import load_model
+
+    def check(p):
+        assert load_model(p).metadata["threshold"] == 0.5
+
+    _kill_loop("model", tmp_path / "m.safetensors", 2, check)
