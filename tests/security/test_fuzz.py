@@ -591,3 +591,71 @@ def test_hostile_dicom_headers(tmp_path, rows, cols, extra, n_bytes, ts):
         warnings.simplefilter("ignore")
         _read_ok(p)
     _DICOM_OUTCOMES.add("read" if _last_ok[0] else "refused")
+
+
+# --------------------------------------------------------------------------- end to end labels
+@settings(FUZZ, max_examples=25)
+@given(
+    pts=st.lists(st.tuples(st.floats(0, 47), st.floats(0, 39), st.floats(0.5, 6)), max_size=12),
+    status=st.lists(st.sampled_from(["", "accepted", "rejected", "pending", "new"]), max_size=12),
+)
+def test_folder_dataset_keeps_every_lesion(tmp_path, pts, status):
+    """Every CSV row that is a lesion reaches the training Sample, and the report counts it."""
+    import tifffile
+
+    from napari_gravity.data.datasets import dataset_report, open_dataset
+
+    root = tmp_path / "ds"
+    root.mkdir(exist_ok=True)
+    for old in root.iterdir():
+        old.unlink()
+    tifffile.imwrite(root / "im.tif", np.full((48, 40), 5, np.uint16))
+    st_col = (status + [""] * len(pts))[: len(pts)]
+    lines = ["y,x,radius,status"] + [
+        f"{y},{x},{r},{s}" for (y, x, r), s in zip(pts, st_col, strict=True)
+    ]
+    (root / "im.csv").write_text("\n".join(lines) + "\n")
+    refs = open_dataset(root)
+    n = sum(s not in ("rejected", "pending") for s in st_col)
+    assert len(refs[0].load().points) == n
+    assert dataset_report(refs).n_lesions == n
+
+
+@settings(FUZZ, max_examples=20)
+@given(
+    calcs=st.lists(st.tuples(st.floats(1, 38), st.floats(1, 46)), max_size=8),  # (x, y)
+    style=st.sampled_from(["(x, y)", "(x, y, z)", "single"]),
+)
+def test_inbreast_dataset_keeps_every_calcification(tmp_path, calcs, style):
+    from napari_gravity.data.datasets import dataset_report, open_dataset
+    from napari_gravity.data.synthetic.writers import write_dicom
+
+    root = tmp_path / "inb"
+    (root / "AllDICOMs").mkdir(parents=True, exist_ok=True)
+    (root / "AllXML").mkdir(exist_ok=True)
+    img = np.full((48, 40), 100, np.uint16)
+    img[:, :20] = 3000
+    write_dicom(root / "AllDICOMs" / "20586908_6c613a14b80a8591_MG_L_CC_ANON.dcm", img)
+    rois = []
+    for x, y in calcs:
+        pt = f"({x:.6f}, {y:.6f}, 0.000000)" if style == "(x, y, z)" else f"({x:.6f}, {y:.6f})"
+        px = (
+            f"<string>{pt}</string>"
+            if style == "single"
+            else f"<array><string>{pt}</string></array>"
+        )
+        rois.append(
+            "<dict><key>Name</key><string>Calcification</string><key>NumberOfPoints</key>"
+            f"<integer>1</integer><key>Point_px</key>{px}</dict>"
+        )
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>Images</key>'
+        "<array><dict><key>ImageIndex</key><integer>0</integer><key>NumberOfROIs</key>"
+        f"<integer>{len(rois)}</integer><key>ROIs</key><array>{''.join(rois)}</array></dict>"
+        "</array></dict></plist>"
+    )
+    (root / "AllXML" / "20586908.xml").write_text(xml)
+    refs = open_dataset(root, crop=None, max_radius=None, mask=False, orient=None)
+    assert len(refs[0].load().points) == len(calcs)
+    rep = dataset_report(refs)
+    assert rep.n_lesions == len(calcs) and not rep.unused
