@@ -276,7 +276,6 @@ class EvaluateWidget(QWidget):
                     border_color=color,
                     border_width=0.07,
                     border_width_is_relative=True,
-                    canvas_size_limits=(20, 600),
                     metadata={ROLE_KEY: {"role": "eval", "image_path": path}},
                 )
         if img is not None:

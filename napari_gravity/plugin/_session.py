@@ -54,7 +54,7 @@ def detections_layer_kwargs(image_name: str, image_path: str | None, size: float
         "metadata": {ROLE_KEY: {"role": "detections", "image_path": image_path}},
         **_style.marker_kwargs(),
         "size": size,
-        "symbol": "ring",
+        "symbol": "disc",  # with a transparent face: a clean circle outline at every zoom
         "features": rv.make_features(np.zeros(0)),
         "feature_defaults": dict(rv.USER_DEFAULTS),
     }
@@ -170,6 +170,7 @@ class LayerReview:
             self._busy = False
         if touched:
             self.touched = True
+        self.session._zoom_timer.start()  # new points get the zoom-aware size too
         self.changed()
 
     def recolor(self) -> None:
@@ -304,6 +305,11 @@ class GravitySession:
         self.show_scores = False  # score text next to each detection
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self._on_removed)
+        self._zoom_timer = QTimer()
+        self._zoom_timer.setSingleShot(True)
+        self._zoom_timer.setInterval(60)
+        self._zoom_timer.timeout.connect(self.fit_marker_sizes)
+        viewer.camera.events.zoom.connect(lambda _e=None: self._zoom_timer.start())
         for layer in list(viewer.layers):
             self._attach_if_detections(layer)
 
@@ -314,6 +320,24 @@ class GravitySession:
     # ------------------------------------------------------------------ layers
     def _on_inserted(self, event) -> None:
         self._attach_if_detections(event.value)
+        if role_of(event.value) in ("detections", "gt", "eval"):
+            self._zoom_timer.start()
+
+    def fit_marker_sizes(self) -> None:
+        """Keep markers at least ``MIN_SCREEN_PX`` wide on the screen at the current zoom."""
+        viewer = self.viewer
+        if viewer is None:
+            return
+        for layer in list(viewer.layers):
+            role = role_of(layer)
+            if role not in ("detections", "gt", "eval") or len(layer.data) == 0:
+                continue
+            info = layer.metadata.setdefault(ROLE_KEY, {})
+            base = info.setdefault("base_size", float(np.max(layer.size)))
+            want = _style.screen_size(base, viewer.camera.zoom)
+            if not np.allclose(layer.size, want, rtol=0.03):
+                layer.size = want
+            layer.current_size = want
 
     def _on_removed(self, event) -> None:
         rev = self.reviews.pop(unwrap(event.value).unique_id, None)

@@ -4,9 +4,11 @@ Colours come from the Okabe-Ito palette plus white for the ground truth (disting
 protanopia, deuteranopia and tritanopia: every pair stays >= 20 CIELAB ΔE apart under the
 simulations below, checked by tests/plugin). The status also changes the symbol where
 it matters (ground truth is a square, detections are rings), so colour is never the only cue.
-Markers are rings with a transparent face, so they never hide the lesion being judged, and their
-size has a floor in screen pixels (napari's ``canvas_size_limits``), so they stay visible when a
-whole 4000-pixel mammogram fits the window.
+Markers are circle outlines (napari's "disc" with a transparent face; its "ring" glyph fills in
+when small), so they never hide the lesion being judged, and their
+size has a floor in screen pixels: the session re-sizes them when the camera zooms out (napari's
+``canvas_size_limits`` would clamp the glyph but not its border, which then fills it), so they
+stay visible, and hollow, when a whole 4000-pixel mammogram fits the window.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ PALETTE = {
 }
 #: marker size in data pixels (the ring's diameter) and its floor / ceiling on the screen
 POINT_SIZE = 11
-MIN_SCREEN_PX = 14
-MAX_SCREEN_PX = 400
-BORDER_WIDTH = 0.14  # relative to the size
+MIN_SCREEN_PX = 20
+BORDER_WIDTH = 0.15  # relative to the size
 SCORE_TEXT = {"string": "{score:.2f}", "size": 9, "color": "#f0f0f0", "anchor": "upper_left"}
 
 
@@ -48,6 +49,12 @@ def border_colors(features: pd.DataFrame) -> np.ndarray:
     )
 
 
+def screen_size(base: float, zoom: float) -> float:
+    """A marker's size in data pixels: ``base``, or more when the view is zoomed out so far that
+    it would be smaller than ``MIN_SCREEN_PX`` on the screen."""
+    return float(max(base, MIN_SCREEN_PX / max(float(zoom), 1e-6)))
+
+
 def marker_kwargs() -> dict:
     """Points-layer keywords shared by detections and ground truth."""
     return {
@@ -55,7 +62,6 @@ def marker_kwargs() -> dict:
         "face_color": "transparent",
         "border_width": BORDER_WIDTH,
         "border_width_is_relative": True,
-        "canvas_size_limits": (MIN_SCREEN_PX, MAX_SCREEN_PX),
     }
 
 

@@ -37,7 +37,9 @@ def write_points(path: str, data, meta: dict) -> list[str]:
     if "radius" in feats:
         radii = pd.to_numeric(feats["radius"], errors="coerce").to_numpy(float)
     else:
-        size = np.asarray(meta.get("size", 6.0), dtype=float)
+        # the size drawn may be enlarged for a zoomed-out view: use the layer's own size
+        base = ((meta.get("metadata") or {}).get("gravity") or {}).get("base_size")
+        size = np.asarray(base if base is not None else meta.get("size", 6.0), dtype=float)
         radii = np.broadcast_to(size, (len(pts),)).astype(float) / 2.0
     _api.write_points_csv(path, pts, radii, feats)
     return [path]

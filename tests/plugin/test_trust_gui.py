@@ -203,14 +203,27 @@ def test_markers_are_visible_outline_only_and_colour_blind_safe(make_napari_view
     assert str(gt.symbol[0]) != str(layer.symbol[0])
 
     # whole-image view: each ring still covers >= MIN_SCREEN_PX on the screen
+    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))  # rings above GT squares
     viewer.layers.selection.active = layer
     viewer.reset_view()
-    qtbot.wait(50)
+    qtbot.waitUntil(lambda: np.min(layer.size) > _style.POINT_SIZE, timeout=2000)
+    assert np.min(layer.size) * viewer.camera.zoom == pytest.approx(_style.MIN_SCREEN_PX, rel=0.05)
     assert viewer.camera.zoom * _style.POINT_SIZE < 6  # 11 data px would be a few screen px
     shot = viewer.screenshot(canvas_only=True, flash=False).astype(int)
     yellow = np.array([int(_style.PALETTE["pending"][i : i + 2], 16) for i in (1, 3, 5)])
-    n_yellow = int((np.abs(shot[..., :3] - yellow).sum(-1) < 60).sum())
-    assert n_yellow >= 30, n_yellow  # one pending ring at ~14 px: its outline
+    is_yellow = np.abs(shot[..., :3] - yellow).sum(-1) < 60
+    assert int(is_yellow.sum()) >= 30, int(is_yellow.sum())  # one pending ring: its outline
+    # ... and it is an outline even that small: the image shows through its centre
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(ndi.binary_dilation(is_yellow), structure=np.ones((3, 3)))
+    sizes = ndi.sum(is_yellow, lab, range(1, n + 1))
+    rings = [b for b, sz in zip(ndi.find_objects(lab), sizes, strict=True) if sz >= 20]
+    assert len(rings) == 2, (n, sizes)  # the two pending detections
+    for box in rings:
+        assert box[0].stop - box[0].start >= _style.MIN_SCREEN_PX - 2, box
+        cy, cx = ((box[0].start + box[0].stop) // 2, (box[1].start + box[1].stop) // 2)
+        assert np.abs(shot[cy, cx, :3] - 128).max() <= 6, shot[cy, cx]
 
     # "next pending" centres and zooms on it; the ring never covers the lesion (hollow centre)
     canvas = viewer.window._qt_viewer.canvas.native
@@ -220,7 +233,7 @@ def test_markers_are_visible_outline_only_and_colour_blind_safe(make_napari_view
     assert layer.features["status"][i] == "pending"
     np.testing.assert_allclose(viewer.camera.center[-2:], layer.data[i], atol=1)
     assert viewer.camera.zoom >= min(viewer.canvas.size) / 96 - 1e-6
-    qtbot.wait(50)
+    qtbot.waitUntil(lambda: np.max(layer.size) == pytest.approx(_style.POINT_SIZE), timeout=2000)
     shot = viewer.screenshot(canvas_only=True, flash=False).astype(int)
     cy, cx = shot.shape[0] // 2, shot.shape[1] // 2
     centre = shot[cy - 2 : cy + 3, cx - 2 : cx + 3, :3]
