@@ -10,6 +10,7 @@ Files get ordinary permissions (the process umask).
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,21 +19,26 @@ from pathlib import Path
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[Path], object], *, fsync: bool = False
 ) -> Path:
-    """Call ``write(tmp)`` for a temporary path beside ``path`` (``.NAME.*.tmp``), then rename it
-    over ``path``. With ``fsync`` the data reach the disk before the rename."""
+    """Call ``write(tmp)`` for a temporary path beside ``path``, then rename it over ``path``.
+    With ``fsync`` the data reach the disk before the rename.
+
+    ``tmp`` has the target's own name inside a private hidden folder ``.NAME.<pid>.<hex>.tmp/``
+    (so a writer that picks a format from the extension sees the right one, and any scratch file
+    a library makes beside ``tmp`` — safetensors does — is removed with that folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphan_temps(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmpdir = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmpdir.mkdir()
+    tmp = tmpdir / path.name
     try:
         write(tmp)
         if fsync:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return path
 
 
@@ -49,8 +55,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_orphan_temps(path: str | os.PathLike[str]) -> list[Path]:
-    """Delete ``.NAME.<pid>.<hex>.tmp`` files beside ``path`` whose writer process is gone (left
-    by a killed writer). Returns the removed paths."""
+    """Delete ``.NAME.<pid>.<hex>.tmp`` folders (or files, from older versions) beside ``path``
+    whose writer process is gone (left by a killed writer). Returns the removed paths."""
     path = Path(path)
     removed = []
     prefix = f".{path.name}."
@@ -68,7 +74,10 @@ def remove_orphan_temps(path: str | os.PathLike[str]) -> list[Path]:
         if _pid_alive(int(parts[0])):
             continue
         try:
-            os.unlink(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
             removed.append(Path(entry.path))
         except OSError:
             pass

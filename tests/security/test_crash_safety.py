@@ -42,7 +42,8 @@ def test_kill_9_during_a_sidecar_write_leaves_no_temp_after_the_next_write(tmp_p
     for i in range(3):  # a kill loop: every killed write leaves one orphan ...
         _killed_writer(sidecar)
         orphans = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-        assert len(orphans) == 1 and orphans[0].stat().st_size == 0
+        assert len(orphans) == 1  # the killed writer's private folder, with its 0-byte file
+        assert [(q.name, q.stat().st_size) for q in orphans[0].iterdir()] == [(sidecar.name, 0)]
         assert sidecar.read_text() == f'{{"v": {i}}}'  # ... and the target stays intact
         atomic_write_text(sidecar, f'{{"v": {i + 1}}}')  # ... which the next write removes
         assert sorted(p.name for p in tmp_path.iterdir()) == ["IMG.review.json"]
@@ -56,8 +57,12 @@ def test_temps_of_live_writers_and_other_files_are_kept(tmp_path):
     for p in (live, other, odd):
         p.write_text("x")
     dead = tmp_path / f".a.csv.{_dead_pid()}.89abcdef.tmp"
-    dead.write_text("")
-    assert remove_orphan_temps(target) == [dead]
+    dead.write_text("")  # an older-style temp file
+    dead_dir = tmp_path / f".a.csv.{_dead_pid()}.fedcba98.tmp"
+    dead_dir.mkdir()
+    (dead_dir / "a.csv").write_text("half")
+    (dead_dir / ".tmpXyZ123").write_text("a library's own scratch file")
+    assert sorted(remove_orphan_temps(target)) == sorted([dead, dead_dir])
     assert live.exists() and other.exists() and odd.exists()
 
 
