@@ -164,3 +164,19 @@ def png_bomb(path: Path, side: int = 60_000) -> Path:
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts))
     path.write_bytes(png + chunk(b"IEND", b""))
     return path
+
+
+def jpeg_header_bomb(path: Path, side: int = 65_000) -> Path:
+    """A small real JPEG whose SOF header is patched to claim ``side`` × ``side`` pixels."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16), 128, np.uint8)).save(buf, format="JPEG")
+    data = bytearray(buf.getvalue())
+    i = data.find(b"\xff\xc0")  # baseline start-of-frame: len(2) precision(1) height(2) width(2)
+    assert i > 0
+    data[i + 5 : i + 9] = struct.pack(">HH", side, side)
+    path.write_bytes(bytes(data))
+    return path

@@ -72,6 +72,7 @@ def bombs(tmp_path_factory) -> dict[str, Path]:
         "deflated_dicom": corpus.deflated_dicom_bomb(d / "deflated_24000.dcm"),
         "rle_dicom": corpus.rle_dicom_bomb(d / "rle_30000.dcm"),
         "png": corpus.png_bomb(d / "png_60000.png"),
+        "jpeg": corpus.jpeg_header_bomb(d / "jpeg_65000.jpg"),
     }
 
 
