@@ -26,6 +26,8 @@ DEFAULT_RADIUS = 3.0
 INBREAST_POINT_RADIUS = 1.0
 #: Smallest radius (px) derived from an INbreast contour's extent.
 INBREAST_MIN_RADIUS = 0.5
+#: Largest INbreast XML read (bytes); the real ones are well under 1 MB.
+MAX_XML_BYTES = 64 << 20
 #: CSV ``status`` values that mark a row as *not* a lesion.
 NON_LESION_STATUS = frozenset({"rejected", "pending"})
 OPTIONAL_COLUMNS = ("score", "source", "status")
@@ -316,8 +318,15 @@ def read_inbreast_xml(
         raise AnnotationError(p, "no such file") from None
     if not data.strip():
         raise AnnotationError(p, "the file is empty")
+    if len(data) > MAX_XML_BYTES:
+        raise AnnotationError(
+            p, f"{len(data):,} bytes: larger than any INbreast XML (at most {MAX_XML_BYTES:,})"
+        )
+    if data.startswith(b"bplist"):
+        # binary plists can reference one object many times (a tiny file, millions of ROIs)
+        raise AnnotationError(p, "a binary plist, not an INbreast XML plist")
     try:
-        plist = plistlib.loads(data)
+        plist = plistlib.loads(data, fmt=plistlib.FMT_XML)
     except Exception as exc:
         line = getattr(exc, "lineno", None)
         raise AnnotationError(p, f"not a valid plist XML ({exc})", line) from None

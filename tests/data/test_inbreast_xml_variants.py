@@ -161,3 +161,24 @@ def test_bad_point_values_are_named(tmp_path, bad, match):
     ) as e:
         read_inbreast_xml(p)
     assert len(str(e.value)) < 400
+
+
+def test_entity_and_binary_plist_bombs_are_refused(tmp_path):
+    import plistlib
+
+    bomb = (
+        '<?xml version="1.0"?>\n<!DOCTYPE plist [<!ENTITY a "aaaaaaaaaa">'
+        '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>\n<plist version="1.0"><dict>'
+        "<key>Images</key><array><dict><key>ROIs</key><array><dict><key>Name</key>"
+        "<string>&b;</string><key>Point_px</key><string>(1, 2)</string></dict></array></dict>"
+        "</array></dict></plist>"
+    )
+    p = tmp_path / "ent.xml"
+    p.write_text(bomb)
+    with pytest.raises(AnnotationError, match=r"ent\.xml: not a valid plist"):
+        read_inbreast_xml(p)
+    roi = {"Name": "Calcification", "Point_px": ["(1, 2)"]}
+    q = tmp_path / "bin.xml"  # 200 kB, 200000 ROIs all referencing one dict
+    q.write_bytes(plistlib.dumps({"Images": [{"ROIs": [roi] * 200_000}]}, fmt=plistlib.FMT_BINARY))
+    with pytest.raises(AnnotationError, match=r"bin\.xml: a binary plist"):
+        read_inbreast_xml(q)
