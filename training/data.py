@@ -90,7 +90,13 @@ def ensure_synthetic(data: dict[str, Any], run_dir: Path) -> Path:
         recipe = recipe.get("recipe", "mc-bench")
     workers = int(opts.pop("workers", data.get("workers") or 1))
     log.info("writing synthetic benchmark %r to %s", recipe, root)
-    make_benchmark(root, recipe, format="folder", workers=workers, overwrite=True, **opts)
+    try:
+        make_benchmark(root, recipe, format="folder", workers=workers, overwrite=True, **opts)
+    except TypeError as exc:  # an unknown recipe option reaches Recipe(**options)
+        raise DataConfigError(
+            f"data.synthetic: {str(exc)[:200]} (options of recipe {str(recipe)[:40]!r}: "
+            f"{', '.join(sorted(map(str, opts))) or 'none'})"
+        ) from None
     return root
 
 
