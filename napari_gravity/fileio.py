@@ -100,12 +100,16 @@ def torch_load_error(exc: BaseException) -> str:
     text = str(exc)
     if "weights_only" not in text and "Weights only load failed" not in text:
         return text
-    detail = ""
-    if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].strip()
-        detail = detail.split("Check the documentation", 1)[0].strip()
-        detail = " ".join(detail.split())[:200]
+    parts = [p.strip() for p in text.replace("WeightsUnpickler error:", "\n").splitlines()]
+    keep = [
+        p
+        for p in parts
+        if p
+        and "weights_only" not in p
+        and not p.startswith(("Weights only load failed", "Check the documentation"))
+    ]
+    detail = " ".join(" ".join(keep).split())[:200]
     return (
-        "the file holds Python objects beyond plain tensors, which are never loaded (they could "
-        "run code)" + (f": {detail}" if detail else "")
+        "not a plain tensor file: the safe loader refused it (only tensors, numbers and strings "
+        "are loaded, never Python objects that could run code)" + (f": {detail}" if detail else "")
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 from training.config import ConfigError, load_config
@@ -91,19 +92,23 @@ def run(args: argparse.Namespace) -> int:
             f"--out {run_dir} already holds a run (checkpoint.pt); use --resume to continue it "
             "or choose another folder"
         )
-    from training.loop import train
+    from training.loop import TrainingError, train
 
     progress = not args.no_progress and os.environ.get("GRAVITY_NO_PROGRESS") != "1"
-    res = train(
-        cfg,
-        run_dir,
-        init=init,
-        resume=args.resume,
-        device=args.device,
-        epochs=epochs,
-        progress=progress,
-        register=register,
-    )
+    try:
+        res = train(
+            cfg,
+            run_dir,
+            init=init,
+            resume=args.resume,
+            device=args.device,
+            epochs=epochs,
+            progress=progress,
+            register=register,
+        )
+    except TrainingError as exc:  # a message for the user (bad --device, NaN loss, ...)
+        print(f"gravity train: error: {exc}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         state = "stopped (checkpoint saved; continue with --resume)" if res.stopped else "done"
         print(

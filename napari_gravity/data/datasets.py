@@ -342,6 +342,12 @@ def load_inbreast_sample(
 
 def _open_inbreast(root: Path, **opts) -> list[SampleRef]:
     ddir, xdir = root / "AllDICOMs", root / "AllXML"
+    if not ddir.is_dir():
+        raise DatasetError(f"{root}: not an INbreast folder (no AllDICOMs/ folder)")
+    if not xdir.is_dir():
+        warnings.warn(
+            f"{root}: no AllXML/ folder: every image is read as lesion-free", stacklevel=3
+        )
     refs = []
     for p in sorted(ddir.iterdir()):
         if not p.is_file() or p.suffix.lower() not in (".dcm", ".dicom") or p.name.startswith("."):

@@ -107,3 +107,11 @@ def test_unnamed_inbreast_rois_are_reported(tmp_path):
     rep = dataset_report(open_dataset(root, crop=None, mask=False))
     assert rep.n_lesions == 0
     assert any("1 ROI(s) without a Name" in w for w in rep.warnings)
+
+
+def test_inbreast_format_on_another_folder_is_a_dataset_error(tmp_path):
+    from napari_gravity.data.datasets import DatasetError
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint16))
+    with pytest.raises(DatasetError, match="not an INbreast folder"):
+        open_dataset(tmp_path, format="inbreast")

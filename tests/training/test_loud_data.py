@@ -42,3 +42,15 @@ def test_unknown_synthetic_option_is_a_config_error(tmp_path):
     data = {"synthetic": {"recipe": "mc-tiny", "n_trian": 3}, "cache_dir": str(tmp_path)}
     with pytest.raises(DataConfigError, match=r"data.synthetic: .*n_trian"):
         ensure_synthetic(data, tmp_path / "run")
+
+
+def test_training_errors_print_without_a_traceback(tmp_path, capsys, make_tiny_config):
+    from training.cli import main
+
+    cfg = make_tiny_config(tmp_path / "c.yaml")
+    rc = main(
+        ["train", str(cfg), "--out", str(tmp_path / "run"), "--device", "potato", "--no-progress"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and "gravity train: error: --device 'potato'" in err
+    assert "Traceback" not in err
