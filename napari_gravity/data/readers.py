@@ -186,17 +186,26 @@ def _check_deflated_dicom(path: Path, limit: int) -> None:
     dec = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
     with open(path, "rb") as fh:
-        # the deflated data follow the (uncompressed) file meta group
-        fh.seek(0)
-        raw = fh.read(132)
-        start = 132 if raw[128:132] == b"DICM" else 0
+        # the deflated data follow the (uncompressed) file meta group: find its end exactly as
+        # pydicom does (it reads group 0002 elements, not trusting the group length), falling
+        # back on (0002,0000) FileMetaInformationGroupLength if that helper is not available
+        head = fh.read(132)
+        start = 132 if head[128:132] == b"DICM" else 0
         fh.seek(start)
-        from pydicom.filereader import _read_file_meta_info
-
         try:
-            _read_file_meta_info(fh)
-        except Exception:
-            return
+            from pydicom.filereader import _read_file_meta_info
+        except ImportError:  # pragma: no cover - pydicom internals moved
+            group_length = meta.get("FileMetaInformationGroupLength")
+            if group_length is None:
+                raise ImageReadError(
+                    path, "a Deflated DICOM whose file meta group cannot be measured"
+                ) from None
+            fh.seek(start + 12 + int(group_length))
+        else:
+            try:
+                _read_file_meta_info(fh)
+            except Exception as exc:
+                raise ImageReadError(path, f"corrupt DICOM file meta group ({exc})") from None
         while True:
             chunk = fh.read(1 << 16)
             if not chunk:
@@ -207,8 +216,8 @@ def _check_deflated_dicom(path: Path, limit: int) -> None:
                 while dec.unconsumed_tail and total <= budget:
                     out = dec.decompress(dec.unconsumed_tail, 1 << 20)
                     total += len(out)
-            except zlib.error:
-                return  # corrupt: pydicom reports it
+            except zlib.error as exc:
+                raise ImageReadError(path, f"corrupt Deflated DICOM data ({exc})") from None
             if total > budget:
                 raise ImageReadError(
                     path,
