@@ -158,7 +158,8 @@ def main() -> int:
     else:  # a reader's call, for the pictures: the best-scoring half of the cluster
         idx = np.flatnonzero(near)
         order = idx[np.argsort(-layer.features["score"].to_numpy()[idx])]
-        hits, misses = order[: max(1, len(order) // 2)], order[len(order) // 2 :]
+        n_hit = max(1, len(order) // 2)
+        hits, misses = order[:n_hit], order[n_hit:]
         missed_gt = np.asarray([centre + np.array([12.0, -9.0])])
     rev.set_status(hits, "accepted")
     rev.set_status(misses[: max(1, len(misses) // 2)], "rejected")
