@@ -170,7 +170,9 @@ class LayerReview:
             self._busy = False
         if touched:
             self.touched = True
-        self.session._zoom_timer.start()  # new points get the zoom-aware size too
+        refit = getattr(self.session, "schedule_marker_fit", None)
+        if refit is not None:
+            refit()  # new points get the zoom-aware size too
         self.changed()
 
     def recolor(self) -> None:
@@ -322,6 +324,9 @@ class GravitySession:
         self._attach_if_detections(event.value)
         if role_of(event.value) in ("detections", "gt", "eval"):
             self._zoom_timer.start()
+
+    def schedule_marker_fit(self) -> None:
+        self._zoom_timer.start()
 
     def fit_marker_sizes(self) -> None:
         """Keep markers at least ``MIN_SCREEN_PX`` wide on the screen at the current zoom."""
