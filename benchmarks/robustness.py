@@ -224,6 +224,11 @@ def main() -> int:
         help="another benchmark's test split for the --model models (e.g. mc-bench)",
     )
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="calibrate each LOFO model (NMS, threshold) on its own validation images first",
+    )
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--out", required=True)
@@ -278,7 +283,15 @@ def main() -> int:
         if not models[fam].is_file():
             print(f"[eval] no model for hold-out {fam}; skipped", flush=True)
             continue
-        pred = Predictor.from_file(models[fam], device="cpu")
+        path = models[fam]
+        if args.calibrate:
+            from training.calibrate import calibrate_model
+
+            cal = path.parent / "calibrated.safetensors"
+            if not cal.is_file():
+                calibrate_model(path, Path(args.runs) / "data" / f"no-{fam}", cal)
+            path = cal
+        pred = Predictor.from_file(path, device="cpu")
         ids = subsets[f"family:{fam}"]
         methods[f"LOFO (trained without {fam})"] = {
             "dets": {
@@ -287,7 +300,7 @@ def main() -> int:
             },
             "threshold": float(pred.config.threshold),
             "only": {f"family:{fam}"},
-            "path": str(models[fam]),
+            "path": str(path),
         }
         print(f"[eval] LOFO {fam} done", flush=True)
     report = evaluate(subsets, samples, methods, args.bootstrap)
@@ -330,6 +343,7 @@ def main() -> int:
         "recipe": json.loads((data / "recipe.json").read_text()).get("recipe"),
         "families": fams,
         "holdouts": holdouts,
+        "lofo_calibrated": bool(args.calibrate),
         "training": {
             "budget_s_per_run": args.budget,
             "config": CONFIGS[args.task],

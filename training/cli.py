@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "predict": "training.predict_cli",
     "evaluate": "napari_gravity.evaluation.cli",
     "synth": "napari_gravity.data.synth_cli",
+    "calibrate": "training.calibrate",
     "demo": "training.demo",
 }
 

@@ -1,0 +1,68 @@
+"""gravity calibrate: NMS and threshold chosen on validation images, weights untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_gravity.core.config import GravityConfig
+from napari_gravity.core.model import GravityNet
+from napari_gravity.core.model_io import load_model, read_model_metadata, save_model
+from napari_gravity.data.synthetic import make_benchmark
+from napari_gravity.evaluation.froc import froc_curve
+from training.calibrate import CalibrationError, calibrate_model
+from training.cli import main
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cal") / "b"
+    make_benchmark(root, "mc-tiny", counts={"train": 0, "val": 3, "test": 0}, size=(96, 96))
+    return root
+
+
+def _model(path, seed=0):
+    torch.manual_seed(seed)
+    cfg = GravityConfig(backbone="resnet18", stride=8, step=4, head_channels=32, head_norm="gn")
+    net = GravityNet(cfg)
+    with torch.no_grad():  # a model whose scores vary: random head weights
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_model(path, net, cfg, {"task": "mc", "name": "t"})
+    return net
+
+
+def test_calibrated_threshold_and_nms_reproduce_on_the_validation_images(tmp_path, bench):
+    from napari_gravity.core.predictor import Predictor
+    from napari_gravity.data.synthetic import load_benchmark
+
+    src, out = tmp_path / "m.safetensors", tmp_path / "c.safetensors"
+    _model(src)
+    cal = calibrate_model(src, bench, out, target_fppi=2.0)
+    chosen = cal["chosen"]
+    assert chosen["val_aufroc"] == max(r["val_aufroc"] for r in cal["grid"])
+    md = read_model_metadata(out)
+    assert md["config"]["nms_box"] == chosen["nms_box"]
+    assert md["threshold"] == pytest.approx(chosen["threshold"])
+    # second method: rerun detection with the stored settings; FPpI at the threshold <= target
+    samples = [r.load() for r in load_benchmark(bench)["val"]]
+    pred = Predictor.from_file(out, device="cpu")
+    dets = {s.image_id: pred.detect(s.image, mask=s.mask) for s in samples}
+    res = froc_curve(dets, {s.image_id: s for s in samples}, [s.image_id for s in samples])
+    assert res.fppi[-1] <= 2.0 + 1e-9
+    # weights are the source's
+    a, b = load_model(src).model.state_dict(), load_model(out).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_refuses_to_overwrite_its_source_and_empty_data(tmp_path, bench, capsys):
+    src = tmp_path / "m.safetensors"
+    _model(src)
+    assert main(["calibrate", str(src), str(bench), "--out", str(src)]) == 1
+    assert "choose another file" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CalibrationError, match=r"empty|no validation|no image"):
+        calibrate_model(src, empty, tmp_path / "x.safetensors")
+    assert np.isfinite(read_model_metadata(src)["threshold"])

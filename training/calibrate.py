@@ -1,0 +1,143 @@
+"""``gravity calibrate MODEL DATA --out NEW``: choose NMS and the operating threshold on
+validation images, never touching the weights.
+
+The trainer stores the threshold at ``eval.target_fppi`` on the first ``eval.max_images``
+validation images with the NMS the config named. This re-does both on a whole validation set:
+for each (box, IoU) of a small grid it runs the FROC protocol (the network runs once per image;
+NMS re-applied from the cached raw output), keeps the pair with the best AUFROC_γ, and stores
+the threshold at ``target_fppi`` FPpI for it. Large lesions regress several points a few pixels
+apart; a box that merges them removes duplicates that would count as false positives.
+
+``DATA`` is a benchmark folder (its ``val/`` split) or any data set folder
+(all its images). The test split is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+NMS_GRID = {
+    "mc": ((7.0, 0.5), (11.0, 0.5), (15.0, 0.5), (11.0, 0.3), (15.0, 0.3)),
+    "ma": ((3.0, 0.5), (5.0, 0.5), (7.0, 0.5), (5.0, 0.3), (7.0, 0.3)),
+}
+
+
+class CalibrationError(ValueError):
+    """The validation data cannot calibrate this model (message names the folder)."""
+
+
+def _validation_samples(data: Path) -> list:
+    from napari_gravity.data.datasets import open_dataset
+    from napari_gravity.data.synthetic import load_benchmark
+
+    if (data / "recipe.json").is_file() and (data / "val").is_dir():
+        refs = load_benchmark(data)["val"]
+    else:
+        refs = open_dataset(data)
+    samples = [r.load() for r in refs]
+    if not samples:
+        raise CalibrationError(f"{data}: no validation images")
+    if sum(len(s.points) for s in samples) == 0:
+        raise CalibrationError(f"{data}: the validation images hold no lesion")
+    return samples
+
+
+def calibrate_model(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    target_fppi: float = 1.0,
+    grid: tuple[tuple[float, float], ...] | None = None,
+    max_fppi: float = 10.0,
+) -> dict[str, Any]:
+    """Calibrate ``model`` on ``data``'s validation images and write ``out`` (fp16 weights
+    unchanged, config NMS / threshold and a ``calibration`` metadata record updated)."""
+    from napari_gravity.core.model_io import load_model, save_model
+    from napari_gravity.core.predictor import Predictor
+    from napari_gravity.evaluation.froc import froc_curve
+
+    loaded = load_model(model)
+    task = loaded.metadata.get("task") or "mc"
+    grid = grid or NMS_GRID.get(task, NMS_GRID["mc"])
+    samples = _validation_samples(Path(data))
+    ids = [s.image_id or str(k) for k, s in enumerate(samples)]
+    gt = dict(zip(ids, samples, strict=True))
+    pred = Predictor(loaded.model, loaded.config, device="cpu")
+    raws = {i: pred.raw(s.image) for i, s in gt.items()}
+    table = []
+    for box, iou in grid:
+        dets = {
+            i: pred.from_raw(raws[i], mask=s.mask, threshold=pred.floor, nms_box=box, nms_iou=iou)
+            for i, s in gt.items()
+        }
+        res = froc_curve(dets, gt, ids)
+        thr = float(res.threshold_at(target_fppi))
+        table.append(
+            {
+                "nms_box": float(box),
+                "nms_iou": float(iou),
+                "val_aufroc": round(res.aufroc(max_fppi), 4),
+                "threshold": min(max(thr, 0.0), 1.0),
+            }
+        )
+    best = max(table, key=lambda r: r["val_aufroc"])
+    cfg = loaded.config
+    cfg.nms_box, cfg.nms_iou, cfg.threshold = best["nms_box"], best["nms_iou"], best["threshold"]
+    md = dict(loaded.metadata)
+    md["threshold"] = best["threshold"]
+    md["calibration"] = {
+        "rule": f"NMS (box, IoU) by validation AUFROC_{max_fppi:g}; threshold at "
+        f"{target_fppi:g} FPpI on the same {len(samples)} validation images",
+        "data": str(data),
+        "grid": table,
+        "chosen": best,
+    }
+    half = any(t.dtype.is_floating_point and t.dtype.itemsize == 2 for t in _tensors(model))
+    save_model(out, loaded.model, cfg, md, half=half)
+    return md["calibration"]
+
+
+def _tensors(path: str | Path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        for k in list(f.keys())[:4]:
+            yield f.get_tensor(k)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "calibrate",
+        help="choose NMS and the operating threshold on validation images",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("model", help="model file, 'default' or a registry name")
+    p.add_argument("data", help="benchmark folder (its val/ split) or a data set folder")
+    p.add_argument("--out", required=True, help="the calibrated model file to write")
+    p.add_argument("--target-fppi", type=float, default=1.0)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+
+    from napari_gravity.core.registry import resolve_model
+
+    if not (math.isfinite(args.target_fppi) and args.target_fppi > 0):
+        raise CalibrationError(f"--target-fppi must be a positive number, got {args.target_fppi}")
+    src = resolve_model(args.model)
+    if Path(args.out).resolve() == Path(src).resolve():
+        raise CalibrationError(f"--out {args.out}: choose another file than the model itself")
+    cal = calibrate_model(src, args.data, args.out, target_fppi=args.target_fppi)
+    for row in cal["grid"]:
+        mark = " <- chosen" if row == cal["chosen"] else ""
+        print(
+            f"  NMS box {row['nms_box']:g} IoU {row['nms_iou']:g}: val AUFROC "
+            f"{100 * row['val_aufroc']:.2f} %, threshold {row['threshold']:.3f}{mark}"
+        )
+    print(f"gravity calibrate: wrote {args.out}")
+    return 0
