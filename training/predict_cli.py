@@ -35,7 +35,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="detect lesions with a model over images or folders",
         description="Run a GravityNet (or RetinaNet comparator) model over image files/folders.",
     )
-    p.add_argument("model", help="model file, 'default', or a registry name (NAME or NAME:vN)")
+    p.add_argument(
+        "model",
+        help="model file, a registry name (NAME or NAME:vN), or 'default': the bundled model that "
+        "fits each image (default_mc for mammograms, default_ma for fundus photographs)",
+    )
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--threshold", type=float, help="score threshold γ (default: the model's)")
@@ -158,6 +162,30 @@ def image_mask(path: Path, image: np.ndarray, mode: str, task: str | None) -> np
     return tissue_mask(image, mode if mode in ("breast", "fundus") else task)
 
 
+def route_default(paths: list[Path], ids: list[str]) -> dict[str, tuple[list[Path], list[str]]]:
+    """``{task: (paths, ids)}``: each image goes to the bundled model of its task
+    (:func:`napari_gravity.core.task.guess_task_file`); a task whose model is not installed
+    falls back to ``default_mc`` with a message."""
+    from napari_gravity.core.registry import default_model_path
+    from napari_gravity.core.task import guess_task_file
+
+    groups: dict[str, tuple[list[Path], list[str]]] = {}
+    for p, i in zip(paths, ids, strict=True):
+        task, _ = guess_task_file(p)
+        if default_model_path(task) is None:
+            print(
+                f"gravity predict: default_{task} is not installed; {p} uses default_mc",
+                file=sys.stderr,
+            )
+            task = "mc"
+        groups.setdefault(task, ([], []))
+        groups[task][0].append(p)
+        groups[task][1].append(i)
+    for task, (g, _) in groups.items():
+        print(f"gravity predict: {len(g)} image(s) -> default_{task}", file=sys.stderr)
+    return groups
+
+
 def predict_paths(
     detector: Any,
     paths: list[Path],
@@ -277,25 +305,39 @@ def run(args: argparse.Namespace) -> int:
         raise PredictError(f"--batch-size must be >= 1, got {args.batch_size}")
     paths = collect_images(args.inputs)
     ids = image_ids(paths)
-    detector, md, thr, model_path = load_detector(args.model, args.device)
-    threshold = float(args.threshold) if args.threshold is not None else thr
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     failures: list[dict[str, Any]] = []
-    preds, rows = predict_paths(
-        detector,
-        paths,
-        ids,
-        threshold,
-        args.channel,
-        args.nms_box,
-        progress=not args.no_progress and os.environ.get("GRAVITY_NO_PROGRESS") != "1",
-        batch_size=max(1, int(args.batch_size)),
-        mask_mode=args.mask,
-        task=md.get("task"),
-        failures_out=failures,
-    )
+    # 'default' picks the bundled model that fits each image (mammogram -> default_mc,
+    # fundus photograph -> default_ma) from the file's header and a thumbnail
+    groups = route_default(paths, ids) if args.model == "default" else {None: (paths, ids)}
+    preds: dict[str, Detections] = {}
+    rows: list[dict[str, Any]] = []
+    used: dict[str, dict[str, Any]] = {}
+    for task, (g_paths, g_ids) in groups.items():
+        spec = args.model if task is None else f"default_{task}"
+        detector, md, thr, model_path = load_detector(spec, args.device)
+        threshold = float(args.threshold) if args.threshold is not None else thr
+        used[spec] = {"path": str(model_path), "task": md.get("task"), "threshold": threshold}
+        p_, r_ = predict_paths(
+            detector,
+            g_paths,
+            g_ids,
+            threshold,
+            args.channel,
+            args.nms_box,
+            progress=not args.no_progress and os.environ.get("GRAVITY_NO_PROGRESS") != "1",
+            batch_size=max(1, int(args.batch_size)),
+            mask_mode=args.mask,
+            task=md.get("task"),
+            failures_out=failures,
+        )
+        for r in r_:
+            r["model"] = spec
+        preds.update(p_)
+        rows += r_
+    preds = {i: preds[i] for i in ids if i in preds}  # input order, whatever the routing
     failed_ids = {f["image"] for f in failures}
     ok_ids = [i for i in ids if i not in failed_ids]
     csv_path = write_predictions_csv(out / "predictions.csv", preds)
@@ -315,6 +357,9 @@ def run(args: argparse.Namespace) -> int:
         "predictions_csv": str(csv_path),
         "images": rows,
     }
+    if len(used) > 1:  # several bundled models: each image row names its model
+        summary.update(model="default (per image)", model_name=None, threshold=None, task=None)
+    summary["models"] = used
     if args.evaluate and ok_ids:
         summary["evaluation"] = evaluate_predictions(
             preds, args.evaluate, out / "evaluation", ok_ids
@@ -322,9 +367,10 @@ def run(args: argparse.Namespace) -> int:
     from napari_gravity.fileio import atomic_write_text
 
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    at = ", ".join(f"{k} at threshold {v['threshold']:.3f}" for k, v in used.items())
     print(
-        f"gravity predict: {summary['n_detections']} detection(s) in {len(rows)} image(s) at "
-        f"threshold {threshold:.3f} -> {csv_path}"
+        f"gravity predict: {summary['n_detections']} detection(s) in {len(rows)} image(s) "
+        f"({at}) -> {csv_path}"
     )
     if "evaluation" in summary:
         ev = summary["evaluation"]
