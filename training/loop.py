@@ -394,6 +394,7 @@ def _train(
         init=str(init_path) if init_path else None,
         n_train=len(train_imgs),
         n_val=len(val_refs),
+        data=split.description,
         message=adapter.init_message,
     )
     tb = _tb_writer(run_dir, bool(t_cfg["tensorboard"]) and main)
