@@ -76,6 +76,17 @@ class ImageRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def _is_colour(arr: np.ndarray) -> bool:
+    """An (H, W, 3|4) array whose colour channels differ (a photograph, not grey stored as RGB)."""
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        return False
+    step = max(1, int(np.sqrt(arr.shape[0] * arr.shape[1] / 65536)))
+    rgb = arr[::step, ::step, :3].astype(np.float32)
+    return bool(
+        np.abs(rgb[..., 0] - rgb[..., 1]).max() > 0 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 0
+    )
+
+
 def _select_channel(arr: np.ndarray, channel: Channel, path: Path) -> np.ndarray:
     """Reduce an (H, W, C) array to 2-D: 'green' | 'red' | 'blue' | 'gray' | channel index."""
     if arr.ndim == 2:
@@ -396,7 +407,8 @@ def _read_tiff(path: Path, channel: Channel, limit: int) -> ImageRecord:
     if arr.ndim > 3 or (arr.ndim == 3 and min(arr.shape[0], arr.shape[-1]) > 4):
         raise ImageReadError(path, f"expected a 2-D image, got a stack of shape {arr.shape}")
     img = _select_channel(arr, channel, path)
-    return ImageRecord(_check(img, path), spacing, {"format": "tiff", "dtype": str(arr.dtype)})
+    meta = {"format": "tiff", "dtype": str(arr.dtype), "colour": _is_colour(arr)}
+    return ImageRecord(_check(img, path), spacing, meta)
 
 
 def _raster_header(path: Path, limit: int) -> None:
@@ -437,11 +449,12 @@ def _read_raster(path: Path, channel: Channel, limit: int) -> ImageRecord:
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] == 4 and np.all(arr[..., 3] == arr[..., 3].flat[0]):
         arr = arr[..., :3]
+    colour = _is_colour(arr)
     img = _select_channel(arr, channel, path)
     return ImageRecord(
         _check(img, path),
         None,
-        {"format": path.suffix.lower().lstrip("."), "dtype": str(arr.dtype)},
+        {"format": path.suffix.lower().lstrip("."), "dtype": str(arr.dtype), "colour": colour},
     )
 
 

@@ -70,3 +70,18 @@ def test_files_are_routed_from_their_header_and_a_thumbnail(tmp_path):
 
     task, why = guess_task_file(mammogram_paths()["sfm-malign-0/rcc"])
     assert task == "mc", why
+
+
+def test_reader_flags_colour_photographs_for_the_task_guess(tmp_path):
+    import imageio.v3 as iio
+    from skimage import data
+
+    from napari_gravity.data.readers import read_image
+
+    rgb = data.retina()[300:700, 300:700]  # no round field of view in this crop
+    iio.imwrite(tmp_path / "eye.png", rgb)
+    grey = np.repeat(rgb[..., 1:2], 3, axis=-1)  # grey stored as RGB is not a photograph
+    iio.imwrite(tmp_path / "grey.png", grey)
+    eye, g = read_image(tmp_path / "eye.png"), read_image(tmp_path / "grey.png")
+    assert eye.meta["colour"] is True and g.meta["colour"] is False
+    assert guess_task(eye.image, eye.meta)[0] == "ma"
