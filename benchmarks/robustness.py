@@ -199,6 +199,30 @@ def detect_all(det, samples: dict, ids: list[str], threshold=None) -> dict:
     return out
 
 
+def run_methods(samples: dict, ids: list[str], polarity: str, model_specs: list[str]) -> dict:
+    """Detections of the classical candidates and of each ``NAME=PATH`` model on ``ids``."""
+    from napari_gravity.core.predictor import Predictor
+    from napari_gravity.detectors import HessianDoG, TopHat
+
+    methods: dict[str, dict] = {}
+    for name, det in (
+        ("top-hat", TopHat(polarity=polarity)),
+        ("Hessian-DoG", HessianDoG(polarity=polarity)),
+    ):
+        methods[name] = {"dets": detect_all(det, samples, ids)}
+        print(f"[eval] {name} done", flush=True)
+    for spec in model_specs:
+        name, _, path = spec.partition("=")
+        pred = Predictor.from_file(path, device="cpu")
+        methods[name] = {
+            "dets": detect_all(pred, samples, ids, threshold=pred.floor),
+            "threshold": float(pred.config.threshold),
+            "path": path,
+        }
+        print(f"[eval] {name} done", flush=True)
+    return methods
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=("mc", "ma"), required=True)
@@ -229,6 +253,7 @@ def main() -> int:
         action="store_true",
         help="calibrate each LOFO model (NMS, threshold) on its own validation images first",
     )
+    ap.add_argument("--limit", type=int, default=None, help="every k-th test image (smoke runs)")
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--out", required=True)
@@ -251,11 +276,13 @@ def main() -> int:
     torch.set_num_threads(2)
     from napari_gravity.core.predictor import Predictor
     from napari_gravity.data.synthetic import load_benchmark
-    from napari_gravity.detectors import HessianDoG, TopHat
 
-    refs = load_benchmark(data)["test"]
-    samples = {r.image_id: r.load() for r in refs}
     test_rows = [r for r in rows if r["split"] == "test"]
+    if args.limit:
+        test_rows = test_rows[:: max(1, len(test_rows) // args.limit)]
+    keep = {r["image"] for r in test_rows}
+    refs = [r for r in load_benchmark(data)["test"] if r.image_id in keep]
+    samples = {r.image_id: r.load() for r in refs}
     subsets = {
         "mixed": [r["image"] for r in test_rows],
         "real_background": [r["image"] for r in test_rows if r["background"] == "real"],
@@ -263,22 +290,7 @@ def main() -> int:
     }
     polarity = "dark" if args.task == "ma" else "bright"
     ids_all = subsets["mixed"]
-    methods: dict[str, dict] = {}
-    for name, det in (
-        ("top-hat", TopHat(polarity=polarity)),
-        ("Hessian-DoG", HessianDoG(polarity=polarity)),
-    ):
-        methods[name] = {"dets": detect_all(det, samples, ids_all)}
-        print(f"[eval] {name} done", flush=True)
-    for spec in args.model:
-        name, _, path = spec.partition("=")
-        pred = Predictor.from_file(path, device="cpu")
-        methods[name] = {
-            "dets": detect_all(pred, samples, ids_all, threshold=pred.floor),
-            "threshold": float(pred.config.threshold),
-            "path": path,
-        }
-        print(f"[eval] {name} done", flush=True)
+    methods = run_methods(samples, ids_all, polarity, args.model)
     for fam in holdouts:
         if not models[fam].is_file():
             print(f"[eval] no model for hold-out {fam}; skipped", flush=True)
@@ -311,17 +323,7 @@ def main() -> int:
         erefs = load_benchmark(Path(root))["test"]
         es = {r.image_id: r.load() for r in erefs}
         eids = list(es)
-        em = {
-            "top-hat": {"dets": detect_all(TopHat(polarity=polarity), es, eids)},
-            "Hessian-DoG": {"dets": detect_all(HessianDoG(polarity=polarity), es, eids)},
-        }
-        for mspec in args.model:
-            mname, _, path = mspec.partition("=")
-            pred = Predictor.from_file(path, device="cpu")
-            em[mname] = {
-                "dets": detect_all(pred, es, eids, threshold=pred.floor),
-                "threshold": float(pred.config.threshold),
-            }
+        em = run_methods(es, eids, polarity, args.model)
         extra[name] = evaluate({name: eids}, es, em, args.bootstrap)[name]
         print(f"[eval] extra test {name} done", flush=True)
     lofo = {}
