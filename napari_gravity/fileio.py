@@ -15,6 +15,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+_UMASK = os.umask(0o022)  # read the process umask once (setting it back at once)
+os.umask(_UMASK)
+
 
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[Path], object], *, fsync: bool = False
@@ -33,6 +36,8 @@ def atomic_write(
     tmp = tmpdir / path.name
     try:
         write(tmp)
+        if tmp.is_file():  # a library may have written through its own 0600 temp file
+            os.chmod(tmp, 0o666 & ~_UMASK)
         if fsync:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
