@@ -113,17 +113,18 @@ def synth_mammogram(seed: int = 0, shape=(512, 512)):
 
 
 def synth_fundus(seed: int = 0, shape=(608, 704)):
-    """A whole synthetic fundus photograph (green channel) with microaneurysms."""
+    """A whole synthetic fundus photograph with microaneurysms: ``(Sample, rgb_uint8)``."""
     from napari_gravity.data.synthetic import synth_fundus as _synth
 
-    return _synth(shape=shape, seed=seed, view="full", has_lesions=True)
+    return _synth(shape=shape, seed=seed, view="full", has_lesions=True, rgb=True)
 
 
 def semi_real_retina(seed: int = 0, shape=(512, 512)):
-    """Microaneurysms inserted into a window of scikit-image's real retina photograph."""
+    """Microaneurysms inserted into a window of scikit-image's real retina photograph:
+    ``(Sample, rgb_uint8)``."""
     from napari_gravity.data.synthetic import semi_real_retina as _semi
 
-    return _semi(seed=seed, shape=shape)
+    return _semi(seed=seed, shape=shape, rgb=True)
 
 
 # --------------------------------------------------------------------------- detectors / models

@@ -33,10 +33,15 @@ def materialise(name: str, make) -> Path:
     root = samples_dir()
     img_path = root / f"{name}.tif"
     if not img_path.exists():
-        sample = make()
+        made = make()
+        sample, rgb = made if isinstance(made, tuple) else (made, None)
         _api.write_points_csv(root / f"{name}.csv", sample.points, sample.radii)
-        image = np.asarray(sample.image, dtype=np.float32)
-        atomic_write(img_path, lambda tmp: tifffile.imwrite(tmp, image))
+        if rgb is not None:  # a colour photograph stays one (the task guess sees its colour)
+            image = np.asarray(rgb, dtype=np.uint8)
+            atomic_write(img_path, lambda tmp: tifffile.imwrite(tmp, image, photometric="rgb"))
+        else:
+            image = np.asarray(sample.image, dtype=np.float32)
+            atomic_write(img_path, lambda tmp: tifffile.imwrite(tmp, image))
     return img_path
 
 
@@ -49,10 +54,10 @@ def mammogram(shape=(512, 512), seed: int = 0):
 
 
 def fundus(seed: int = 0):
-    path = materialise(f"synthetic_fundus_s{seed}", lambda: _api.synth_fundus(seed=seed))
+    path = materialise(f"synthetic_fundus_rgb_s{seed}", lambda: _api.synth_fundus(seed=seed))
     return image_layers(path, name="synthetic fundus")
 
 
 def retina(seed: int = 0):
-    path = materialise(f"semi_real_retina_s{seed}", lambda: _api.semi_real_retina(seed=seed))
+    path = materialise(f"semi_real_retina_rgb_s{seed}", lambda: _api.semi_real_retina(seed=seed))
     return image_layers(path, name="semi-real retina")
