@@ -33,13 +33,14 @@ def main() -> int:
     ap.add_argument("--compute", required=True, help="where and how long it trained")
     ap.add_argument("--version", type=int, required=True)
     ap.add_argument("--calibrate", metavar="BENCHMARK", help="re-choose NMS and γ on its val split")
+    ap.add_argument("--file", help="the model file to ship (default RUN/model.safetensors)")
     args = ap.parse_args()
 
     from napari_gravity.core.model_io import read_model_metadata
     from napari_gravity.events import read_events
 
     run = Path(args.run)
-    src = run / "model.safetensors"
+    src = Path(args.file) if args.file else run / "model.safetensors"
     if args.calibrate:
         from training.calibrate import calibrate_model
 
