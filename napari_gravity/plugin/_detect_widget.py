@@ -188,7 +188,9 @@ class DetectWidget(QWidget):
         want = select
         if want is None and cur is not None:
             want = cur.path if cur.kind == "model" else cur.name
-        idx = 0  # the first model (bundled default first), else the first classical detector
+        # the requested one, else the bundled default_mc, else the first model, else classical
+        labels = [self.model_combo.itemText(i) for i in range(self.model_combo.count())]
+        idx = labels.index("default_mc") if "default_mc" in labels else 0
         for i in range(self.model_combo.count()):
             if self.model_combo.itemData(i)[1] == want:
                 idx = i
@@ -280,6 +282,8 @@ class DetectWidget(QWidget):
             img = self.session.current_image_layer()
             self.image_combo.setCurrentText(img.name if img is not None else names[-1])
         self.image_combo.blockSignals(False)
+        if self.image_combo.currentText() != cur:  # another image: the model that fits it
+            self.choose_model_for_image()
 
     def _on_active(self, *_):
         img = self.session.current_image_layer()

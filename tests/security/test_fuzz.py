@@ -58,7 +58,9 @@ for path in sys.argv[1:]:
         print("READ", path, rec.image.shape, flush=True)
     except ImageReadError as exc:
         print("REFUSED", str(exc).replace("\\n", " "), flush=True)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child forked from a large
+# pytest process would report the parent's peak
+peak = next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")) / 1024
 print("PEAK_MB", peak, flush=True)
 """
 
@@ -123,7 +125,8 @@ def test_bombs_through_gravity_predict_stay_small(bombs, tmp_path):
         "import resource, sys\n"
         "from training.cli import main\n"
         "rc = main(sys.argv[1:])\n"
-        "print('PEAK_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "hwm = next(ln for ln in open('/proc/self/status') if ln.startswith('VmHWM'))\n"
+        "print('PEAK_MB', int(hwm.split()[1]) / 1024)\n"
         "sys.exit(rc)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRAVITY_NO_PROGRESS": "1"}
