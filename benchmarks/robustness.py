@@ -339,8 +339,25 @@ def main() -> int:
                 "best_classical_aufroc_10": sub["methods"][best]["aufroc_10"],
                 "at_stored_threshold": sub["methods"][key]["at_stored_threshold"],
             }
+    runs_info = {}
+    for fam in holdouts:
+        ev_path = Path(args.runs) / f"no-{fam}" / "events.jsonl"
+        if ev_path.is_file():
+            from napari_gravity.events import read_events
+
+            ev = read_events(ev_path)
+            steps = [e for e in ev if e.get("event") == "step"]
+            start = next((e for e in ev if e.get("event") == "start"), {})
+            runs_info[fam] = {
+                "steps": len(steps),
+                "train_wall_s": round(steps[-1]["time"] - start.get("time", steps[0]["time"]), 1)
+                if steps
+                else None,
+                "n_train_images": start.get("n_train"),
+            }
     summary = {
         "task": args.task,
+        "lofo_runs": runs_info,
         "data": str(data),
         "recipe": json.loads((data / "recipe.json").read_text()).get("recipe"),
         "families": fams,
