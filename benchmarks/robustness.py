@@ -223,6 +223,27 @@ def run_methods(samples: dict, ids: list[str], polarity: str, model_specs: list[
     return methods
 
 
+def lofo_run_info(runs: Path, holdouts: list[str]) -> dict:
+    """Steps, training wall time and image count of each LOFO run (from its events)."""
+    from napari_gravity.events import read_events
+
+    info = {}
+    for fam in holdouts:
+        path = runs / f"no-{fam}" / "events.jsonl"
+        if not path.is_file():
+            continue
+        ev = read_events(path)
+        start = next((e for e in ev if e.get("event") == "start"), {})
+        done = next((e for e in ev if e.get("event") == "done"), {})
+        epochs = sum(e.get("event") == "epoch" for e in ev)
+        info[fam] = {
+            "steps": epochs * int(start.get("steps_per_epoch") or 0),
+            "wall_s": round(float(done.get("wall_s") or 0.0), 1),
+            "n_train_images": start.get("n_train"),
+        }
+    return info
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=("mc", "ma"), required=True)
@@ -339,22 +360,7 @@ def main() -> int:
                 "best_classical_aufroc_10": sub["methods"][best]["aufroc_10"],
                 "at_stored_threshold": sub["methods"][key]["at_stored_threshold"],
             }
-    runs_info = {}
-    for fam in holdouts:
-        ev_path = Path(args.runs) / f"no-{fam}" / "events.jsonl"
-        if ev_path.is_file():
-            from napari_gravity.events import read_events
-
-            ev = read_events(ev_path)
-            steps = [e for e in ev if e.get("event") == "step"]
-            start = next((e for e in ev if e.get("event") == "start"), {})
-            runs_info[fam] = {
-                "steps": len(steps),
-                "train_wall_s": round(steps[-1]["time"] - start.get("time", steps[0]["time"]), 1)
-                if steps
-                else None,
-                "n_train_images": start.get("n_train"),
-            }
+    runs_info = lofo_run_info(Path(args.runs), holdouts)
     summary = {
         "task": args.task,
         "lofo_runs": runs_info,
