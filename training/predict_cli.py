@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="tissue mask; predictions outside are dropped. auto (default): IMG.mask.png beside "
         "the image if present, else the breast mask for an MC model (task 'mc') or the fundus "
         "mask for an MA model (task 'ma'); file: IMG.mask.png only",
+    )
+    p.add_argument(
+        "--format",
+        choices=("inbreast", "eophtha", "folder"),
+        default=None,
+        help="read INPUTS as data set folders of this format (open_dataset): image ids, "
+        "orientation (INbreast: every breast facing the same way, as in training and in "
+        "make_benchmark's test_ground_truth.csv) and masks as the trainer sees them; default: "
+        "plain image files, ids = file names",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -171,7 +181,7 @@ def route_default(paths: list[Path], ids: list[str]) -> dict[str, tuple[list[Pat
 
     groups: dict[str, tuple[list[Path], list[str]]] = {}
     for p, i in zip(paths, ids, strict=True):
-        task, _ = guess_task_file(p)
+        task, _ = guess_task_file(getattr(p, "path", p))
         if default_model_path(task) is None:
             print(
                 f"gravity predict: default_{task} is not installed; {p} uses default_mc",
@@ -240,10 +250,18 @@ def predict_paths(
             )
         pending.clear()
 
-    for p, iid in tqdm(list(zip(paths, ids, strict=True)), desc="predict", disable=not progress):
+    for item, iid in tqdm(list(zip(paths, ids, strict=True)), desc="predict", disable=not progress):
+        p = Path(getattr(item, "path", item))
         try:
-            rec = read_image(p, channel=channel)
-            mask = image_mask(p, rec.image, mask_mode, task)
+            if hasattr(item, "load"):  # a data set's SampleRef: its orientation and mask
+                sample = item.load()
+                rec = SimpleNamespace(image=np.asarray(sample.image, dtype=np.float32))
+                mask = sample.mask if mask_mode == "auto" and sample.mask is not None else None
+                if mask is None:
+                    mask = image_mask(p, rec.image, mask_mode, task)
+            else:
+                rec = read_image(p, channel=channel)
+                mask = image_mask(p, rec.image, mask_mode, task)
         except (ValueError, OSError, MemoryError) as exc:
             _fail(failures, iid, p, exc)
             continue
@@ -303,8 +321,16 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.batch_size is not None and args.batch_size < 1:
         raise PredictError(f"--batch-size must be >= 1, got {args.batch_size}")
-    paths = collect_images(args.inputs)
-    ids = image_ids(paths)
+    if args.format:
+        from napari_gravity.data.datasets import open_dataset
+
+        paths = [r for root in args.inputs for r in open_dataset(root, format=args.format)]
+        ids = [r.image_id for r in paths]
+        if not paths:
+            raise PredictError(f"no {args.format} images in {', '.join(args.inputs)}")
+    else:
+        paths = collect_images(args.inputs)
+        ids = image_ids(paths)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -31,3 +31,32 @@ def test_a_mixed_folder_is_routed_per_image(tmp_path):
     assert set(summary["models"]) == {"default_ma", "default_mc"}
     for spec, info in summary["models"].items():
         assert info["task"] == spec.split("_")[1]
+
+
+def test_format_inbreast_predicts_in_the_data_sets_frame_and_ids(tmp_path):
+    """`--format inbreast`: ids and orientation as open_dataset gives them (right breasts
+    mirrored back), so the predictions match make_benchmark's ground truth and the API."""
+    import csv
+
+    from napari_gravity.core.predictor import Predictor
+    from napari_gravity.data.datasets import open_dataset
+    from napari_gravity.data.synthetic import make_benchmark
+
+    root = tmp_path / "b"
+    make_benchmark(
+        root, "mc-tiny", format="inbreast", counts={"train": 0, "val": 0, "test": 4}, size=(96, 96)
+    )
+    out = tmp_path / "out"
+    args = ["predict", "default", str(root / "test"), "--format", "inbreast", "--out", str(out)]
+    assert main([*args, "--threshold", "0.05", "--no-progress"]) == 0
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(root / "test_ground_truth.csv", newline="") as fh:
+        gt_ids = {r["image"] for r in csv.DictReader(fh)}
+    assert {r["image"] for r in rows} <= gt_ids and rows
+    pred = Predictor.from_file(default_model_path("mc"), device="cpu")
+    for ref in open_dataset(root / "test", format="inbreast"):
+        s = ref.load()
+        det = pred.detect(s.image, mask=s.mask, threshold=0.05)
+        mine = sorted((float(r["y"]), float(r["x"])) for r in rows if r["image"] == ref.image_id)
+        assert np.allclose(mine, sorted(map(tuple, det.points)), atol=1e-3)
