@@ -23,7 +23,9 @@ TASKS = ("mc", "ma")
 DEFAULT_MODELS = {"mc": "default_mc", "ma": "default_ma"}
 
 
-def _is_colour(image: np.ndarray) -> bool:
+def is_colour(image: np.ndarray) -> bool:
+    """An (H, W, 3|4) array whose colour channels differ (mean |R−G| + |G−B| above 2 % of its
+    range): a photograph, not a grey image stored as RGB (even JPEG-compressed)."""
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
         return False
     rgb = image[..., :3].astype(np.float32)
@@ -64,7 +66,7 @@ def guess_task(image: np.ndarray, meta: dict[str, Any] | None = None) -> tuple[s
     image = np.asarray(image)
     if str(meta.get("Modality", "")).upper() == "MG":
         return "mc", "DICOM modality MG (mammography)"
-    if _is_colour(image):
+    if is_colour(image):
         return "ma", "colour photograph (fundus)"
     if meta.get("colour"):
         return "ma", "colour photograph (fundus), one channel read"

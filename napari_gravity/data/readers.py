@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_gravity.core.task import is_colour
+
 DICOM_EXTS = {".dcm", ".dicom", ".dic"}
 TIFF_EXTS = {".tif", ".tiff"}
 RASTER_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -74,17 +76,6 @@ class ImageRecord:
     image: np.ndarray
     spacing: tuple[float, float] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _is_colour(arr: np.ndarray) -> bool:
-    """An (H, W, 3|4) array whose colour channels differ (a photograph, not grey stored as RGB)."""
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        return False
-    step = max(1, int(np.sqrt(arr.shape[0] * arr.shape[1] / 65536)))
-    rgb = arr[::step, ::step, :3].astype(np.float32)
-    return bool(
-        np.abs(rgb[..., 0] - rgb[..., 1]).max() > 0 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 0
-    )
 
 
 def _select_channel(arr: np.ndarray, channel: Channel, path: Path) -> np.ndarray:
@@ -407,7 +398,7 @@ def _read_tiff(path: Path, channel: Channel, limit: int) -> ImageRecord:
     if arr.ndim > 3 or (arr.ndim == 3 and min(arr.shape[0], arr.shape[-1]) > 4):
         raise ImageReadError(path, f"expected a 2-D image, got a stack of shape {arr.shape}")
     img = _select_channel(arr, channel, path)
-    meta = {"format": "tiff", "dtype": str(arr.dtype), "colour": _is_colour(arr)}
+    meta = {"format": "tiff", "dtype": str(arr.dtype), "colour": is_colour(arr)}
     return ImageRecord(_check(img, path), spacing, meta)
 
 
@@ -449,7 +440,7 @@ def _read_raster(path: Path, channel: Channel, limit: int) -> ImageRecord:
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] == 4 and np.all(arr[..., 3] == arr[..., 3].flat[0]):
         arr = arr[..., :3]
-    colour = _is_colour(arr)
+    colour = is_colour(arr)
     img = _select_channel(arr, channel, path)
     return ImageRecord(
         _check(img, path),
