@@ -22,7 +22,8 @@ from scipy import ndimage as ndi
 from napari_gravity.types import Sample
 
 from ._common import as_rng, highpass_std, log_uniform, place_points
-from .lesions import MA_FAMILIES, MC_FAMILIES, render_ma, render_mc
+from .lesions import MA_FAMILIES, MC_FAMILIES, render_ma
+from .mammogram import add_patch
 
 BASE_MM = 0.07  # MC backgrounds and lesions are drawn at 70 µm, then resampled
 
@@ -33,20 +34,6 @@ MC_REAL_SOURCES = {
     "test": [f"sfm-malign-0/{v}" for v in ("rcc", "lcc", "rmlo", "lmlo")],
 }
 MA_REAL_REGIONS = {"train": "top", "val": "middle", "test": "bottom"}
-
-
-def _add(image: np.ndarray, patch: np.ndarray, cy: int, cx: int, amp: float) -> None:
-    h, w = image.shape
-    half = patch.shape[0] // 2
-    y0, x0 = cy - half, cx - half
-    ys, xs, ye, xe = (
-        max(y0, 0),
-        max(x0, 0),
-        min(y0 + patch.shape[0], h),
-        min(x0 + patch.shape[1], w),
-    )
-    if ys < ye and xs < xe:
-        image[ys:ye, xs:xe] += amp * patch[ys - y0 : ye - y0, xs - x0 : xe - x0]
 
 
 def _resample(
@@ -130,7 +117,7 @@ def diverse_mammogram(
     s = highpass_std(img, mask)
 
     # --- layout and lesions (at 70 µm) -------------------------------------------------
-    from .mammogram import sample_calcification_layout
+    from .mammogram import insert_calcifications, sample_calcification_layout
 
     allowed = ndi.binary_erosion(mask, iterations=4)
     pts, rad = sample_calcification_layout(
@@ -145,13 +132,8 @@ def diverse_mammogram(
         diameter_mm=(float(rng.uniform(0.2, 0.45)), 0.5),
         diameter_clip_mm=(0.10, 1.0),
     )
-    out_p = np.zeros((len(pts), 2))
     psf = float(rng.uniform(0.4, 0.8))
-    for i, ((y, x), r) in enumerate(zip(pts, rad, strict=True)):
-        cy, cx = round(y), round(x)
-        patch, off = render_mc(family, float(r), rng, psf_sigma=psf, offset=(y - cy, x - cx))
-        _add(img, patch, cy, cx, float(log_uniform(rng, *snr)) * s)
-        out_p[i] = (cy + off[0], cx + off[1])
+    out_p, rad = insert_calcifications(img, pts, rad, s, rng, snr=snr, psf_sigma=psf, family=family)
 
     # --- acquisition --------------------------------------------------------------------
     img, mask, out_p, rad = _resample(img, mask, out_p, rad, shape)
@@ -279,7 +261,7 @@ def diverse_fundus(
         for i, ((y, x), r) in enumerate(zip(pts, rad, strict=True)):
             cy, cx = round(y), round(x)
             patch, off = render_ma(family, float(r), rng, offset=(y - cy, x - cx))
-            _add(dark, patch, cy, cx, float(log_uniform(rng, *depth)))
+            add_patch(dark, patch, cy, cx, float(log_uniform(rng, *depth)))
             out_p[i] = (cy + off[0], cx + off[1])
         pts = out_p
         for c, k in ((0, 0.35), (1, 1.0), (2, 0.6)):
@@ -297,9 +279,9 @@ def diverse_fundus(
     rgb8 = np.clip(np.round(img), 0, 255).astype(np.uint8)
     if rng.uniform() < 0.8:
         rgb8 = _jpeg_roundtrip(rgb8, int(rng.integers(60, 96)))
-    green, mask, pts = _orient(rng, rgb8[..., 1], mask, pts)
+    rgb8, mask, pts = _orient(rng, rgb8, mask, pts)  # rotates and flips the first two axes
     sample = Sample(
-        image=green.astype(np.float32),
+        image=rgb8[..., 1].astype(np.float32),
         points=pts,
         radii=rad,
         mask=mask,
@@ -307,17 +289,4 @@ def diverse_fundus(
         patient_id=patient_id or bg.patient_id,
         spacing=(px_um / 1000.0 / z, px_um / 1000.0 / z),
     )
-    if rgb:
-        # the same orientation for the colour image: redo it from the same random state
-        return sample, _orient_rgb_like(rgb8, green)
-    return sample
-
-
-def _orient_rgb_like(rgb8: np.ndarray, green: np.ndarray) -> np.ndarray:
-    """The orientation (of 8) of ``rgb8`` whose green channel equals ``green``."""
-    for k in range(4):
-        r = np.rot90(rgb8, k)
-        for cand in (r, r[:, ::-1]):
-            if cand.shape[:2] == green.shape and np.array_equal(cand[..., 1], green):
-                return np.ascontiguousarray(cand)
-    raise AssertionError("orientation of the colour image not found")  # pragma: no cover
+    return (sample, rgb8) if rgb else sample

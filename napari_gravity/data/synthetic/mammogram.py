@@ -159,17 +159,19 @@ def insert_calcifications(
     *,
     snr: tuple[float, float] = (3.0, 20.0),
     psf_sigma: float = 0.6,
+    family: str = "ellipsoid",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Add rendered MCs (in place) and return their exact centres (y, x) and radii.
 
-    The contrast of each MC is ``SNR · s`` with SNR log-uniform in ``snr``.
+    The contrast of each MC is ``SNR · s`` with SNR log-uniform in ``snr``; ``family`` is the
+    appearance (:data:`.lesions.MC_FAMILIES`; ``ellipsoid`` is :func:`render_calcification`).
     """
+    from .lesions import render_mc
+
     out_p = np.zeros((len(points), 2))
     for i, ((y, x), r) in enumerate(zip(points, radii, strict=False)):
         cy, cx = round(y), round(x)
-        patch, off = render_calcification(
-            float(r), rng, psf_sigma=psf_sigma, offset=(y - cy, x - cx)
-        )
+        patch, off = render_mc(family, float(r), rng, psf_sigma=psf_sigma, offset=(y - cy, x - cx))
         add_patch(image, patch, cy, cx, float(log_uniform(rng, *snr)) * s)
         out_p[i] = (cy + off[0], cx + off[1])
     return out_p, np.asarray(radii, dtype=np.float64)
