@@ -30,7 +30,6 @@ import csv
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -327,10 +326,7 @@ def main() -> int:
         pred = Predictor.from_file(path, device="cpu")
         ids = subsets[f"family:{fam}"]
         methods[f"LOFO (trained without {fam})"] = {
-            "dets": {
-                **{i: None for i in ids_all},
-                **detect_all(pred, samples, ids, threshold=pred.floor),
-            },
+            "dets": detect_all(pred, samples, ids, threshold=pred.floor),
             "threshold": float(pred.config.threshold),
             "only": {f"family:{fam}"},
             "path": str(path),
@@ -403,7 +399,6 @@ def print_table(summary: dict) -> None:
             a = f"{100 * r['aufroc_10']:6.2f} ({100 * lo:5.1f}-{100 * hi:5.1f})"
             extra = f"{at['fppi']:9.2f} {100 * at['sensitivity']:8.1f}%" if at else ""
             print(f"{sub:28s} {name:34s} {a:>22s} {extra}")
-    shutil.get_terminal_size()
 
 
 if __name__ == "__main__":

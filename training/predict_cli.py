@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -255,20 +254,20 @@ def predict_paths(
         try:
             if hasattr(item, "load"):  # a data set's SampleRef: its orientation and mask
                 sample = item.load()
-                rec = SimpleNamespace(image=np.asarray(sample.image, dtype=np.float32))
+                image = np.asarray(sample.image, dtype=np.float32)
                 mask = sample.mask if mask_mode == "auto" and sample.mask is not None else None
                 if mask is None:
-                    mask = image_mask(p, rec.image, mask_mode, task)
+                    mask = image_mask(p, image, mask_mode, task)
             else:
-                rec = read_image(p, channel=channel)
-                mask = image_mask(p, rec.image, mask_mode, task)
+                image = read_image(p, channel=channel).image
+                mask = image_mask(p, image, mask_mode, task)
         except (ValueError, OSError, MemoryError) as exc:
             _fail(failures, iid, p, exc)
             continue
         if batched:
-            if pending and pending[0][2].shape != rec.image.shape:
+            if pending and pending[0][2].shape != image.shape:
                 flush()
-            pending.append((iid, p, rec.image, mask))
+            pending.append((iid, p, image, mask))
             if len(pending) >= batch_size:
                 flush()
             continue
@@ -277,7 +276,7 @@ def predict_paths(
         if nms_box is not None:
             kwargs["nms_box"] = nms_box
         try:
-            det = detector.detect(rec.image, **kwargs)
+            det = detector.detect(image, **kwargs)
         except (ValueError, MemoryError, RuntimeError) as exc:
             _fail(failures, iid, p, exc)
             continue
@@ -287,7 +286,7 @@ def predict_paths(
             {
                 "image": iid,
                 "path": str(p),
-                "shape": list(rec.image.shape),
+                "shape": list(image.shape),
                 "detections": len(det),
                 "mask_fraction": None if mask is None else float(mask.mean()),
                 "seconds": dt,
