@@ -110,6 +110,9 @@ def review(tmp_path, monkeypatch):
     layer = _layer()
     rev = _session.LayerReview(layer, FakeSession(), str(tmp_path / "img.png"), (64, 64))
     rev.writes = writes
+    # the review holds its layer weakly (in napari the viewer owns it): keep it alive here, or a
+    # garbage collection mid-test leaves review.layer None
+    rev.owner = layer
     return rev
 
 
