@@ -221,7 +221,8 @@ def test_real_qtimer_writes_once_after_the_burst(qtbot, tmp_path, monkeypatch):
     writes = []
     real = _session.write_review
     monkeypatch.setattr(_session, "write_review", lambda p, r: writes.append(1) or real(p, r))
-    rev = _session.LayerReview(_layer(), FakeSession(), str(tmp_path / "img.png"), (64, 64))
+    layer = _layer()  # held here: the review holds it weakly
+    rev = _session.LayerReview(layer, FakeSession(), str(tmp_path / "img.png"), (64, 64))
     for kind in ["accept", "reject", "add"]:
         _edit(rev, kind)
     assert writes == []  # the event loop has not run: the timer cannot have fired
