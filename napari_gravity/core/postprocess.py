@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import Detections
+from .geometry import inside_image, inside_mask  # one pixel rule (re-exported here)
 
 _MAX_CELLS = 1 << 22
 _MAX_PAIRS = 50_000_000
@@ -270,23 +271,6 @@ def nms_points_torch(points, scores, box: float, iou: float = 0.5):
     sc = scores.reshape(-1)
     kept = torch.nonzero(nms_keep_torch(points, sc, box, iou)).flatten()
     return kept[torch.argsort(-sc[kept], stable=True)]
-
-
-def inside_image(points: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
-    """Bool mask of points whose nearest pixel lies inside an (H, W) image."""
-    h, w = int(image_shape[-2]), int(image_shape[-1])
-    p = np.asarray(points)
-    return (p[:, 0] >= -0.5) & (p[:, 0] < h - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] < w - 0.5)
-
-
-def inside_mask(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Bool mask of points whose nearest pixel is True in ``mask`` (False outside the image)."""
-    m = np.asarray(mask, dtype=bool)
-    p = np.rint(np.asarray(points)).astype(np.int64)
-    ok = (p[:, 0] >= 0) & (p[:, 0] < m.shape[0]) & (p[:, 1] >= 0) & (p[:, 1] < m.shape[1])
-    out = np.zeros(len(p), dtype=bool)
-    out[ok] = m[p[ok, 0], p[ok, 1]]
-    return out
 
 
 def postprocess(

@@ -6,10 +6,21 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from napari_gravity.core.geometry import inside_mask, suppress_close
 from napari_gravity.core.normalize import normalize_image
 from napari_gravity.types import Detections
 
 POLARITIES = ("bright", "dark")
+
+__all__ = [
+    "POLARITIES",
+    "Detector",
+    "crop_to_mask",
+    "finish_candidates",
+    "keep_in_mask",
+    "prepare_image",
+    "suppress_close",
+]
 
 
 @runtime_checkable
@@ -50,32 +61,9 @@ def prepare_image(
 
 
 def keep_in_mask(points: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Bool per (y, x) point: inside ``mask`` (all True without a mask)."""
-    if mask is None or len(points) == 0:
-        return np.ones(len(points), dtype=bool)
-    iy = np.clip(np.rint(points[:, 0]).astype(np.int64), 0, mask.shape[0] - 1)
-    ix = np.clip(np.rint(points[:, 1]).astype(np.int64), 0, mask.shape[1] - 1)
-    return mask[iy, ix]
-
-
-def suppress_close(points: np.ndarray, scores: np.ndarray, min_distance: float) -> np.ndarray:
-    """Greedy suppression: indices (score order) of points kept so that no two kept points are
-    closer than ``min_distance`` (the higher score wins)."""
-    order = np.argsort(-scores, kind="stable")
-    if min_distance <= 0 or len(points) < 2:
-        return order
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(points)
-    neighbours = tree.query_ball_point(points, r=min_distance - 1e-9)
-    removed = np.zeros(len(points), dtype=bool)
-    keep = []
-    for i in order.tolist():
-        if removed[i]:
-            continue
-        keep.append(i)
-        removed[neighbours[i]] = True
-    return np.asarray(keep, dtype=np.int64)
+    """Bool per (y, x) point: its pixel (``floor(p + 0.5)``) is True in ``mask`` (all True
+    without a mask); see :mod:`napari_gravity.core.geometry` for the one pixel rule."""
+    return inside_mask(points, mask)
 
 
 def finish_candidates(

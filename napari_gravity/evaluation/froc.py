@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_gravity.core.geometry import as_points, inside_mask
 from napari_gravity.types import Detections, Sample
 
 # per-prediction labels returned by match_image
@@ -80,16 +81,6 @@ def criterion_distances(
     return np.full(n, d)
 
 
-def _inside_mask(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    mask = np.asarray(mask, dtype=bool)
-    iy = np.floor(points[:, 0] + 0.5).astype(np.int64)
-    ix = np.floor(points[:, 1] + 0.5).astype(np.int64)
-    ok = (iy >= 0) & (ix >= 0) & (iy < mask.shape[0]) & (ix < mask.shape[1])
-    out = np.zeros(len(points), dtype=bool)
-    out[ok] = mask[iy[ok], ix[ok]]
-    return out
-
-
 def match_image(
     points: np.ndarray,
     scores: np.ndarray,
@@ -102,11 +93,15 @@ def match_image(
     """Match one image's predictions to its lesions (see the module docstring).
 
     ``points``/``gt_points`` are (N, 2) (y, x) pixels; ``mask`` (optional, bool 2-D) marks the
-    tissue: predictions whose rounded position falls outside it are labelled ignored (-1).
+    tissue: predictions whose pixel (``floor(p + 0.5)``, see :mod:`napari_gravity.core.geometry`)
+    is outside it are labelled ignored (-1). NaN points raise :class:`EvaluationError`.
     """
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    try:
+        p = as_points(np.asarray(points, dtype=np.float64).reshape(-1, 2), name="prediction points")
+        g = as_points(np.asarray(gt_points, dtype=np.float64).reshape(-1, 2), name="lesion points")
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    g = np.asarray(gt_points, dtype=np.float64).reshape(-1, 2)
     if len(s) != len(p):
         raise EvaluationError(f"{len(p)} prediction points but {len(s)} scores")
     if not np.all(np.isfinite(s)):
@@ -116,7 +111,7 @@ def match_image(
     lesion = np.full(len(p), -1, dtype=np.int64)
     active = np.ones(len(p), dtype=bool)
     if mask is not None and len(p):
-        active = _inside_mask(p, mask)
+        active = inside_mask(p, mask)
         labels[~active] = IGNORED
     if len(p) == 0 or len(g) == 0:
         return ImageMatch(labels, lesion)
