@@ -36,6 +36,25 @@ def train_command(
     return cmd
 
 
+def child_env(env: dict | None = None) -> dict:
+    """The trainer's environment: it runs in the caller's working directory (relative paths in
+    its command mean what they mean here), and finds ``training`` where this process does: the
+    folder holding the package goes first on ``PYTHONPATH`` unless it is already on
+    ``sys.path`` (site-packages, an editable install's finder, ...)."""
+    import importlib.util
+
+    env = dict(os.environ if env is None else env)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    spec = importlib.util.find_spec("training")
+    if spec is not None and spec.origin:
+        root = str(Path(spec.origin).resolve().parents[1])
+        on_path = {str(Path(p or os.getcwd()).resolve()) for p in sys.path if p != ""}
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if root not in on_path and root not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    return env
+
+
 BACKGROUND_NICE = 10
 
 
@@ -86,14 +105,8 @@ class TrainingRun:
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w", encoding="utf-8")
-        env = dict(os.environ if self.env is None else self.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
         self.proc = subprocess.Popen(
-            self.cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=str(Path(__file__).resolve().parents[2]),
+            self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=child_env(self.env)
         )
         lower_priority(self.proc.pid)
         self.state = "running"

@@ -21,8 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_manifest_validates_and_imports():
     from npe2 import PluginManifest
 
-    assert os.path.islink(ROOT / "napari_gravity" / "napari.yaml")
-    pm = PluginManifest.from_file(ROOT / "napari.yaml")
+    # one source of truth: the package's manifest (what npe2 loads through the entry point, and
+    # what a wheel ships) is the only file; the top-level napari.yaml is a link to it
+    pkg, top = ROOT / "napari_gravity" / "napari.yaml", ROOT / "napari.yaml"
+    assert pkg.is_file() and not pkg.is_symlink()
+    assert top.is_symlink() and top.resolve() == pkg.resolve()
+    assert os.readlink(top) == os.path.join("napari_gravity", "napari.yaml")  # relative: portable
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="napari.manifest") if e.name == "napari-gravity"]
+    assert ep.value == "napari_gravity:napari.yaml"
+    pm = PluginManifest.from_file(pkg)
     pm.validate_imports()  # every python_name resolves
     assert {w.display_name for w in pm.contributions.widgets} == {
         "Detect lesions",

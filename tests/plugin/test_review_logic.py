@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_gravity.plugin import review as rv
-from napari_gravity.plugin.runner import TrainingRun, train_command
+from napari_gravity.plugin.runner import TrainingRun, child_env, train_command
 from napari_gravity.plugin.sidecar import (
     Review,
     SidecarError,
@@ -180,6 +183,49 @@ def test_train_command_shape(tmp_path):
     ]
     bare = build_parser(only="train").parse_args(train_command("c.yaml", "run")[3:])
     assert bare.init is None and bare.overrides == []
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_child_finds_training_without_site_packages(tmp_path, monkeypatch):
+    """An installed plugin's trainer: ``training`` is found where the GUI found it, even when
+    the child cannot see it through site-packages (``-S``) nor its working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != ROOT])
+    env = child_env({"PATH": os.environ.get("PATH", "")})
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+    probe = "import importlib.util as u; print(u.find_spec('training').origin)"
+    out = subprocess.run([sys.executable, "-S", "-c", probe], env=env, capture_output=True)
+    assert Path(out.stdout.decode().strip()) == ROOT / "training" / "__init__.py", out
+    bare = subprocess.run(
+        [sys.executable, "-S", "-c", probe], env={"PATH": env["PATH"]}, capture_output=True
+    )
+    assert bare.returncode != 0  # without it, the child would not find the trainer
+
+
+@pytest.mark.skipif(not (ROOT / "training" / "configs" / "tiny.yaml").exists(), reason="no tiny")
+def test_trainer_starts_from_any_working_directory(tmp_path, monkeypatch):
+    """The trainer runs in the caller's folder: a relative run folder is the caller's (the
+    trainer's events reach the runner), never the source checkout's."""
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRAVITY_MODELS", str(tmp_path / "models"))
+    run = TrainingRun([*train_command("tiny", "run"), "--epochs", "50"], "run")
+    run.start()
+    end = time.monotonic() + 150
+    while run.state == "running" and time.monotonic() < end:
+        run.poll()
+        if any(e["event"] == "start" for e in run.events):
+            break
+        time.sleep(0.1)
+    started = [e["event"] for e in run.events]
+    run.cancel(grace_s=30)
+    run.wait(60)
+    assert "start" in started, run.log_tail()
+    assert (tmp_path / "run" / "events.jsonl").exists()
+    assert run.state == "cancelled" and not (tmp_path / "models").exists()
 
 
 def test_queue_orders_by_uncertainty(tmp_path):
