@@ -4,17 +4,45 @@ Writes ``DIR/predictions.csv`` (``image,y,x,score``, the evaluation package's fo
 ``DIR/summary.json`` (model, threshold, per-image counts and timings). ``--evaluate G.csv``
 chains into the evaluation (``gravity evaluate``) and writes its report into ``DIR/evaluation``.
 MODEL is a file path, ``default``, or a registry name (``NAME``, ``NAME:vN``).
+
+It runs as a pipeline:
+
+- **Reading in parallel.** ``--workers N`` DataLoader worker processes read the images
+  (DICOM/TIFF/PNG/JPEG, or a data set's ``SampleRef.load()``) and compute their tissue masks
+  while the main process runs the network; ``0`` reads in the main process. An image that cannot
+  be read becomes one ``failed`` entry of ``summary.json`` and the run goes on. If a worker
+  process dies (a decoder crash, the OOM killer), the rest of the images are read in the main
+  process.
+- **Streaming.** Each image's detections are appended to ``DIR/predictions.csv`` (one ``write``
+  of whole rows per image) as soon as they exist, followed by one JSON line in
+  ``DIR/predict_state.jsonl`` (the image's summary row). A crash (``kill -9``, Ctrl-C) leaves a
+  readable CSV of the images done so far; ``--resume`` keeps every image whose journal line exists
+  and whose CSV rows are all present (their count equals the journal's), drops the rest and
+  predicts only the missing images (images that failed are tried again). A torn last line (power
+  loss) is dropped the same way. At the end the CSV is rewritten atomically in input order,
+  ``summary.json`` is written atomically and the journal is removed: the final files are those
+  of a run without streaming. ``--resume`` also works on a finished run (it reads
+  ``summary.json``), e.g. after new images were added to a folder. A resume with other
+  settings (model, threshold, NMS box, mask, channel, format) is refused.
+- **Sharding.** Under ``torchrun`` (``WORLD_SIZE`` > 1; ``training.distributed``), rank ``r``
+  predicts ``todo[r::world]`` of the images not done yet and streams them to
+  ``DIR/predictions.rank{r}.csv`` + ``DIR/predict_state.rank{r}.jsonl``; after a barrier rank 0
+  merges them into the one ``predictions.csv`` / ``summary.json``, identical (up to timings)
+  to those of a single process. ``DIR`` must be on a file system every node sees.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +52,19 @@ from napari_gravity.types import Detections
 
 log = logging.getLogger("training.predict")
 
+CSV_NAME = "predictions.csv"
+SUMMARY_NAME = "summary.json"
+STATE_NAME = "predict_state.jsonl"
+CSV_HEADER = "image,y,x,score"
+
 
 class PredictError(ValueError):
     """Bad predict input (message names the file)."""
+
+
+def default_workers() -> int:
+    """min(4, CPU count - 1): one core is left to the process running the network."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -70,6 +108,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "orientation (INbreast: every breast facing the same way, as in training and in "
         "make_benchmark's test_ground_truth.csv) and masks as the trainer sees them; default: "
         "plain image files, ids = file names",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that read images and compute masks while the network runs "
+        f"(default min(4, CPUs - 1) = {default_workers()} here; 0 = read in this process)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the images already in DIR/predictions.csv (of an interrupted or finished run "
+        "with the same settings) and predict only the others",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -195,6 +247,230 @@ def route_default(paths: list[Path], ids: list[str]) -> dict[str, tuple[list[Pat
     return groups
 
 
+# --------------------------------------------------------------------------- reading
+@dataclass
+class Loaded:
+    """One input as a reader worker hands it over: the image and its mask, or ``error``."""
+
+    index: int
+    image_id: str
+    path: Path
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    error: str | None = None
+
+
+def _error_text(path: Path, exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    if str(path) not in text:
+        text = f"{path}: {text}"
+    return text if len(text) <= 500 else text[:495] + " ..."
+
+
+class ImageInputs:
+    """Map-style data set over the inputs (file paths or data set ``SampleRef``s): item ``k`` is
+    a :class:`Loaded` with the image read and its mask computed, or with ``error`` set (never
+    an exception: one bad file must not stop a DataLoader)."""
+
+    def __init__(
+        self,
+        items: list[Any],
+        ids: list[str],
+        channel: str = "green",
+        mask_mode: str = "file",
+        task: str | None = None,
+    ):
+        self.items, self.ids = list(items), list(ids)
+        self.channel, self.mask_mode, self.task = channel, mask_mode, task
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> Loaded:
+        item, iid = self.items[k], self.ids[k]
+        p = Path(getattr(item, "path", item))
+        try:
+            if hasattr(item, "load"):  # a data set's SampleRef: its orientation and mask
+                sample = item.load()
+                image = np.asarray(sample.image, dtype=np.float32)
+                mask = sample.mask if self.mask_mode == "auto" else None
+                if mask is None:
+                    mask = image_mask(p, image, self.mask_mode, self.task)
+            else:
+                from napari_gravity.data.readers import read_image
+
+                image = read_image(p, channel=self.channel).image
+                mask = image_mask(p, image, self.mask_mode, self.task)
+        except Exception as exc:  # any reader/mask error is this file's failure, not the run's
+            return Loaded(k, iid, p, error=_error_text(p, exc))
+        from torch.utils.data import get_worker_info
+
+        if get_worker_info() is not None:  # in a worker: tensors travel through shared memory
+            import torch
+
+            image = torch.from_numpy(np.ascontiguousarray(image))
+            mask = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
+        return Loaded(k, iid, p, image, mask)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _worker_died(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+
+
+def iter_inputs(dataset: ImageInputs, indices: list[int], workers: int) -> Iterator[Loaded]:
+    """``dataset[k]`` for ``k`` in ``indices``, in that order: read by ``workers`` DataLoader
+    processes (a few images ahead of the consumer), or in this process when ``workers`` is 0."""
+    workers = min(int(workers), len(indices))
+    if workers <= 0:
+        for k in indices:
+            yield dataset[k]
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset,  # type: ignore[arg-type]  (any object with __getitem__/__len__)
+        batch_size=None,  # one Loaded per item, no collation
+        sampler=indices,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=2,
+    )
+    for rec in loader:
+        if rec.image is not None and not isinstance(rec.image, np.ndarray):
+            rec.image = rec.image.numpy()
+            rec.mask = None if rec.mask is None else rec.mask.numpy()
+        yield rec
+
+
+# --------------------------------------------------------------------------- predicting
+def _row(iid: str, p: Path, image_shape, det: Detections, mask, seconds: float) -> dict[str, Any]:
+    return {
+        "image": iid,
+        "path": str(p),
+        "shape": list(image_shape),
+        "detections": len(det),
+        "mask_fraction": None if mask is None else float(np.mean(mask)),
+        "seconds": seconds,
+    }
+
+
+def _failure(iid: str, path: Path, text: str) -> dict[str, Any]:
+    """A failure record (reported on stderr): the image is skipped, the run goes on."""
+    print(f"gravity predict: skipped {text}", file=sys.stderr, flush=True)
+    return {"image": iid, "path": str(path), "error": text}
+
+
+def predict_stream(
+    detector: Any,
+    paths: list[Any],
+    ids: list[str],
+    threshold: float,
+    channel: str = "green",
+    nms_box: float | None = None,
+    progress: bool = True,
+    batch_size: int = 1,
+    mask_mode: str = "file",
+    task: str | None = None,
+    workers: int = 0,
+) -> Iterator[tuple[str, Any]]:
+    """Yield ``("image", (image_id, Detections, summary row))`` for each image as soon as its
+    detections exist, and ``("failed", {image, path, error})`` for each image that could not
+    be read or processed (reported on stderr). Images are read by ``workers`` processes
+    (:func:`iter_inputs`); with ``batch_size`` > 1 and a GravityNet ``Predictor``, consecutive
+    images of the same size share one forward pass."""
+    from tqdm.auto import tqdm
+
+    dataset = ImageInputs(paths, ids, channel, mask_mode, task)
+    batched = batch_size > 1 and hasattr(detector, "raw_batch") and hasattr(detector, "from_raw")
+    kwargs: dict[str, Any] = {"threshold": threshold}
+    if nms_box is not None:
+        kwargs["nms_box"] = nms_box
+    handled: set[int] = set()
+    bar = tqdm(total=len(dataset), desc="predict", disable=not progress)
+
+    def flush(pending: list[Loaded]) -> Iterator[tuple[str, Any]]:
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        try:  # one forward pass per shape
+            raws = detector.raw_batch([r.image for r in pending])
+        except (ValueError, MemoryError, RuntimeError) as exc:
+            if _worker_died(exc):
+                raise
+            for r in pending:
+                handled.add(r.index)
+                yield "failed", _failure(r.image_id, r.path, _error_text(r.path, exc))
+            pending.clear()
+            return
+        dt = (time.perf_counter() - t0) / len(pending)
+        for r, raw in zip(pending, raws, strict=True):
+            det = detector.from_raw(raw, mask=r.mask, **kwargs)
+            handled.add(r.index)
+            yield (
+                "image",
+                (r.image_id, det, _row(r.image_id, r.path, r.image.shape, det, r.mask, dt)),
+            )
+        pending.clear()
+
+    def run_part(indices: list[int], n_workers: int) -> Iterator[tuple[str, Any]]:
+        pending: list[Loaded] = []
+        for rec in iter_inputs(dataset, indices, n_workers):
+            bar.update(1)
+            if rec.error is not None:
+                handled.add(rec.index)
+                yield "failed", _failure(rec.image_id, rec.path, rec.error)
+                continue
+            if batched:
+                if pending and pending[0].image.shape != rec.image.shape:
+                    yield from flush(pending)
+                pending.append(rec)
+                if len(pending) >= batch_size:
+                    yield from flush(pending)
+                continue
+            t0 = time.perf_counter()
+            try:
+                det = detector.detect(rec.image, mask=rec.mask, **kwargs)
+            except (ValueError, MemoryError, RuntimeError) as exc:
+                if _worker_died(exc):
+                    raise
+                handled.add(rec.index)
+                yield "failed", _failure(rec.image_id, rec.path, _error_text(rec.path, exc))
+                continue
+            dt = time.perf_counter() - t0
+            handled.add(rec.index)
+            yield (
+                "image",
+                (
+                    rec.image_id,
+                    det,
+                    _row(rec.image_id, rec.path, rec.image.shape, det, rec.mask, dt),
+                ),
+            )
+        yield from flush(pending)
+
+    try:
+        yield from run_part(list(range(len(dataset))), workers)
+    except RuntimeError as exc:
+        if not (workers > 0 and _worker_died(exc)):
+            raise
+        rest = [k for k in range(len(dataset)) if k not in handled]
+        print(
+            f"gravity predict: a reader process died ({str(exc)[:200]}); reading the other "
+            f"{len(rest)} image(s) in this process",
+            file=sys.stderr,
+            flush=True,
+        )
+        bar.reset(total=len(dataset))
+        bar.update(len(handled))
+        yield from run_part(rest, 0)
+    finally:
+        bar.close()
+
+
 def predict_paths(
     detector: Any,
     paths: list[Path],
@@ -207,110 +483,256 @@ def predict_paths(
     mask_mode: str = "file",
     task: str | None = None,
     failures_out: list[dict[str, Any]] | None = None,
+    workers: int = 0,
 ) -> tuple[dict[str, Detections], list[dict[str, Any]]]:
-    """Detections per image id, and one summary row per image. With ``batch_size`` > 1 and a
-    GravityNet ``Predictor``, consecutive images of the same size share one forward pass.
-
-    An image that cannot be read or processed is skipped, reported on stderr and appended to
-    ``failures_out`` (``{image, path, error}``); the other images go on."""
-    from tqdm.auto import tqdm
-
-    from napari_gravity.data.readers import read_image
-
-    batched = batch_size > 1 and hasattr(detector, "raw_batch") and hasattr(detector, "from_raw")
+    """Detections per image id, and one summary row per image (:func:`predict_stream`,
+    collected). An image that cannot be read or processed is skipped, reported on stderr and
+    appended to ``failures_out`` (``{image, path, error}``); the other images go on."""
     preds: dict[str, Detections] = {}
     rows: list[dict[str, Any]] = []
-    pending: list[tuple[str, Path, np.ndarray, np.ndarray | None]] = []
-    failures: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        t0 = time.perf_counter()
-        try:  # one forward pass per shape
-            raws = detector.raw_batch([im for _, _, im, _ in pending])
-        except (ValueError, MemoryError, RuntimeError) as exc:
-            for iid, p, _, _ in pending:
-                _fail(failures, iid, p, exc)
-            pending.clear()
-            return
-        for (iid, p, im, mask), raw in zip(pending, raws, strict=True):
-            det = detector.from_raw(raw, mask=mask, threshold=threshold, nms_box=nms_box)
+    for kind, ev in predict_stream(
+        detector,
+        paths,
+        ids,
+        threshold,
+        channel,
+        nms_box,
+        progress,
+        batch_size,
+        mask_mode,
+        task,
+        workers,
+    ):
+        if kind == "image":
+            iid, det, row = ev
             preds[iid] = det
-            rows.append(
-                {
-                    "image": iid,
-                    "path": str(p),
-                    "shape": list(im.shape),
-                    "detections": len(det),
-                    "mask_fraction": None if mask is None else float(mask.mean()),
-                    "seconds": (time.perf_counter() - t0) / len(pending),
-                }
-            )
-        pending.clear()
-
-    for item, iid in tqdm(list(zip(paths, ids, strict=True)), desc="predict", disable=not progress):
-        p = Path(getattr(item, "path", item))
-        try:
-            if hasattr(item, "load"):  # a data set's SampleRef: its orientation and mask
-                sample = item.load()
-                image = np.asarray(sample.image, dtype=np.float32)
-                mask = sample.mask if mask_mode == "auto" and sample.mask is not None else None
-                if mask is None:
-                    mask = image_mask(p, image, mask_mode, task)
-            else:
-                image = read_image(p, channel=channel).image
-                mask = image_mask(p, image, mask_mode, task)
-        except (ValueError, OSError, MemoryError) as exc:
-            _fail(failures, iid, p, exc)
-            continue
-        if batched:
-            if pending and pending[0][2].shape != image.shape:
-                flush()
-            pending.append((iid, p, image, mask))
-            if len(pending) >= batch_size:
-                flush()
-            continue
-        t0 = time.perf_counter()
-        kwargs: dict[str, Any] = {"mask": mask, "threshold": threshold}
-        if nms_box is not None:
-            kwargs["nms_box"] = nms_box
-        try:
-            det = detector.detect(image, **kwargs)
-        except (ValueError, MemoryError, RuntimeError) as exc:
-            _fail(failures, iid, p, exc)
-            continue
-        dt = time.perf_counter() - t0
-        preds[iid] = det
-        rows.append(
-            {
-                "image": iid,
-                "path": str(p),
-                "shape": list(image.shape),
-                "detections": len(det),
-                "mask_fraction": None if mask is None else float(mask.mean()),
-                "seconds": dt,
-            }
-        )
-    flush()
-    if failures_out is not None:
-        failures_out.extend(failures)
+            rows.append(row)
+        elif failures_out is not None:
+            failures_out.append(ev)
     return preds, rows
 
 
 def _fail(failures: list[dict[str, Any]], iid: str, path: Path, exc: BaseException) -> None:
     """Record (and report on stderr) an image that could not be processed; the run goes on."""
-    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-    if str(path) not in text:
-        text = f"{path}: {text}"
-    text = text if len(text) <= 500 else text[:495] + " ..."
-    failures.append({"image": iid, "path": str(path), "error": text})
-    print(f"gravity predict: skipped {text}", file=sys.stderr, flush=True)
+    failures.append(_failure(iid, path, _error_text(path, exc)))
+
+
+# --------------------------------------------------------------------------- streamed state
+def _csv_lines(iid: str, det: Detections) -> list[str]:
+    """The rows of one image exactly as ``write_predictions_csv`` writes them."""
+    from napari_gravity.evaluation.io import _check_id, _q
+
+    _check_id(iid)
+    if len(det) == 0:
+        return [f"{_q(iid)},,,"]
+    return [
+        f"{_q(iid)},{y:.3f},{x:.3f},{s:.6g}"
+        for (y, x), s in zip(det.points.tolist(), det.scores.tolist(), strict=True)
+    ]
+
+
+def _write_all(fd: int, text: str) -> None:
+    data = text.encode("utf-8")
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+class _Stream:
+    """Appends each image's CSV rows (one ``write``), then its journal line, as it is done.
+
+    Neither file is written atomically as a whole (that is the point): a crash leaves whole
+    lines (each image one ``os.write`` call, ``O_APPEND``), possibly an image's rows without
+    its journal line (``--resume`` redoes that image), or after a power loss a torn last line
+    (dropped by ``--resume``)."""
+
+    def __init__(self, csv_path: Path, journal_path: Path, fresh_settings: dict | None):
+        from napari_gravity.fileio import atomic_write_text
+
+        if fresh_settings is not None:
+            atomic_write_text(csv_path, CSV_HEADER + "\n")
+            atomic_write_text(journal_path, _jline({"kind": "settings", **fresh_settings}))
+        flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0)
+        self._csv = os.open(csv_path, flags)
+        self._journal = os.open(journal_path, flags)
+
+    def image(self, iid: str, det: Detections, row: dict[str, Any]) -> None:
+        _write_all(self._csv, "".join(line + "\n" for line in _csv_lines(iid, det)))
+        _write_all(self._journal, _jline({"kind": "image", **row}))
+
+    def record(self, kind: str, rec: dict[str, Any]) -> None:
+        _write_all(self._journal, _jline({"kind": kind, **rec}))
+
+    def close(self) -> None:
+        for fd in (self._csv, self._journal):
+            os.close(fd)
+
+
+def _jline(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":")) + "\n"
+
+
+def _part_names(out: Path) -> list[Path]:
+    return sorted(out.glob("predictions.rank*.csv")) + sorted(out.glob("predict_state.rank*.jsonl"))
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """The newline-terminated lines of a text file (a torn last line is left out)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")
+    return lines[:-1]  # the piece after the last newline is '' or torn
+
+
+@dataclass
+class _State:
+    settings: list[dict[str, Any]]
+    records: dict[str, dict[str, Any]]  # image id -> summary row
+    failures: dict[str, dict[str, Any]]
+    models: dict[str, dict[str, Any]]
+    done: dict[str, list[str]]  # image id -> its CSV lines (complete and counted)
+    found: bool  # any earlier output in the folder
+
+    def check(self, settings: dict[str, Any], out: Path) -> None:
+        now = json.loads(json.dumps(settings))
+        for old in self.settings:
+            diff = [k for k in sorted(set(now) | set(old)) if now.get(k) != old.get(k)]
+            if diff:
+                what = ", ".join(f"{k}: {old.get(k)!r} then, {now.get(k)!r} now" for k in diff)
+                raise PredictError(
+                    f"--resume: {out} holds predictions made with other settings ({what}); "
+                    "use the same settings, or another --out / no --resume to start again"
+                )
+        if self.found and not self.settings:
+            raise PredictError(
+                f"--resume: {out} holds no resumable state ({STATE_NAME} or a {SUMMARY_NAME} "
+                "with 'settings'); run without --resume to predict every image again"
+            )
+
+
+def _read_state(out: Path, ids: list[str]) -> _State:
+    """What an earlier (interrupted or finished) run left in ``out``: its settings, the summary
+    rows of the images it finished, failures, models, and the CSV rows of every image whose row
+    count matches its summary row."""
+    settings: list[dict[str, Any]] = []
+    records: dict[str, dict[str, Any]] = {}
+    failures: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any]] = {}
+    found = False
+    summary = out / SUMMARY_NAME
+    if summary.is_file():
+        found = True
+        try:
+            s = json.loads(summary.read_text())
+        except (ValueError, OSError):
+            s = {}
+        if isinstance(s, dict) and isinstance(s.get("settings"), dict):
+            settings.append(s["settings"])
+            for r in s.get("images", []):
+                records[r["image"]] = r
+            for f in s.get("failed", []):
+                failures[f["image"]] = f
+            for spec, m in (s.get("models") or {}).items():
+                models[spec] = {"spec": spec, **m}
+    journals = [out / STATE_NAME, *sorted(out.glob("predict_state.rank*.jsonl"))]
+    for j in journals:
+        for line in _complete_lines(j):
+            found = True
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            kind = rec.pop("kind", None) if isinstance(rec, dict) else None
+            if kind == "settings":
+                settings.append(rec)
+            elif kind == "image":
+                records[rec["image"]] = rec
+                failures.pop(rec["image"], None)
+            elif kind == "failed":
+                failures[rec["image"]] = rec
+            elif kind == "model":
+                models[rec["spec"]] = rec
+    candidates: dict[str, list[list[str]]] = {}
+    for f in [out / CSV_NAME, *sorted(out.glob("predictions.rank*.csv"))]:
+        lines = _complete_lines(f)
+        found = found or len(lines) > 1
+        per_file: dict[str, list[str]] = {}
+        for line in lines[1:]:  # after the header
+            if not line.strip():
+                continue
+            try:
+                fields = next(csv.reader([line]))
+            except (csv.Error, StopIteration):
+                continue
+            if fields:
+                per_file.setdefault(fields[0], []).append(line)
+        for iid, ls in per_file.items():
+            candidates.setdefault(iid, []).append(ls)
+    done: dict[str, list[str]] = {}
+    for iid in ids:
+        rec = records.get(iid)
+        if rec is None:
+            continue
+        for ls in candidates.get(iid, []):
+            n = sum(1 for line in ls if next(csv.reader([line]))[1:2] not in ([], [""]))
+            if n == rec.get("detections") and (n > 0 or len(ls) == 1):
+                done[iid] = ls
+                break
+    return _State(settings, records, failures, models, done, found)
+
+
+def _state_text(settings: dict[str, Any], st: _State, done_ids: list[str]) -> str:
+    lines = [_jline({"kind": "settings", **settings})]
+    lines += [_jline({"kind": "model", **m}) for m in st.models.values()]
+    lines += [_jline({"kind": "image", **st.records[i]}) for i in done_ids]
+    return "".join(lines)
+
+
+def _csv_text(st: _State, done_ids: list[str]) -> str:
+    return CSV_HEADER + "\n" + "".join(line + "\n" for i in done_ids for line in st.done[i])
+
+
+def _remove(paths: list[Path]) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def prepare_output(out: Path, ids: list[str], settings: dict[str, Any], resume: bool) -> set[str]:
+    """Set ``out`` up for a run and return the ids already done. Without ``resume`` every
+    earlier output is cleared; with it the earlier run's finished images are kept (consolidated
+    into ``predictions.csv`` + ``predict_state.jsonl``, rewritten atomically)."""
+    from napari_gravity.fileio import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _remove([out / SUMMARY_NAME, out / STATE_NAME, *_part_names(out)])
+        atomic_write_text(out / STATE_NAME, _jline({"kind": "settings", **settings}))
+        atomic_write_text(out / CSV_NAME, CSV_HEADER + "\n")
+        return set()
+    st = _read_state(out, ids)
+    st.check(settings, out)
+    done_ids = [i for i in ids if i in st.done]
+    # journal first: a crash between the two writes leaves records whose rows are still found
+    atomic_write_text(out / STATE_NAME, _state_text(settings, st, done_ids))
+    atomic_write_text(out / CSV_NAME, _csv_text(st, done_ids))
+    _remove([out / SUMMARY_NAME, *_part_names(out)])
+    return set(done_ids)
+
+
+# --------------------------------------------------------------------------- the command
+def _device_kind(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if str(device).startswith("cuda") else "cpu"
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_gravity.evaluation.io import write_predictions_csv
-
     if args.threshold is not None and not (0.0 <= args.threshold <= 1.0):
         raise PredictError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.nms_box is not None and not (math.isfinite(args.nms_box) and args.nms_box > 0):
@@ -320,6 +742,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.batch_size is not None and args.batch_size < 1:
         raise PredictError(f"--batch-size must be >= 1, got {args.batch_size}")
+    workers = default_workers() if getattr(args, "workers", None) is None else int(args.workers)
+    if workers < 0:
+        raise PredictError(f"--workers must be >= 0, got {workers}")
     if args.format:
         from napari_gravity.data.datasets import open_dataset
 
@@ -330,49 +755,148 @@ def run(args: argparse.Namespace) -> int:
     else:
         paths = collect_images(args.inputs)
         ids = image_ids(paths)
+    from training.distributed import cleanup, setup_distributed
+
+    kind = _device_kind(args.device)
+    info = setup_distributed(kind)
+    device = f"cuda:{info.local_rank}" if info.enabled and kind == "cuda" else args.device
+    try:
+        return _run(args, paths, ids, device, workers, info)
+    finally:
+        cleanup(info)
+
+
+def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info) -> int:
+    from training.distributed import barrier, broadcast_object
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    failures: list[dict[str, Any]] = []
-    # 'default' picks the bundled model that fits each image (mammogram -> default_mc,
-    # fundus photograph -> default_ma) from the file's header and a thumbnail
-    groups = route_default(paths, ids) if args.model == "default" else {None: (paths, ids)}
-    preds: dict[str, Detections] = {}
-    rows: list[dict[str, Any]] = []
-    used: dict[str, dict[str, Any]] = {}
-    for task, (g_paths, g_ids) in groups.items():
-        spec = args.model if task is None else f"default_{task}"
-        detector, md, thr, model_path = load_detector(spec, args.device)
-        threshold = float(args.threshold) if args.threshold is not None else thr
-        used[spec] = {"path": str(model_path), "task": md.get("task"), "threshold": threshold}
-        p_, r_ = predict_paths(
-            detector,
-            g_paths,
-            g_ids,
-            threshold,
-            args.channel,
-            args.nms_box,
-            progress=not args.no_progress and os.environ.get("GRAVITY_NO_PROGRESS") != "1",
-            batch_size=max(1, int(args.batch_size)),
-            mask_mode=args.mask,
-            task=md.get("task"),
-            failures_out=failures,
+    settings = {
+        "model": args.model,
+        "threshold": args.threshold,
+        "nms_box": args.nms_box,
+        "mask": args.mask,
+        "channel": args.channel,
+        "format": args.format,
+    }
+    # 1. rank 0 prepares the folder (clears it, or consolidates what an earlier run left)
+    msg: tuple[str | None, list[str]] = (None, [])
+    if info.is_main:
+        try:
+            msg = (None, sorted(prepare_output(out, ids, settings, bool(args.resume))))
+        except (PredictError, OSError) as exc:
+            msg = (str(exc), [])
+    err, done_list = broadcast_object(msg, info)
+    if err is not None:
+        raise PredictError(err)
+    done = set(done_list)
+    if done:
+        print(f"gravity predict: --resume: {len(done)} image(s) already done", file=sys.stderr)
+    todo = [k for k, i in enumerate(ids) if i not in done]
+    mine = todo[info.rank :: info.world_size]
+    m_paths, m_ids = [paths[k] for k in mine], [ids[k] for k in mine]
+    # 2. every rank predicts its shard, streaming to its files
+    if info.enabled:
+        r = info.rank
+        stream = _Stream(
+            out / f"predictions.rank{r}.csv", out / f"predict_state.rank{r}.jsonl", settings
         )
-        for r in r_:
-            r["model"] = spec
-        preds.update(p_)
-        rows += r_
-    preds = {i: preds[i] for i in ids if i in preds}  # input order, whatever the routing
-    failed_ids = {f["image"] for f in failures}
-    ok_ids = [i for i in ids if i not in failed_ids]
-    csv_path = write_predictions_csv(out / "predictions.csv", preds)
+    else:
+        stream = _Stream(out / CSV_NAME, out / STATE_NAME, None)
+    progress = (
+        not args.no_progress and os.environ.get("GRAVITY_NO_PROGRESS") != "1" and info.is_main
+    )
+    try:
+        groups: dict[str | None, tuple[list[Any], list[str]]] = {}
+        if m_paths:
+            groups = (
+                route_default(m_paths, m_ids)
+                if args.model == "default"
+                else {None: (m_paths, m_ids)}
+            )
+        for task, (g_paths, g_ids) in groups.items():
+            spec = args.model if task is None else f"default_{task}"
+            detector, md, thr, model_path = load_detector(spec, device)
+            threshold = float(args.threshold) if args.threshold is not None else thr
+            stream.record(
+                "model",
+                {
+                    "spec": spec,
+                    "path": str(model_path),
+                    "name": md.get("name"),
+                    "task": md.get("task"),
+                    "threshold": threshold,
+                },
+            )
+            for ev_kind, ev in predict_stream(
+                detector,
+                g_paths,
+                g_ids,
+                threshold,
+                args.channel,
+                args.nms_box,
+                progress=progress,
+                batch_size=max(1, int(args.batch_size)),
+                mask_mode=args.mask,
+                task=md.get("task"),
+                workers=workers,
+            ):
+                if ev_kind == "image":
+                    iid, det, row = ev
+                    stream.image(iid, det, {**row, "model": spec})
+                else:
+                    stream.record("failed", ev)
+    finally:
+        stream.close()
+    # 3. rank 0 merges every rank's files into the final predictions.csv and summary.json
+    barrier(info)
+    rc = 1
+    if info.is_main:
+        try:
+            rc = _finish(args, out, ids, settings, t0, workers, info.world_size, len(done))
+        finally:
+            broadcast_object(rc, info)
+    else:
+        rc = broadcast_object(rc, info)
+    return rc
+
+
+def _finish(args, out, ids, settings, t0, workers, world, n_resumed) -> int:
+    from napari_gravity.evaluation.io import read_predictions_csv
+    from napari_gravity.fileio import atomic_write_text
+
+    st = _read_state(out, ids)
+    done_ids = [i for i in ids if i in st.done]
+    csv_path = atomic_write_text(out / CSV_NAME, _csv_text(st, done_ids))
+    rows = [{k: v for k, v in st.records[i].items() if k != "kind"} for i in done_ids]
+    failures = [
+        {k: st.failures[i][k] for k in ("image", "path", "error")}
+        for i in ids
+        if i in st.failures and i not in st.done
+    ]
+    missing = [i for i in ids if i not in st.done and i not in st.failures]
+    for i in missing:  # cannot happen in a complete run; never silently lose an image
+        failures.append({"image": i, "path": "", "error": f"{i}: no result (a rank stopped?)"})
+    models = st.models
+    if not models:
+        raise PredictError(f"{out}: no model was recorded")
+    used = {
+        spec: {
+            "path": m["path"],
+            "task": m.get("task"),
+            "threshold": m["threshold"],
+            "name": m.get("name"),
+        }
+        for spec, m in models.items()
+    }
+    first = next(iter(models.values()))
     secs = [r["seconds"] for r in rows]
     summary: dict[str, Any] = {
-        "model": str(model_path),
-        "model_name": md.get("name"),
-        "threshold": threshold,
+        "model": first["path"],
+        "model_name": first.get("name"),
+        "threshold": first["threshold"],
         "mask": args.mask,
-        "task": md.get("task"),
+        "task": first.get("task"),
         "n_images": len(rows),
         "n_failed": len(failures),
         "failed": failures,
@@ -385,13 +909,15 @@ def run(args: argparse.Namespace) -> int:
     if len(used) > 1:  # several bundled models: each image row names its model
         summary.update(model="default (per image)", model_name=None, threshold=None, task=None)
     summary["models"] = used
-    if args.evaluate and ok_ids:
+    summary["settings"] = settings
+    summary["pipeline"] = {"workers": workers, "world_size": world, "resumed_images": n_resumed}
+    if args.evaluate and done_ids:
+        preds = read_predictions_csv(csv_path)
         summary["evaluation"] = evaluate_predictions(
-            preds, args.evaluate, out / "evaluation", ok_ids
+            preds, args.evaluate, out / "evaluation", done_ids
         )
-    from napari_gravity.fileio import atomic_write_text
-
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2))
+    _remove([out / STATE_NAME, *_part_names(out)])
     at = ", ".join(f"{k} at threshold {v['threshold']:.3f}" for k, v in used.items())
     print(
         f"gravity predict: {summary['n_detections']} detection(s) in {len(rows)} image(s) "
@@ -404,8 +930,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if failures:
         print(
-            f"gravity predict: error: {len(failures)} of {len(paths)} image(s) failed "
-            f"(listed in {out / 'summary.json'} under 'failed')",
+            f"gravity predict: error: {len(failures)} of {len(ids)} image(s) failed "
+            f"(listed in {out / SUMMARY_NAME} under 'failed')",
             file=sys.stderr,
         )
         return 1
