@@ -1,7 +1,9 @@
 """Training configuration: a YAML file validated before anything runs.
 
-A config has five sections; every key is optional (defaults below) and an unknown key or a bad
-value raises :class:`ConfigError` naming the key, e.g. ``train.lr: must be > 0, got -1``.
+A config has five sections, read into a typed :class:`TrainConfig` (pydantic): every key is
+optional (defaults below) and an unknown key or a bad value raises :class:`ConfigError` naming the
+file and the key, e.g. ``x.yaml: train.lr: must be > 0, got -0.1``. ``--set KEY=VALUE``
+overrides apply to the raw mapping before validation.
 
 ```yaml
 model: gravitynet          # or: retinanet (the anchor-based comparator)
@@ -17,12 +19,24 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import reprlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -92,76 +106,24 @@ def safe_yaml_load(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: YAML nested too deeply") from None
 
 
-_ANY = object()
-
-# key -> (default, checker) per section. A checker returns an error string or None.
+# --------------------------------------------------------------------------- field types
 
 
-def _num(
-    lo: float | None = None,
-    hi: float | None = None,
-    *,
-    open_lo: bool = False,
-    integer: bool = False,
-    none: bool = False,
-):
-    def check(v: Any) -> str | None:
-        if v is None and none:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return (
-                f"must be a {'whole ' if integer else ''}number{' or null' if none else ''}, "
-                f"got {short(v)}"
-            )
-        if not math.isfinite(v):
-            return f"must be a finite number, got {v!r}"
-        if integer and float(v) != int(v):
-            return f"must be a whole number, got {v!r}"
-        if lo is not None and (v <= lo if open_lo else v < lo):
-            return f"must be {'>' if open_lo else '>='} {lo}, got {v!r}"
-        if hi is not None and v > hi:
-            return f"must be <= {hi}, got {v!r}"
-        return None
-
-    return check
+def _whole(v: Any) -> Any:
+    """``5.0`` is the whole number 5 (YAML writes both); anything else is left to the check."""
+    return int(v) if isinstance(v, float) and math.isfinite(v) and v.is_integer() else v
 
 
-def _choice(*options: Any):
-    def check(v: Any) -> str | None:
-        try:
-            ok = any(v == o and type(v) is type(o) for o in options)
-        except Exception:
-            ok = False
-        return None if ok else f"must be one of {list(options)}, got {short(v)}"
-
-    return check
+def _auto_or_bool(v: Any) -> Any:
+    if v == "auto" or isinstance(v, bool):
+        return v
+    raise ValueError(f"must be one of ['auto', True, False], got {short(v)}")
 
 
-def _str(none: bool = True):
-    def check(v: Any) -> str | None:
-        if v is None and none:
-            return None
-        return None if isinstance(v, str) and v else f"must be a non-empty string, got {short(v)}"
-
-    return check
-
-
-def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else f"must be true or false, got {short(v)}"
-
-
-def _synthetic(v: Any) -> str | None:
+def _synthetic(v: Any) -> Any:
     if v is None or (isinstance(v, str) and v) or isinstance(v, dict):
-        return None
-    return f"must be null, a recipe name or a mapping, got {short(v)}"
-
-
-def _list_of_str(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, list) and all(isinstance(s, str) and s for s in v):
-        return None
-    return f"must be a list of image ids (strings) or null, got {short(v)}"
+        return v
+    raise ValueError(f"must be null, a recipe name or a mapping, got {short(v)}")
 
 
 def _ids_as_strings(v: Any) -> Any:
@@ -171,216 +133,306 @@ def _ids_as_strings(v: Any) -> Any:
     return v
 
 
+def _section(v: Any) -> Any:
+    return {} if v is None else v  # an empty YAML section (``train:``) is all defaults
+
+
+Int = Annotated[int, BeforeValidator(_whole)]
+Text = Annotated[str, Field(min_length=1)]
+AutoBool = Annotated[Literal["auto"] | bool, PlainValidator(_auto_or_bool)]
+Synthetic = Annotated[str | dict[str, Any] | None, PlainValidator(_synthetic)]
+Ids = Annotated[list[Text] | None, BeforeValidator(_ids_as_strings)]
+
 _ID_KEYS = ("train_ids", "val_ids")
 
 
-SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
-    "data": {
-        # A dataset folder read with napari_gravity.data.datasets.open_dataset ...
-        "root": (None, _str()),
-        "format": ("auto", _choice("auto", "folder", "inbreast", "eophtha")),
-        # ... or a synthetic benchmark made with make_benchmark(cache_dir, synthetic) first.
-        "synthetic": (None, _synthetic),
-        "cache_dir": (
-            None,
-            _str(),
-        ),  # where a synthetic benchmark is written (default RUN_DIR/data)
-        "workers": (1, _num(1, 256, integer=True)),  # processes generating the synthetic benchmark
-        "splits": (None, _str()),  # splits JSON (data.splits.load_splits); else made from seed
-        "fold": (0, _num(0, integer=True)),
-        "val_fraction": (0.2, _num(0.0, 0.9, open_lo=True)),
-        "train_ids": (None, _list_of_str),
-        "val_ids": (None, _list_of_str),
-        "max_images": (None, _num(1, integer=True, none=True)),
-        "tile_size": (256, _num(16, 8192, integer=True)),
-        "tiles_per_image": (4, _num(1, 100_000, integer=True)),
-        "pos_fraction": (0.7, _num(0.0, 1.0)),
-        "flips": (True, _bool),
-        "channel": ("green", _str(none=False)),
-        "use_masks": (True, _bool),
-        "max_radius": (None, _num(0.0, open_lo=True, none=True)),  # drop bigger lesions
-    },
-    "train": {
-        "epochs": (50, _num(1, 100_000, integer=True)),
-        "batch_size": (8, _num(1, 4096, integer=True)),
-        "lr": (1e-4, _num(0.0, open_lo=True)),
-        "optimizer": ("adam", _choice("adam", "adamw", "sgd")),
-        "momentum": (0.9, _num(0.0, 1.0)),  # sgd only
-        "weight_decay": (0.0, _num(0.0)),
-        "lr_factor": (0.1, _num(0.0, 1.0, open_lo=True)),
-        "lr_patience": (3, _num(0, integer=True)),
-        "min_lr": (1e-7, _num(0.0)),
-        "warmup_steps": (0, _num(0, integer=True)),
-        "lambda_reg": (10.0, _num(0.0)),
-        "focal_alpha": (0.25, _num(0.0, 1.0)),
-        "focal_gamma": (2.0, _num(0.0)),
-        "ignore_gap": (0.0, _num(0.0)),
-        "early_stopping": (None, _num(1, integer=True, none=True)),  # patience in epochs
-        "seed": (0, _num(0, integer=True)),
-        "num_workers": (0, _num(0, 256, integer=True)),
-        "amp": ("auto", _choice("auto", "off", "bf16", "fp16")),
-        "channels_last": ("auto", _choice("auto", True, False)),
-        "grad_clip": (None, _num(0.0, open_lo=True, none=True)),
-        "freeze_bn": (False, _bool),  # BatchNorm in eval mode (running stats frozen)
-        "sync_bn": (False, _bool),  # SyncBatchNorm under DDP on CUDA
-        "max_steps_per_epoch": (None, _num(1, integer=True, none=True)),
-        "time_budget_s": (None, _num(0.0, open_lo=True, none=True)),  # stop before exceeding it
-        "checkpoint_every": (0, _num(0, integer=True)),  # steps; 0 = at epoch ends only
-        "tensorboard": (False, _bool),
-        "export_fp16": (False, _bool),  # store model.safetensors in float16 (half the size)
-        "finetune_lr": (1e-5, _num(0.0, open_lo=True)),  # used with --init unless --set train.lr
-        "finetune_epochs": (10, _num(1, integer=True)),  # used with --init unless --epochs
-        "deterministic": (False, _bool),
-    },
-    "eval": {
-        "max_fppi": (10.0, _num(0.0, open_lo=True)),  # AUFROC_gamma
-        "target_fppi": (1.0, _num(0.0, open_lo=True)),  # operating threshold chosen here
-        # keep this operating threshold instead (e.g. the parent's, when the validation images
-        # are the training images and the threshold chosen on them would be optimistic)
-        "fixed_threshold": (None, _num(0.0, 1.0, none=True)),
-        "every": (1, _num(1, integer=True)),
-        "max_images": (None, _num(1, integer=True, none=True)),
-        "batch_size": (1, _num(1, 1024, integer=True)),
-        "min_score": (0.01, _num(0.0, 1.0)),  # candidates below this are dropped before FROC
-    },
-}
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True
+    )
 
-TOP_LEVEL: dict[str, tuple[Any, Any]] = {
-    "model": ("gravitynet", _choice("gravitynet", "retinanet")),
-    "pretrained": (None, _str()),
-    "name": (None, _str()),
-    "description": (None, _str()),
+
+class DataConfig(_Section):
+    """Where the images come from, splits and tiles."""
+
+    # a dataset folder read with napari_gravity.data.datasets.open_dataset ...
+    root: Text | None = None
+    format: Literal["auto", "folder", "inbreast", "eophtha"] = "auto"
+    # ... or a synthetic benchmark made with make_benchmark(cache_dir, synthetic) first
+    synthetic: Synthetic = None
+    cache_dir: Text | None = None  # where a synthetic benchmark is written (default RUN_DIR/data)
+    workers: Int = Field(1, ge=1, le=256)  # processes generating the synthetic benchmark
+    splits: Text | None = None  # splits JSON (data.splits.load_splits); else made from seed
+    fold: Int = Field(0, ge=0)
+    val_fraction: float = Field(0.2, gt=0.0, le=0.9)
+    train_ids: Ids = None
+    val_ids: Ids = None
+    max_images: Int | None = Field(None, ge=1)
+    tile_size: Int = Field(256, ge=16, le=8192)
+    tiles_per_image: Int = Field(4, ge=1, le=100_000)
+    pos_fraction: float = Field(0.7, ge=0.0, le=1.0)
+    flips: bool = True
+    channel: Text = "green"
+    use_masks: bool = True
+    max_radius: float | None = Field(None, gt=0.0)  # drop bigger lesions (INbreast)
+
+
+class OptimConfig(_Section):
+    """The ``train`` section: optimiser, schedule, epochs, seed, AMP, checkpoints."""
+
+    epochs: Int = Field(50, ge=1, le=100_000)
+    batch_size: Int = Field(8, ge=1, le=4096)  # the GLOBAL batch (split over DDP processes)
+    lr: float = Field(1e-4, gt=0.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0.0, le=1.0)  # sgd only
+    weight_decay: float = Field(0.0, ge=0.0)
+    lr_factor: float = Field(0.1, gt=0.0, le=1.0)
+    lr_patience: Int = Field(3, ge=0)
+    min_lr: float = Field(1e-7, ge=0.0)
+    warmup_steps: Int = Field(0, ge=0)
+    lambda_reg: float = Field(10.0, ge=0.0)
+    focal_alpha: float = Field(0.25, ge=0.0, le=1.0)
+    focal_gamma: float = Field(2.0, ge=0.0)
+    ignore_gap: float = Field(0.0, ge=0.0)
+    early_stopping: Int | None = Field(None, ge=1)  # patience in epochs
+    seed: Int = Field(0, ge=0)
+    num_workers: Int = Field(0, ge=0, le=256)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: AutoBool = "auto"
+    grad_clip: float | None = Field(None, gt=0.0)
+    freeze_bn: bool = False  # BatchNorm in eval mode (running stats frozen)
+    sync_bn: bool = False  # SyncBatchNorm under DDP on CUDA
+    max_steps_per_epoch: Int | None = Field(None, ge=1)
+    time_budget_s: float | None = Field(None, gt=0.0)  # stop before exceeding it
+    checkpoint_every: Int = Field(0, ge=0)  # steps; 0 = at epoch ends only
+    tensorboard: bool = False
+    export_fp16: bool = False  # store model.safetensors in float16 (half the size)
+    finetune_lr: float = Field(1e-5, gt=0.0)  # used with --init unless --set train.lr
+    finetune_epochs: Int = Field(10, ge=1)  # used with --init unless --epochs
+    deterministic: bool = False
+
+
+class EvalConfig(_Section):
+    """Validation, FROC and the operating threshold."""
+
+    max_fppi: float = Field(10.0, gt=0.0)  # AUFROC_gamma
+    target_fppi: float = Field(1.0, gt=0.0)  # operating threshold chosen here
+    # keep this operating threshold instead (e.g. the parent's, when the validation images
+    # are the training images and the threshold chosen on them would be optimistic)
+    fixed_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    every: Int = Field(1, ge=1)
+    max_images: Int | None = Field(None, ge=1)
+    batch_size: Int = Field(1, ge=1, le=1024)
+    min_score: float = Field(0.01, ge=0.0, le=1.0)  # candidates below this are dropped
+
+
+class LocatedError(ValueError):
+    """A value error located below the field it was raised for (``net`` → ``net.step``)."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key, self.message = key, message
+
+
+_GRAVITY_ERROR = re.compile(r"GravityConfig\.(\w+): (.*)", re.S)
+_RETINA_ERROR = re.compile(r"net\.(\w+): (.*)", re.S)
+
+
+def _gravity_net(net: dict[str, Any]) -> Any:
+    from napari_gravity.core.config import GravityConfig
+
+    try:
+        out = GravityConfig.from_dict(net)
+    except (TypeError, ValueError) as exc:  # "GravityConfig.step: ..." names the field
+        m = _GRAVITY_ERROR.match(str(exc))
+        text = str(exc).removeprefix("GravityConfig: ")
+        raise LocatedError(m.group(1), m.group(2)) if m else LocatedError(None, text) from None
+    if out.head_channels > MAX_HEAD_CHANNELS:
+        raise LocatedError(
+            "head_channels", f"must be <= {MAX_HEAD_CHANNELS}, got {out.head_channels}"
+        )
+    return out
+
+
+def _retina_net(net: dict[str, Any]) -> dict[str, Any]:
+    from training.retinanet import validate_retinanet_net
+
+    try:
+        return validate_retinanet_net(net)
+    except (TypeError, ValueError) as exc:
+        m = _RETINA_ERROR.match(str(exc))
+        raise LocatedError(m.group(1), m.group(2)) if m else LocatedError(None, str(exc)) from None
+
+
+class TrainConfig(BaseModel):
+    """A validated training config: typed sections, every key filled in.
+
+    ``net`` is a :class:`~napari_gravity.core.config.GravityConfig` (``model: gravitynet``) or
+    the RetinaNet comparator's validated mapping (``model: retinanet``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        validate_assignment=True,
+        arbitrary_types_allowed=True,
+    )
+
+    model: Literal["gravitynet", "retinanet"] = "gravitynet"
     # what the model detects: "mc" (mammograms: predictions outside the breast mask are
     # ignored by `gravity predict --mask auto`), "ma" (fundus: outside the field of view), or null
-    "task": (None, _choice(None, "mc", "ma")),
-}
+    task: Literal["mc", "ma"] | None = None
+    name: Text | None = None
+    description: Text | None = None
+    pretrained: Text | None = None  # a LOCAL torchvision ResNet state-dict file
+    net: Any = None
+    data: Annotated[DataConfig, BeforeValidator(_section)] = Field(default_factory=DataConfig)
+    train: Annotated[OptimConfig, BeforeValidator(_section)] = Field(default_factory=OptimConfig)
+    eval: Annotated[EvalConfig, BeforeValidator(_section)] = Field(default_factory=EvalConfig)
+    _source: str | None = PrivateAttr(None)
 
-
-@dataclass
-class TrainConfig:
-    """A validated training config (plain dicts per section, every key filled in)."""
-
-    model: str
-    net: dict[str, Any]
-    pretrained: str | None
-    data: dict[str, Any]
-    train: dict[str, Any]
-    eval: dict[str, Any]
-    name: str | None = None
-    description: str | None = None
-    task: str | None = None
-    source: str | None = None  # the YAML file it came from
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "task": self.task,
-            "name": self.name,
-            "description": self.description,
-            "pretrained": self.pretrained,
-            "net": copy.deepcopy(self.net),
-            "data": copy.deepcopy(self.data),
-            "train": copy.deepcopy(self.train),
-            "eval": copy.deepcopy(self.eval),
-        }
-
-    def gravity_config(self):
-        """The network's :class:`~napari_gravity.core.config.GravityConfig`."""
+    @field_validator("net", mode="plain")
+    @classmethod
+    def _net(cls, v: Any, info: ValidationInfo) -> Any:
         from napari_gravity.core.config import GravityConfig
 
-        return GravityConfig.from_dict(self.net)
+        if isinstance(v, GravityConfig):
+            v = v.to_dict()
+        v = {} if v is None else v
+        if not isinstance(v, dict):
+            raise ValueError(f"must be a mapping, got {short(v)}")
+        for key, x in v.items():
+            if isinstance(x, float) and not math.isfinite(x):
+                raise LocatedError(str(key), f"must be a finite number, got {x!r}")
+        model = info.data.get("model")
+        if model == "retinanet":
+            return _retina_net(dict(v))
+        if model == "gravitynet":
+            return _gravity_net(dict(v))
+        return v  # the model key itself is wrong: reported there
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> TrainConfig:
+        if self.data.root is None and self.data.synthetic is None:
+            raise LocatedError("data.root", "give a dataset folder (data.root) or data.synthetic")
+        if self.data.root is not None and self.data.synthetic is not None:
+            raise LocatedError(
+                "data.synthetic", "give either data.root or data.synthetic, not both"
+            )
+        return self
+
+    @property
+    def source(self) -> str | None:
+        """The YAML file it came from (None for a mapping)."""
+        return self._source
+
+    def net_dict(self) -> dict[str, Any]:
+        """``net`` as a plain mapping (what model files and ``config.yaml`` store)."""
+        return self.net.to_dict() if hasattr(self.net, "to_dict") else copy.deepcopy(self.net)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole config as plain data (``config.yaml``, model provenance, checkpoints);
+        :func:`validate_config` reads it back unchanged."""
+        out = self.model_dump(exclude={"net", "data", "train", "eval"})
+        out["net"] = self.net_dict()
+        for section in ("data", "train", "eval"):
+            out[section] = getattr(self, section).model_dump()
+        return out
 
 
-def _err(where: str, key: str, msg: str) -> ConfigError:
-    return ConfigError(_clip(f"{where}{short(key) if not isinstance(key, str) else key}: {msg}"))
+def _location(err: dict[str, Any]) -> str:
+    parts: list[str] = []
+    loc = err["loc"][:-1] if err["type"] == "invalid_key" else err["loc"]
+    for p in loc:
+        if isinstance(p, int) and parts:
+            parts[-1] += f"[{p}]"
+        else:
+            parts.append(p if isinstance(p, str) else short(p))
+    exc = (err.get("ctx") or {}).get("error")
+    if isinstance(exc, LocatedError) and exc.key:
+        parts.append(exc.key)
+    return ".".join(parts)
 
 
-def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainConfig:
-    """Check every key and value of a raw config mapping; fill defaults."""
+def _known(loc: tuple) -> str:
+    model: type[BaseModel] = TrainConfig
+    for p in loc[:-1]:
+        ann = model.model_fields[p].annotation if p in model.model_fields else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return ""
+        model = ann
+    names = sorted(model.model_fields)
+    if model is TrainConfig:
+        return f"known top-level keys: {', '.join(names)}"
+    return f"known: {', '.join(names)}"
+
+
+def _message(err: dict[str, Any]) -> str:
+    """One pydantic error in the config's words: ``must be > 0, got -1``."""
+    kind, ctx, v = err["type"], err.get("ctx") or {}, err.get("input")
+    got = f"got {short(v)}"
+    if kind == "value_error":
+        exc = ctx.get("error")
+        return exc.message if isinstance(exc, LocatedError) else str(exc)
+    if kind == "extra_forbidden":
+        return f"unknown key; {_known(err['loc'])}"
+    if kind == "invalid_key":
+        return f"keys must be text, got {short(err['loc'][-1])}"
+    if kind in ("int_type", "int_from_float", "int_parsing"):
+        return f"must be a whole number{' or null' if _nullable(err) else ''}, {got}"
+    if kind in ("float_type", "float_parsing"):
+        return f"must be a number{' or null' if _nullable(err) else ''}, {got}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {v!r}"
+    for name, op in (
+        ("greater_than", ">"),
+        ("greater_than_equal", ">="),
+        ("less_than", "<"),
+        ("less_than_equal", "<="),
+    ):
+        if kind == name:
+            bound = next(iter(ctx.values()))
+            return f"must be {op} {bound}, got {v!r}"
+    if kind == "bool_type":
+        return f"must be true or false, {got}"
+    if kind in ("string_type", "string_too_short"):
+        return f"must be a non-empty string, {got}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, {got}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a mapping, {got}"
+    if kind == "list_type":
+        return f"must be a list or null, {got}"
+    return f"{err['msg']}, {got}"
+
+
+def _nullable(err: dict[str, Any]) -> bool:
+    loc = err["loc"]
+    if len(loc) != 2 or loc[0] not in ("data", "train", "eval"):
+        return False
+    section = TrainConfig.model_fields[loc[0]].annotation
+    field = section.model_fields.get(loc[1]) if isinstance(section, type) else None
+    return field is not None and field.default is None
+
+
+def validate_config(raw: dict[str, Any] | None, source: str | None = None) -> TrainConfig:
+    """Check every key and value of a raw config mapping and fill defaults; the first problem
+    raises :class:`ConfigError` naming ``source`` and the key (``x.yaml: train.lr: ...``)."""
     where = f"{source}: " if source else ""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}config must be a mapping, got {type(raw).__name__}")
-    known = set(TOP_LEVEL) | set(SCHEMA) | {"net"}
-    for key in raw:
-        if key not in known:
-            raise _err(
-                where, short(key), f"unknown key; known top-level keys: {', '.join(sorted(known))}"
-            )
-    out: dict[str, Any] = {}
-    for key, (default, check) in TOP_LEVEL.items():
-        v = raw.get(key, default)
-        msg = check(v)
-        if msg:
-            raise _err(where, key, msg)
-        out[key] = v
-    for section, spec in SCHEMA.items():
-        given = raw.get(section) or {}
-        if not isinstance(given, dict):
-            raise _err(where, section, f"must be a mapping, got {short(given)}")
-        vals: dict[str, Any] = {}
-        for key in given:
-            if key not in spec:
-                raise _err(
-                    where,
-                    f"{section}.{short(key)[1:-1] if isinstance(key, str) else short(key)}",
-                    f"unknown key; known: {', '.join(sorted(spec))}",
-                )
-        for key, (default, check) in spec.items():
-            v = given.get(key, default)
-            if key in _ID_KEYS:
-                v = _ids_as_strings(v)
-            msg = check(v)
-            if msg:
-                raise _err(where, f"{section}.{key}", msg)
-            if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)
-            vals[key] = v
-        out[section] = vals
-    net = raw.get("net") or {}
-    if not isinstance(net, dict):
-        raise _err(where, "net", f"must be a mapping, got {short(net)}")
-    for key, v in net.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            raise _err(where, f"net.{short(key)[1:-1]}", f"must be a finite number, got {v!r}")
-    net = dict(net)
-    if out["model"] == "gravitynet":
-        try:
-            from napari_gravity.core.config import GravityConfig
-
-            net = GravityConfig.from_dict(net).to_dict()
-            if net["head_channels"] > MAX_HEAD_CHANNELS:
-                raise ValueError(
-                    f"net.head_channels: must be <= {MAX_HEAD_CHANNELS}, got {net['head_channels']}"
-                )
-        except ValueError as exc:  # GravityConfig names the field; say it is under net.
-            text = str(exc).replace("GravityConfig.", "net.").replace("GravityConfig:", "net:")
-            raise ConfigError(_clip(f"{where}{text}")) from None
-    else:
-        from training.retinanet import validate_retinanet_net
-
-        try:
-            net = validate_retinanet_net(net)
-        except ValueError as exc:
-            raise ConfigError(_clip(f"{where}{exc}")) from None
-    d = out["data"]
-    if d["root"] is None and d["synthetic"] is None:
-        raise _err(where, "data.root", "give a dataset folder (data.root) or data.synthetic")
-    if d["root"] is not None and d["synthetic"] is not None:
-        raise _err(where, "data.synthetic", "give either data.root or data.synthetic, not both")
-    return TrainConfig(
-        model=out["model"],
-        net=net,
-        pretrained=out["pretrained"],
-        data=out["data"],
-        train=out["train"],
-        eval=out["eval"],
-        name=out["name"],
-        description=out["description"],
-        task=out["task"],
-        source=source,
-    )
+    try:
+        cfg = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = _location(err)
+        raise ConfigError(_clip(f"{where}{loc + ': ' if loc else ''}{_message(err)}")) from None
+    except RecursionError:
+        raise ConfigError(f"{where}config nested too deeply") from None
+    cfg._source = source
+    return cfg
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -18,12 +18,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from napari_gravity.types import Sample
+
+if TYPE_CHECKING:
+    from training.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +70,15 @@ class DataSplit:
 # --------------------------------------------------------------------------- dataset & splits
 
 
-def _benchmark_root(data: dict[str, Any], run_dir: Path) -> Path:
-    recipe = data["synthetic"]
+def _benchmark_root(data: DataConfig, run_dir: Path) -> Path:
+    recipe = data.synthetic
     name = recipe if isinstance(recipe, str) else str(recipe.get("recipe", "custom"))
-    if data.get("cache_dir"):
-        return Path(data["cache_dir"]) / name
+    if data.cache_dir:
+        return Path(data.cache_dir) / name
     return run_dir / "data" / name
 
 
-def ensure_synthetic(data: dict[str, Any], run_dir: Path) -> Path:
+def ensure_synthetic(data: DataConfig, run_dir: Path) -> Path:
     """Write the synthetic benchmark once (``make_benchmark``); reused when already complete
     (its ``recipe.json`` is written last)."""
     from napari_gravity.data.synthetic import make_benchmark
@@ -83,12 +86,12 @@ def ensure_synthetic(data: dict[str, Any], run_dir: Path) -> Path:
     root = _benchmark_root(data, run_dir)
     if (root / "recipe.json").is_file():
         return root
-    recipe = data["synthetic"]
+    recipe = data.synthetic
     opts: dict[str, Any] = {}
     if isinstance(recipe, dict):
         opts = {k: v for k, v in recipe.items() if k != "recipe"}
         recipe = recipe.get("recipe", "mc-bench")
-    workers = int(opts.pop("workers", data.get("workers") or 1))
+    workers = int(opts.pop("workers", data.workers or 1))
     log.info("writing synthetic benchmark %r to %s", recipe, root)
     try:
         make_benchmark(root, recipe, format="folder", workers=workers, overwrite=True, **opts)
@@ -136,25 +139,25 @@ def _split_ids(splits: Any, fold: int) -> tuple[list[str], list[str], list[str]]
     return get("train"), get("val") or get("validation"), get("test")
 
 
-def open_split(data: dict[str, Any], run_dir: Path, seed: int = 0) -> DataSplit:
+def open_split(data: DataConfig, run_dir: Path, seed: int = 0) -> DataSplit:
     """Open the dataset and split it into train / val / test references."""
     from napari_gravity.data.datasets import open_dataset
 
-    if data["synthetic"] is not None:
+    if data.synthetic is not None:
         root = ensure_synthetic(data, run_dir)
     else:
-        root = Path(data["root"])
+        root = Path(data.root)
         if not root.exists():
             raise DataConfigError(f"data.root: {root} does not exist")
     from napari_gravity.data.datasets import detect_format
 
-    fmt = detect_format(root) if data["format"] == "auto" else data["format"]
+    fmt = detect_format(root) if data.format == "auto" else data.format
     preprocess: dict[str, Any] = {}
-    if fmt == "inbreast" and data.get("max_radius") is not None:
-        preprocess["max_radius"] = data["max_radius"]
-    if fmt in ("folder", "eophtha") and data.get("channel"):
-        preprocess["channel"] = data["channel"]
-    if is_benchmark(root) and data["train_ids"] is None and data["splits"] is None:
+    if fmt == "inbreast" and data.max_radius is not None:
+        preprocess["max_radius"] = data.max_radius
+    if fmt in ("folder", "eophtha") and data.channel:
+        preprocess["channel"] = data.channel
+    if is_benchmark(root) and data.train_ids is None and data.splits is None:
         from napari_gravity.data.synthetic import load_benchmark
 
         parts = load_benchmark(root)
@@ -166,7 +169,7 @@ def open_split(data: dict[str, Any], run_dir: Path, seed: int = 0) -> DataSplit:
             pass
         desc["annotations"] = report_annotations(train + val + test, root)
         return _finish(data, root, train, val, test, desc)
-    refs = list(open_dataset(root, format=data["format"], **preprocess))
+    refs = list(open_dataset(root, format=data.format, **preprocess))
     if not refs:
         raise DataConfigError(f"data.root: no images found in {root}")
     by_id = {r.image_id: r for r in refs}
@@ -181,30 +184,30 @@ def open_split(data: dict[str, Any], run_dir: Path, seed: int = 0) -> DataSplit:
 
     desc: dict[str, Any] = {"root": str(root), "n_images": len(refs)}
     desc["annotations"] = report_annotations(refs, root)
-    if data["train_ids"] is not None:
-        train = pick(data["train_ids"], "data.train_ids")
-        val = pick(data["val_ids"] or [], "data.val_ids")
+    if data.train_ids is not None:
+        train = pick(data.train_ids, "data.train_ids")
+        val = pick(data.val_ids or [], "data.val_ids")
         test: list[Any] = []
         desc["split"] = "explicit ids"
     else:
-        split_file = Path(data["splits"]) if data["splits"] else _find_splits_file(root)
+        split_file = Path(data.splits) if data.splits else _find_splits_file(root)
         if split_file is not None:
             if not split_file.is_file():
                 raise DataConfigError(f"data.splits: {split_file} does not exist")
             from napari_gravity.data.splits import load_splits
 
-            tr, va, te = _split_ids(load_splits(split_file), data["fold"])
+            tr, va, te = _split_ids(load_splits(split_file), data.fold)
             train, val, test = (
                 pick(tr, str(split_file)),
                 pick(va, str(split_file)),
                 pick(te, str(split_file)),
             )
-            desc["split"] = f"{split_file} fold {data['fold']}"
+            desc["split"] = f"{split_file} fold {data.fold}"
         else:
-            train, val = _patient_split(refs, data["val_fraction"], seed)
+            train, val = _patient_split(refs, data.val_fraction, seed)
             test = []
             desc["split"] = (
-                f"patient-level random split, val_fraction {data['val_fraction']}, seed {seed}"
+                f"patient-level random split, val_fraction {data.val_fraction}, seed {seed}"
             )
     return _finish(data, root, train, val, test, desc)
 
@@ -236,11 +239,11 @@ def report_annotations(refs: list[Any], root: Path) -> dict[str, Any]:
 
 
 def _finish(
-    data: dict[str, Any], root: Path, train: list, val: list, test: list, desc: dict[str, Any]
+    data: DataConfig, root: Path, train: list, val: list, test: list, desc: dict[str, Any]
 ) -> DataSplit:
-    if data["max_images"] is not None:
-        train = train[: data["max_images"]]
-        val = val[: data["max_images"]]
+    if data.max_images is not None:
+        train = train[: data.max_images]
+        val = val[: data.max_images]
     if not train:
         raise DataConfigError(f"data: the training split of {root} is empty")
     if not val:
@@ -305,29 +308,25 @@ def epoch_items(
 
 
 class TileDataset(torch.utils.data.Dataset):
-    """Random tiles (with flips) of prepared images, deterministic per (image, seed) item."""
+    """Random tiles (with flips) of prepared images, indexed by ``(image index, tile seed)``
+    items: the tile of an item is always the same (see :class:`EpochBatches`)."""
 
     def __init__(
         self,
         images: list[Prepared],
-        items: list[tuple[int, int]],
         tile_size: int,
         pos_fraction: float,
         flips: bool = True,
     ) -> None:
         self.images = images
-        self.items = items
         self.tile_size = int(tile_size)
         self.pos_fraction = float(pos_fraction)
         self.flips = flips
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         from napari_gravity.data.augment import flip_sample, random_tiles
 
-        idx, seed = self.items[k]
+        idx, seed = item
         rng = np.random.default_rng(seed)
         sample = self.images[idx].as_sample()
         # decide here whether this tile is lesion-centred (random_tiles rounds n * pos_fraction)
@@ -346,6 +345,32 @@ class TileDataset(torch.utils.data.Dataset):
             img = pad
         pts = np.asarray(tile.points, dtype=np.float32).reshape(-1, 2)
         return torch.from_numpy(img)[None], torch.from_numpy(pts)
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """The batch sampler of a DataLoader built once per run: :meth:`set_items` gives it the
+    items of the next epoch (or of its unseen rest, on resume).
+
+    Global batch ``k`` is ``items[k*G:(k+1)*G]``; process ``rank`` of ``world`` takes every
+    ``world``-th item of it from ``rank`` (what ``DistributedSampler(shuffle=False)`` + a
+    batch of ``G / world`` did), so all processes together see each global batch once."""
+
+    def __init__(self, global_batch: int, rank: int = 0, world: int = 1) -> None:
+        if global_batch % world:
+            raise ValueError(f"global batch {global_batch} not divisible by {world} processes")
+        self.global_batch, self.rank, self.world = int(global_batch), int(rank), int(world)
+        self.items: list[tuple[int, int]] = []
+
+    def set_items(self, items: list[tuple[int, int]]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items) // self.global_batch  # an incomplete last batch is dropped
+
+    def __iter__(self):
+        g = self.global_batch
+        for k in range(len(self)):
+            yield self.items[k * g : (k + 1) * g][self.rank :: self.world]
 
 
 def collate(

@@ -1,7 +1,9 @@
 """The training loop: tiles → loss → Adam, validation FROC every epoch, best model kept.
 
 ``train(cfg, run_dir, ...)`` is what ``gravity train`` runs (one process, or one per GPU under
-``torchrun``). Paper defaults: Adam lr 1e-4, ReduceLROnPlateau(factor 0.1, patience 3) on the
+``torchrun``). It is built from small pieces: :class:`TrainState` (the resume checkpoint),
+:func:`build_optimisation`, :func:`train_epoch`, :func:`validate_and_keep_best`, :func:`export`
+and the orchestrator ``_train``. Paper defaults: Adam lr 1e-4, ReduceLROnPlateau(factor 0.1, patience 3) on the
 validation AUFROC, λ = 10, flips. Validation runs the core Predictor (the prediction code path)
 on whole validation images and scores them with the evaluation package's FROC; the best epoch by
 AUFROC_γ is kept and exported as ``RUN_DIR/model.safetensors`` with the operating threshold
@@ -26,7 +28,7 @@ import subprocess
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from training import checkpoint as ckpt
 from training import data as tdata
 from training import distributed as tdist
 from training.abort import TrainingAborted, check_abort
-from training.config import TrainConfig
+from training.config import OptimConfig, TrainConfig
 from training.events import EventLog
 from training.models import build_adapter, file_sha256
 from training.validate import ValResult, detect_all, score
@@ -166,7 +168,7 @@ def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
 
 def _plot_froc(run_dir: Path, curve: dict[str, Any], label: str) -> Path | None:
     """FROC plot of the best epoch (evaluation's plots module) + the curve as JSON."""
-    (run_dir / "froc_best.json").write_text(json.dumps(curve))
+    atomic_write_text(run_dir / "froc_best.json", json.dumps(curve))
     try:
         from napari_gravity.evaluation.plots import plot_froc
 
@@ -206,7 +208,442 @@ def _amp_context(device: torch.device, mode: str):
     return torch.autocast("cuda", dtype=dtype), mode
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- state & pieces
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: the next (epoch, step), the best epoch so far and the history.
+
+    With the weights, optimiser, schedule, scaler and RNG states it is the resume checkpoint
+    (:meth:`to_checkpoint` / :meth:`from_checkpoint`, the keys of ``checkpoint.pt``)."""
+
+    next_epoch: int = 1
+    next_step: int = 0  # steps of ``next_epoch`` already done
+    best_aufroc: float = -1.0
+    best_epoch: int = 0
+    best_threshold: float = 1.0
+    best_curve: dict[str, Any] | None = None
+    no_improve: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rng: dict[str, Any] | None = None  # RNG state to restore when the next epoch starts
+
+    def to_checkpoint(
+        self, model: torch.nn.Module, optim: Optimisation, config: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The checkpoint dict (tensors, numbers, strings: loads with ``weights_only=True``);
+        the RNG state is taken now."""
+        return {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optim.optimizer.state_dict(),
+            "scheduler": optim.scheduler.state_dict(),
+            "scaler": optim.scaler.state_dict() if optim.scaler is not None else {},
+            "next_epoch": self.next_epoch,
+            "next_step": self.next_step,
+            "best_aufroc": self.best_aufroc,
+            "best_epoch": self.best_epoch,
+            "best_threshold": self.best_threshold,
+            "best_curve": self.best_curve,
+            "no_improve": self.no_improve,
+            "history": self.history,
+            "config": json.dumps(config),
+            "rng": ckpt.rng_state(),
+        }
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        state: dict[str, Any],
+        model: torch.nn.Module | None = None,
+        optim: Optimisation | None = None,
+    ) -> TrainState:
+        """Read a checkpoint dict; load its weights / optimiser states into ``model`` /
+        ``optim`` when given."""
+        if model is not None:
+            model.load_state_dict(state["model"])
+        if optim is not None:
+            optim.optimizer.load_state_dict(state["optimizer"])
+            optim.scheduler.load_state_dict(state["scheduler"])
+            if optim.scaler is not None and state.get("scaler"):
+                optim.scaler.load_state_dict(state["scaler"])
+        return cls(
+            next_epoch=int(state["next_epoch"]),
+            next_step=int(state["next_step"]),
+            best_aufroc=float(state["best_aufroc"]),
+            best_epoch=int(state["best_epoch"]),
+            best_threshold=float(state.get("best_threshold", 1.0)),
+            best_curve=state.get("best_curve"),
+            no_improve=int(state["no_improve"]),
+            history=list(state.get("history", [])),
+            rng=state.get("rng"),
+        )
+
+
+@dataclass
+class Optimisation:
+    """The optimiser, the plateau LR schedule and (fp16 AMP only) the gradient scaler."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scaler: torch.amp.GradScaler | None = None
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+def build_optimisation(
+    model: torch.nn.Module, t: OptimConfig, amp_mode: str | None = None
+) -> Optimisation:
+    """Adam / AdamW / SGD on ``model``'s parameters, ReduceLROnPlateau(mode=max) on the
+    validation AUFROC, and a GradScaler for fp16 autocast."""
+    if t.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+        )
+    else:
+        kind = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+        opt = kind(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="max", factor=t.lr_factor, patience=t.lr_patience, min_lr=t.min_lr
+    )
+    scaler = torch.amp.GradScaler("cuda") if amp_mode == "fp16" else None
+    return Optimisation(opt, sched, scaler)
+
+
+def epoch_plan(
+    n_images: int, cfg: TrainConfig, epoch: int, steps_per_epoch: int, skip: int = 0
+) -> list[tuple[int, int]]:
+    """The (image, tile seed) items of ``epoch``'s steps ``skip+1 ..``: the epoch's shuffled
+    items, repeated to fill ``steps_per_epoch`` global batches, without the first ``skip``
+    batches (a resumed epoch never loads the tiles it already trained on)."""
+    g = cfg.train.batch_size
+    items = tdata.epoch_items(n_images, cfg.data.tiles_per_image, cfg.train.seed, epoch)
+    need = steps_per_epoch * g
+    if len(items) < need:
+        items = items * math.ceil(need / len(items))
+    return items[skip * g : need]
+
+
+@dataclass
+class Run:
+    """What stays fixed during a run (built once by :func:`_prepare`)."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    dev: torch.device
+    dist: tdist.DistInfo
+    events: EventLog
+    stop: StopFlag
+    adapter: Any
+    model: torch.nn.Module  # the bare model
+    net: torch.nn.Module  # what the step calls: the model, or DDP around it
+    optim: Optimisation
+    amp_ctx: Any
+    amp_mode: str | None
+    channels_last: bool
+    n_train: int
+    val_imgs: list[tdata.Prepared]
+    n_val: int
+    data_description: dict[str, Any]
+    loader: torch.utils.data.DataLoader
+    batches: tdata.EpochBatches
+    generator: torch.Generator
+    steps_per_epoch: int
+    n_epochs: int
+    progress: bool
+    init_path: Path | None = None
+    parent_hash: str | None = None
+    tb: Any = None
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
+
+    def save_checkpoint(self, state: TrainState) -> None:
+        """``checkpoint.pt`` (rank 0; atomic)."""
+        if self.main:
+            ckpt.save_checkpoint(
+                self.run_dir / "checkpoint.pt",
+                state.to_checkpoint(self.model, self.optim, self.cfg.to_dict()),
+            )
+
+    def metadata(self, epochs_done: int, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        """The model file's metadata: name, task, provenance (commit, data, config, parent)."""
+        pm = getattr(self.adapter, "parent_metadata", {}) or {}
+        parent = None
+        if self.init_path is not None:
+            parent = {
+                "path": str(self.init_path.resolve()),
+                "sha256": self.parent_hash,
+                "date": (pm.get("provenance") or {}).get("date"),
+                "name": pm.get("name"),
+            }
+        return {
+            "name": self.cfg.name or self.run_dir.name,
+            "model": self.cfg.model,
+            "task": self.cfg.task or pm.get("task"),
+            "provenance": {
+                "commit": git_commit(),
+                "data": self.data_description,
+                "config": self.cfg.to_dict(),
+                "epochs": epochs_done,
+                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "parent": parent,
+                "world_size": self.dist.world_size,
+                "device": str(self.dev),
+            },
+            "metrics": metrics or {},
+        }
+
+
+@dataclass
+class EpochResult:
+    """What one pass of :func:`train_epoch` did."""
+
+    steps: int = 0  # steps run in this call
+    last_step: int = 0  # the epoch's step reached (1-based; a resumed epoch starts later)
+    loss: float = 0.0  # sums over the steps run
+    cls: float = 0.0
+    reg: float = 0.0
+    images: int = 0  # tiles seen by all processes
+    seconds: float = 0.0
+    stopped: bool = False
+
+    def mean(self, what: str) -> float:
+        return getattr(self, what) / max(self.steps, 1)
+
+
+def _step(run: Run, images: torch.Tensor, targets: list[torch.Tensor], gstep: int) -> dict:
+    """One optimisation step on one batch; returns the adapter's loss dict (``loss`` as float)."""
+    t, opt, scaler = run.cfg.train, run.optim.optimizer, run.optim.scaler
+    images = images.to(run.dev, non_blocking=True)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = [x.to(run.dev) for x in targets]
+    if t.warmup_steps and gstep < t.warmup_steps:
+        for g in opt.param_groups:
+            g["lr"] = t.lr * (gstep + 1) / t.warmup_steps
+    with run.amp_ctx:
+        out = run.adapter.losses(run.net, images, targets)
+    loss = out["loss"].float()
+    if run.dist.enabled and out.get("n_pos") is not None:
+        # The loss is normalised by the positives of the WHOLE global batch, exactly as a single
+        # process with the same global batch would (DDP averages gradients).
+        n_local = float(out["n_pos"])
+        n_total = tdist.all_reduce_sum(n_local, run.dist, run.dev)
+        loss = loss * (max(1.0, n_local) * run.dist.world_size / max(1.0, n_total))
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    else:
+        loss.backward()
+    if t.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return {**out, "loss": float(loss.detach()), "n_images": images.shape[0]}
+
+
+def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
+    """Train ``epoch`` from step ``state.next_step`` until its end or a stop request; writes the
+    ``checkpoint_every`` checkpoints and, when stopped mid-epoch, the stop checkpoint."""
+    from tqdm.auto import tqdm
+
+    t, spe, res = run.cfg.train, run.steps_per_epoch, EpochResult()
+    skip = state.next_step
+    run.net.train()
+    if t.freeze_bn:
+        _set_bn_eval(run.model)
+    run.batches.set_items(epoch_plan(run.n_train, run.cfg, epoch, spe, skip))
+    # the loader's own generator: starting the iterator draws no number from the global RNG
+    run.generator.manual_seed(t.seed * 1000 + epoch)
+    if state.rng is not None:  # a resumed run: the random stream continues where it stopped
+        ckpt.set_rng_state(state.rng)
+        state.rng = None
+    bar = tqdm(
+        total=spe,
+        initial=skip,
+        desc=f"epoch {epoch}/{run.n_epochs}",
+        disable=not (run.progress and run.main),
+        leave=False,
+    )
+    last_emit, t0, step = 0.0, time.time(), skip
+    for step, (images, targets) in enumerate(run.loader, start=skip + 1):
+        gstep = (epoch - 1) * spe + step - 1
+        out = _step(run, images, targets, gstep)
+        lv = out["loss"]
+        if not math.isfinite(lv):
+            raise TrainingError(f"epoch {epoch} step {step}: the loss is {lv}; lower train.lr")
+        res.loss, res.cls, res.reg = (
+            res.loss + lv,
+            res.cls + float(out["cls"]),
+            res.reg + float(out["reg"]),
+        )
+        res.steps += 1
+        res.images += out["n_images"] * run.dist.world_size
+        bar.update(1)
+        bar.set_postfix(loss=f"{lv:.4f}")
+        now = time.time()
+        if run.main and (now - last_emit >= 0.5 or step == spe):
+            last_emit = now
+            run.events.emit(
+                "step",
+                epoch=epoch,
+                step=step,
+                steps_per_epoch=spe,
+                loss=lv,
+                cls=float(out["cls"]),
+                reg=float(out["reg"]),
+                lr=run.optim.lr,
+            )
+        if run.tb is not None:
+            run.tb.add_scalar("train/loss", lv, gstep)
+        check_abort(run.run_dir, f"epoch {epoch} step {step}")
+        stop_now = run.stop.is_set()
+        if run.dist.enabled:
+            stop_now = tdist.all_reduce_sum(float(stop_now), run.dist, run.dev) > 0
+        if stop_now:
+            res.stopped = True
+            break
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < spe:
+            state.next_step = step
+            run.save_checkpoint(state)
+        if step >= spe:
+            break
+    bar.close()
+    res.last_step, res.seconds = step, time.time() - t0
+    if res.stopped and step < spe:
+        state.next_step = step
+        run.save_checkpoint(state)
+    return res
+
+
+def _froc_curve(val: ValResult, epoch: int, max_fppi: float) -> dict[str, Any] | None:
+    if val.froc is None:
+        return None
+    return {
+        "fppi": [float(x) for x in val.froc.fppi],
+        "tpr": [float(x) for x in val.froc.tpr],
+        "thresholds": [float(x) if math.isfinite(x) else None for x in val.froc.thresholds],
+        "aufroc": float(val.summary()["aufroc"]),
+        "max_fppi": max_fppi,
+        "epoch": epoch,
+    }
+
+
+def validate_and_keep_best(run: Run, state: TrainState, epoch: int) -> dict[str, Any] | None:
+    """Validate on rank 0 (when ``eval.every`` says so), share the result, step the LR
+    schedule and, on an improvement, update ``state`` and write ``best.safetensors``.
+    Returns the validation summary (None when this epoch does not validate)."""
+    e = run.cfg.eval
+    if not (epoch % e.every == 0 or epoch == run.n_epochs):
+        return None
+    val: ValResult | None = None
+    summary: dict[str, Any] | None = None
+    if run.main:
+        run.model.eval()
+        with torch.no_grad(), run.amp_ctx:
+            dets = detect_all(
+                run.adapter.detector(run.dev), run.val_imgs, e.min_score, run.progress
+            )
+        val = score(dets, run.val_imgs, e.max_fppi, e.target_fppi)
+        summary = val.summary()
+    summary = tdist.broadcast_object(summary, run.dist)
+    auc = float(summary["aufroc"])
+    run.optim.scheduler.step(auc)
+    # without validation lesions the AUFROC is undefined (0): keep the latest weights instead
+    if not (auc > state.best_aufroc or int(summary.get("n_lesions", 1)) == 0):
+        state.no_improve += 1
+        return summary
+    state.best_aufroc, state.best_epoch, state.no_improve = auc, epoch, 0
+    state.best_threshold = float(
+        summary["threshold_at_target"] if e.fixed_threshold is None else e.fixed_threshold
+    )
+    if run.main and val is not None:
+        state.best_curve = _froc_curve(val, epoch, e.max_fppi) or state.best_curve
+        path = run.adapter.save(
+            run.run_dir / "best.safetensors", run.metadata(epoch, summary), state.best_threshold
+        )
+        run.events.emit(
+            "best", epoch=epoch, val_aufroc=auc, path=str(path), threshold=state.best_threshold
+        )
+    return summary
+
+
+def export(run: Run, state: TrainState, epochs_done: int) -> Path | None:
+    """The best weights become ``RUN_DIR/model.safetensors`` (rank 0; atomic) with the
+    validation threshold and provenance, plus ``froc_best.png/json``. None without a best."""
+    best_file = run.run_dir / "best.safetensors"
+    if not (run.main and best_file.is_file()):
+        return None
+    run.adapter.load_weights(best_file)
+    md = run.metadata(
+        epochs_done,
+        {
+            "val_aufroc": state.best_aufroc,
+            "best_epoch": state.best_epoch,
+            "target_fppi": run.cfg.eval.target_fppi,
+        },
+    )
+    path = run.adapter.save(
+        run.run_dir / "model.safetensors",
+        md,
+        state.best_threshold,
+        fp16=run.cfg.train.export_fp16,
+    )
+    if state.best_curve is not None:
+        _plot_froc(run.run_dir, state.best_curve, f"{run.cfg.model} epoch {state.best_epoch}")
+    return path
+
+
+def _record_epoch(
+    run: Run,
+    state: TrainState,
+    epoch: int,
+    res: EpochResult,
+    val: dict | None,
+    ep_time: float,
+    eta: float,
+) -> None:
+    """Append the epoch's row to the history; emit ``epoch``; rewrite ``metrics.csv``."""
+    row = {
+        "epoch": epoch,
+        "train_loss": res.mean("loss"),
+        "train_cls": res.mean("cls"),
+        "train_reg": res.mean("reg"),
+        "val_aufroc": float(val["aufroc"]) if val else float("nan"),
+        "lr": run.optim.lr,
+        "epoch_time_s": ep_time,
+        "images_per_s": res.images / res.seconds if res.seconds > 0 else float("nan"),
+    }
+    for k, v in (val["sensitivity"] if val else {}).items():
+        row[f"val_sens@{k}"] = v
+    state.history.append(row)
+    if not run.main:
+        return
+    run.events.emit(
+        "epoch",
+        epoch=epoch,
+        train_loss=row["train_loss"],
+        val_aufroc=row["val_aufroc"],
+        lr=row["lr"],
+        eta_s=eta,
+        images_per_s=row["images_per_s"],
+        val_sensitivity=val["sensitivity"] if val else None,
+        epoch_time_s=ep_time,
+    )
+    _write_metrics_csv(run.run_dir / "metrics.csv", state.history)
+    if run.tb is not None:
+        run.tb.add_scalar("val/aufroc", row["val_aufroc"], epoch)
+        run.tb.add_scalar("train/epoch_loss", row["train_loss"], epoch)
+
+
+# --------------------------------------------------------------------------- the run
 
 
 def train(
@@ -227,11 +664,10 @@ def train(
     dist_info = tdist.setup_distributed(dev.type)
     if dev.type == "cuda" and dist_info.enabled:
         dev = torch.device("cuda", dist_info.local_rank)
-    main = dist_info.is_main
-    if main:
+    if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     tdist.barrier(dist_info)
-    events = EventLog(run_dir / "events.jsonl", enabled=main)
+    events = EventLog(run_dir / "events.jsonl", enabled=dist_info.is_main)
     own_stop = stop is None
     stop = stop or StopFlag()
     if own_stop:
@@ -258,10 +694,117 @@ def train(
         tdist.cleanup(dist_info)
 
 
+def _prepare(
+    cfg: TrainConfig,
+    run_dir: Path,
+    init: str | os.PathLike[str] | None,
+    checkpoint: dict[str, Any] | None,
+    dev: torch.device,
+    n_epochs: int,
+    progress: bool,
+    stop: StopFlag,
+    events: EventLog,
+    dist_info: tdist.DistInfo,
+) -> tuple[Run, TrainState]:
+    """Seed, build the model (``init`` / checkpoint weights), load the data, build the
+    optimisation and the DataLoader: everything :func:`_train` needs, and the start state."""
+    from tqdm.auto import tqdm
+
+    t, d, main, world = cfg.train, cfg.data, dist_info.is_main, dist_info.world_size
+    if t.batch_size % world:
+        raise TrainingError(
+            f"train.batch_size ({t.batch_size}) is the global batch and must be divisible by "
+            f"the number of processes ({world})"
+        )
+    if dev.type == "cpu" and torch.get_num_threads() > 2 and os.environ.get("GRAVITY_THREADS"):
+        torch.set_num_threads(int(os.environ["GRAVITY_THREADS"]))
+    set_seed(t.seed, t.deterministic)
+    init_path = Path(init) if init is not None else None
+    if init_path is not None and not init_path.is_file():
+        raise TrainingError(f"--init {init_path}: no such model file")
+    parent_hash = file_sha256(init_path) if init_path is not None else None
+    # with a checkpoint: the parent's architecture (if any), then the checkpoint's weights
+    adapter = build_adapter(cfg, init_path)
+    model = adapter.model.to(dev)
+    if main:
+        log.info(adapter.init_message)
+
+    if d.synthetic is not None and main:
+        tdata.ensure_synthetic(d, run_dir)  # rank 0 writes it, the others wait
+    tdist.barrier(dist_info)
+    split = tdata.open_split(d, run_dir, seed=t.seed)
+    norm, quiet = adapter.normalization, not (progress and main)
+    train_imgs = [
+        tdata.prepare(r, norm, d.use_masks)
+        for r in tqdm(split.train, desc="load train", disable=quiet, leave=False)
+    ]
+    val_refs = split.val[: cfg.eval.max_images] if cfg.eval.max_images else split.val
+    val_imgs = (
+        [tdata.prepare(r, norm, d.use_masks, keep_raw=True) for r in val_refs] if main else []
+    )
+
+    channels_last = t.channels_last is True or (t.channels_last == "auto" and dev.type == "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if t.sync_bn and dist_info.enabled and dev.type == "cuda":
+        model = adapter.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net: torch.nn.Module = model
+    if dist_info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
+    amp_ctx, amp_mode = _amp_context(dev, t.amp)
+    optim = build_optimisation(model, t, amp_mode)
+    state = TrainState.from_checkpoint(checkpoint, model, optim) if checkpoint else TrainState()
+
+    steps = max(1, len(train_imgs) * d.tiles_per_image // t.batch_size)
+    if t.max_steps_per_epoch:
+        steps = min(steps, t.max_steps_per_epoch)
+    batches = tdata.EpochBatches(t.batch_size, dist_info.rank, world)
+    generator = torch.Generator()
+    loader = torch.utils.data.DataLoader(
+        tdata.TileDataset(train_imgs, d.tile_size, d.pos_fraction, d.flips),
+        batch_sampler=batches,
+        num_workers=t.num_workers,
+        collate_fn=tdata.collate,
+        pin_memory=dev.type == "cuda",
+        generator=generator,
+    )
+    run = Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        dev=dev,
+        dist=dist_info,
+        events=events,
+        stop=stop,
+        adapter=adapter,
+        model=model,
+        net=net,
+        optim=optim,
+        amp_ctx=amp_ctx,
+        amp_mode=amp_mode,
+        channels_last=channels_last,
+        n_train=len(train_imgs),
+        val_imgs=val_imgs,
+        n_val=len(val_refs),
+        data_description=split.description,
+        loader=loader,
+        batches=batches,
+        generator=generator,
+        steps_per_epoch=steps,
+        n_epochs=n_epochs,
+        progress=progress,
+        init_path=init_path,
+        parent_hash=parent_hash,
+        tb=_tb_writer(run_dir, t.tensorboard and main),
+    )
+    return run, state
+
+
 def _train(
     cfg: TrainConfig,
     run_dir: Path,
-    init,
+    init: str | os.PathLike[str] | None,
     resume: bool,
     dev: torch.device,
     epochs_override: int | None,
@@ -271,465 +814,81 @@ def _train(
     events: EventLog,
     dist_info: tdist.DistInfo,
 ) -> TrainResult:
-    from tqdm.auto import tqdm
-
-    t_cfg, e_cfg, d_cfg = cfg.train, cfg.eval, cfg.data
-    main = dist_info.is_main
-    world = dist_info.world_size
-    n_epochs = int(epochs_override or t_cfg["epochs"])
-    seed = int(t_cfg["seed"])
-    global_batch = int(t_cfg["batch_size"])
-    if global_batch % world:
-        raise TrainingError(
-            f"train.batch_size ({global_batch}) is the global batch and must be divisible by "
-            f"the number of processes ({world})"
-        )
-    local_batch = global_batch // world
-    if dev.type == "cpu" and torch.get_num_threads() > 2 and os.environ.get("GRAVITY_THREADS"):
-        torch.set_num_threads(int(os.environ["GRAVITY_THREADS"]))
-
-    ckpt_path = run_dir / "checkpoint.pt"
-    state: dict[str, Any] | None = None
-    if resume:
-        state = ckpt.load_checkpoint(ckpt_path)
-        if init is not None:
-            log.info("--resume: the checkpoint's weights take precedence over --init")
-
-    set_seed(seed, t_cfg["deterministic"])
-    init_path = Path(init) if init is not None else None
-    if init_path is not None and not init_path.is_file():
-        raise TrainingError(f"--init {init_path}: no such model file")
-    parent_hash = file_sha256(init_path) if init_path is not None else None
-    adapter = build_adapter(cfg, init_path if state is None else None)
-    if state is not None and init_path is not None:
-        # rebuild the architecture of the parent, then load the checkpoint's weights into it
-        adapter = build_adapter(cfg, init_path)
-    model = adapter.model.to(dev)
-    if state is not None:
-        model.load_state_dict(state["model"])
-    if main:
-        log.info(adapter.init_message)
-
-    # ---- data
-    if d_cfg["synthetic"] is not None and main:
-        tdata.ensure_synthetic(d_cfg, run_dir)  # rank 0 writes it, the others wait
-    tdist.barrier(dist_info)
-    split = tdata.open_split(d_cfg, run_dir, seed=seed)
-    norm = adapter.net_config().get("normalization", "minmax")
-    use_masks = bool(d_cfg["use_masks"])
-    train_imgs = [
-        tdata.prepare(r, norm, use_masks)
-        for r in tqdm(split.train, desc="load train", disable=not (progress and main), leave=False)
-    ]
-    val_refs = split.val[: e_cfg["max_images"]] if e_cfg["max_images"] else split.val
-    val_imgs = [tdata.prepare(r, norm, use_masks, keep_raw=True) for r in val_refs] if main else []
-
-    # ---- optimisation
-    channels_last = t_cfg["channels_last"] is True or (
-        t_cfg["channels_last"] == "auto" and dev.type == "cuda"
+    checkpoint = ckpt.load_checkpoint(run_dir / "checkpoint.pt") if resume else None
+    if checkpoint is not None and init is not None:
+        log.info("--resume: the checkpoint's weights take precedence over --init")
+    n_epochs = int(epochs_override or cfg.train.epochs)
+    run, state = _prepare(
+        cfg, run_dir, init, checkpoint, dev, n_epochs, progress, stop, events, dist_info
     )
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if t_cfg["sync_bn"] and dist_info.enabled and dev.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        adapter.model = model
-    net: torch.nn.Module = model
-    if dist_info.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
-    if t_cfg["optimizer"] == "sgd":
-        opt = torch.optim.SGD(
-            model.parameters(),
-            lr=t_cfg["lr"],
-            momentum=t_cfg["momentum"],
-            weight_decay=t_cfg["weight_decay"],
-        )
-    else:
-        kind = torch.optim.AdamW if t_cfg["optimizer"] == "adamw" else torch.optim.Adam
-        opt = kind(model.parameters(), lr=t_cfg["lr"], weight_decay=t_cfg["weight_decay"])
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt,
-        mode="max",
-        factor=t_cfg["lr_factor"],
-        patience=t_cfg["lr_patience"],
-        min_lr=t_cfg["min_lr"],
-    )
-    amp_ctx, amp_mode = _amp_context(dev, t_cfg["amp"])
-    scaler = torch.amp.GradScaler("cuda") if amp_mode == "fp16" else None
-
-    start_epoch, start_step = 1, 0
-    best_aufroc, best_epoch, no_improve = -1.0, 0, 0
-    best_threshold, best_curve = 1.0, None
-    history: list[dict[str, Any]] = []
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, start_step = int(state["next_epoch"]), int(state["next_step"])
-        best_aufroc, best_epoch = float(state["best_aufroc"]), int(state["best_epoch"])
-        no_improve = int(state["no_improve"])
-        best_threshold = float(state.get("best_threshold", 1.0))
-        best_curve = state.get("best_curve")
-        history = list(state.get("history", []))
-
-    n_items = len(train_imgs) * int(d_cfg["tiles_per_image"])
-    steps_per_epoch = max(1, n_items // global_batch)
-    if t_cfg["max_steps_per_epoch"]:
-        steps_per_epoch = min(steps_per_epoch, int(t_cfg["max_steps_per_epoch"]))
-
-    if main:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if run.main:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     events.emit(
         "start",
         epochs=n_epochs,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=run.steps_per_epoch,
         run_dir=str(run_dir),
-        resumed_from_epoch=start_epoch if state is not None else None,
-        world_size=world,
+        resumed_from_epoch=state.next_epoch if checkpoint is not None else None,
+        world_size=dist_info.world_size,
         device=str(dev),
-        amp=amp_mode,
+        amp=run.amp_mode,
         model=cfg.model,
-        init=str(init_path) if init_path else None,
-        n_train=len(train_imgs),
-        n_val=len(val_refs),
-        data=split.description,
-        message=adapter.init_message,
+        init=str(run.init_path) if run.init_path else None,
+        n_train=run.n_train,
+        n_val=run.n_val,
+        data=run.data_description,
+        message=run.adapter.init_message,
     )
-    tb = _tb_writer(run_dir, bool(t_cfg["tensorboard"]) and main)
-
-    def save_resume(next_epoch: int, next_step: int) -> None:
-        if not main:
-            return
-        ckpt.save_checkpoint(
-            ckpt_path,
-            {
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-                "next_epoch": next_epoch,
-                "next_step": next_step,
-                "best_aufroc": best_aufroc,
-                "best_epoch": best_epoch,
-                "best_threshold": best_threshold,
-                "best_curve": best_curve,
-                "no_improve": no_improve,
-                "history": history,
-                "config": json.dumps(cfg.to_dict()),
-                "rng": ckpt.rng_state(),
-            },
-        )
-
-    def metadata(epochs_done: int, val: dict[str, Any] | None) -> dict[str, Any]:
-        parent = None
-        if init_path is not None:
-            pm = getattr(adapter, "parent_metadata", {}) or {}
-            parent = {
-                "path": str(init_path.resolve()),
-                "sha256": parent_hash,
-                "date": (pm.get("provenance") or {}).get("date"),
-                "name": pm.get("name"),
-            }
-        return {
-            "name": cfg.name or (run_dir.name if init_path is None else f"{run_dir.name}"),
-            "model": cfg.model,
-            "task": cfg.task or (getattr(adapter, "parent_metadata", {}) or {}).get("task"),
-            "provenance": {
-                "commit": git_commit(),
-                "data": split.description,
-                "config": cfg.to_dict(),
-                "epochs": epochs_done,
-                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "parent": parent,
-                "world_size": world,
-                "device": str(dev),
-            },
-            "metrics": val or {},
-        }
-
-    stopped = False
-    budget_stop = False
+    stopped = budget_stop = False
     t_start = time.time()
     epoch_times: list[float] = []
-    epoch = start_epoch
-    last_epoch_done = start_epoch - 1
-    for epoch in range(start_epoch, n_epochs + 1):
+    last_epoch_done = state.next_epoch - 1
+    for epoch in range(state.next_epoch, n_epochs + 1):
         t_ep = time.time()
-        net.train()
-        if t_cfg["freeze_bn"]:
-            _set_bn_eval(model)
-        items = tdata.epoch_items(len(train_imgs), int(d_cfg["tiles_per_image"]), seed, epoch)
-        need = steps_per_epoch * global_batch
-        if len(items) < need:
-            items = (items * math.ceil(need / len(items)))[:need]
-        items = items[:need]
-        # a resumed epoch starts at its first unseen batch (the skipped tiles are never cut)
-        skip = start_step if epoch == start_epoch else 0
-        ds = tdata.TileDataset(
-            train_imgs,
-            items[skip * global_batch :],
-            d_cfg["tile_size"],
-            d_cfg["pos_fraction"],
-            d_cfg["flips"],
-        )
-        sampler = None
-        if dist_info.enabled:
-            sampler = torch.utils.data.distributed.DistributedSampler(
-                ds, num_replicas=world, rank=dist_info.rank, shuffle=False, drop_last=True
-            )
-        loader = torch.utils.data.DataLoader(
-            ds,
-            batch_size=local_batch,
-            shuffle=False,
-            sampler=sampler,
-            num_workers=int(t_cfg["num_workers"]),
-            collate_fn=tdata.collate,
-            drop_last=True,
-            pin_memory=dev.type == "cuda",
-            persistent_workers=False,
-            # its own generator: creating the iterator draws no number from the global RNG
-            generator=torch.Generator().manual_seed(seed * 1000 + epoch),
-        )
-        sums = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
-        n_done = 0
-        last_emit = 0.0
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=skip,
-            desc=f"epoch {epoch}/{n_epochs}",
-            disable=not (progress and main),
-            leave=False,
-        )
-        n_img_seen = 0
-        t_steps = time.time()
-        step = skip
-        if state is not None and epoch == start_epoch and state.get("rng") is not None:
-            ckpt.set_rng_state(state["rng"])  # the random stream continues where it stopped
-        for step_idx, (images, targets) in enumerate(loader, start=skip):
-            images = images.to(dev, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = [t.to(dev) for t in targets]
-            gstep = (epoch - 1) * steps_per_epoch + step_idx
-            if t_cfg["warmup_steps"] and gstep < t_cfg["warmup_steps"]:
-                for g in opt.param_groups:
-                    g["lr"] = t_cfg["lr"] * (gstep + 1) / t_cfg["warmup_steps"]
-            with amp_ctx:
-                out = adapter.losses(net, images, targets)
-            loss = out["loss"].float()
-            if dist_info.enabled and out.get("n_pos") is not None:
-                # The loss is normalised by the positives of the WHOLE global batch, exactly as
-                # a single process with the same global batch would (DDP averages gradients).
-                n_local = float(out["n_pos"])
-                n_total = tdist.all_reduce_sum(n_local, dist_info, dev)
-                loss = loss * (max(1.0, n_local) * world / max(1.0, n_total))
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            if t_cfg["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg["grad_clip"])
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise TrainingError(
-                    f"epoch {epoch} step {step_idx + 1}: the loss is {lv}; lower train.lr"
-                )
-            sums["loss"] += lv
-            sums["cls"] += float(out["cls"])
-            sums["reg"] += float(out["reg"])
-            n_done += 1
-            n_img_seen += images.shape[0] * world
-            step = step_idx + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{lv:.4f}")
-            now = time.time()
-            if main and (now - last_emit >= 0.5 or step == steps_per_epoch):
-                last_emit = now
-                events.emit(
-                    "step",
-                    epoch=epoch,
-                    step=step,
-                    steps_per_epoch=steps_per_epoch,
-                    loss=lv,
-                    cls=float(out["cls"]),
-                    reg=float(out["reg"]),
-                    lr=opt.param_groups[0]["lr"],
-                )
-            if tb is not None:
-                tb.add_scalar("train/loss", lv, gstep)
-            check_abort(run_dir, f"epoch {epoch} step {step}")
-            stop_now = stop.is_set()
-            if dist_info.enabled:
-                stop_now = tdist.all_reduce_sum(float(stop_now), dist_info, dev) > 0
-            if stop_now:
-                stopped = True
-                break
-            if (
-                t_cfg["checkpoint_every"]
-                and step % t_cfg["checkpoint_every"] == 0
-                and step < steps_per_epoch
-            ):
-                save_resume(epoch, step)
-            if step >= steps_per_epoch:
-                break
-        bar.close()
-        train_time = time.time() - t_steps
-        if stopped and step < steps_per_epoch:
-            save_resume(epoch, step)
-            break
-
-        # ---- validation (rank 0), then everyone learns the result
-        val: ValResult | None = None
-        val_summary: dict[str, Any] | None = None
-        if epoch % e_cfg["every"] == 0 or epoch == n_epochs:
-            if main:
-                model.eval()
-                with torch.no_grad(), amp_ctx:
-                    dets = detect_all(adapter.detector(dev), val_imgs, e_cfg["min_score"], progress)
-                val = score(dets, val_imgs, e_cfg["max_fppi"], e_cfg["target_fppi"])
-                val_summary = val.summary()
-            val_summary = tdist.broadcast_object(val_summary, dist_info)
-        val_auc = float(val_summary["aufroc"]) if val_summary else float("nan")
-        if val_summary is not None:
-            sched.step(val_auc)
-        # without validation lesions the AUFROC is undefined (0): keep the latest weights instead
-        improved = val_summary is not None and (
-            val_auc > best_aufroc or int(val_summary.get("n_lesions", 1)) == 0
-        )
-        if improved:
-            best_aufroc, best_epoch, no_improve = val_auc, epoch, 0
-            best_threshold = float(
-                val_summary["threshold_at_target"]
-                if e_cfg["fixed_threshold"] is None
-                else e_cfg["fixed_threshold"]
-            )
-            if main and val is not None and val.froc is not None:
-                best_curve = {
-                    "fppi": [float(x) for x in val.froc.fppi],
-                    "tpr": [float(x) for x in val.froc.tpr],
-                    "thresholds": [
-                        float(x) if math.isfinite(x) else None for x in val.froc.thresholds
-                    ],
-                    "aufroc": val_auc,
-                    "max_fppi": e_cfg["max_fppi"],
-                    "epoch": epoch,
-                }
-            if main:
-                best_path = adapter.save(
-                    run_dir / "best.safetensors", metadata(epoch, val_summary), best_threshold
-                )
-                events.emit(
-                    "best",
-                    epoch=epoch,
-                    val_aufroc=val_auc,
-                    path=str(best_path),
-                    threshold=best_threshold,
-                )
-        elif val_summary is not None:
-            no_improve += 1
-        ep_time = time.time() - t_ep
-        epoch_times.append(ep_time)
+        res = train_epoch(run, state, epoch)
+        stopped = res.stopped
+        if stopped and res.last_step < run.steps_per_epoch:
+            break  # the checkpoint holds the position inside this epoch
+        val = validate_and_keep_best(run, state, epoch)
+        epoch_times.append(time.time() - t_ep)
         eta = float(np.mean(epoch_times)) * (n_epochs - epoch)
-        row = {
-            "epoch": epoch,
-            "train_loss": sums["loss"] / max(n_done, 1),
-            "train_cls": sums["cls"] / max(n_done, 1),
-            "train_reg": sums["reg"] / max(n_done, 1),
-            "val_aufroc": val_auc,
-            "lr": opt.param_groups[0]["lr"],
-            "epoch_time_s": ep_time,
-            "images_per_s": n_img_seen / train_time if train_time > 0 else float("nan"),
-        }
-        if val_summary:
-            for k, v in val_summary["sensitivity"].items():
-                row[f"val_sens@{k}"] = v
-        history.append(row)
+        _record_epoch(run, state, epoch, res, val, epoch_times[-1], eta)
         last_epoch_done = epoch
-        if main:
-            events.emit(
-                "epoch",
-                epoch=epoch,
-                train_loss=row["train_loss"],
-                val_aufroc=val_auc,
-                lr=row["lr"],
-                eta_s=eta,
-                images_per_s=row["images_per_s"],
-                val_sensitivity=val_summary["sensitivity"] if val_summary else None,
-                epoch_time_s=ep_time,
-            )
-            _write_metrics_csv(run_dir / "metrics.csv", history)
-            if tb is not None:
-                tb.add_scalar("val/aufroc", val_auc, epoch)
-                tb.add_scalar("train/epoch_loss", row["train_loss"], epoch)
-        save_resume(epoch + 1, 0)
+        state.next_epoch, state.next_step = epoch + 1, 0
+        run.save_checkpoint(state)
         if stopped:
             break
-        budget = t_cfg["time_budget_s"]
+        budget = cfg.train.time_budget_s
         if budget and epoch < n_epochs:
             elapsed = time.time() - t_start
             over = elapsed + float(np.mean(epoch_times)) > budget
             if tdist.broadcast_object(over, dist_info):  # rank 0's clock decides for all
-                log.info(
-                    "time budget: %.0f s used of %.0f s; stopping after epoch %d",
-                    elapsed,
-                    budget,
-                    epoch,
-                )
+                log.info("time budget: %.0f s used of %.0f s; stopping after epoch %d",
+                         elapsed, budget, epoch)  # fmt: skip
                 budget_stop = True
                 break
-        if t_cfg["early_stopping"] and no_improve >= t_cfg["early_stopping"]:
-            log.info("early stopping: no improvement for %d epochs", no_improve)
+        if cfg.train.early_stopping and state.no_improve >= cfg.train.early_stopping:
+            log.info("early stopping: no improvement for %d epochs", state.no_improve)
             break
-    if tb is not None:
-        tb.close()
+    if run.tb is not None:
+        run.tb.close()
+    last_state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
 
-    last_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-    # ---- export the best model
     check_abort(run_dir, "before export")
-    model_path: Path | None = None
+    model_path = export(run, state, last_epoch_done)
     registered: str | None = None
-    best_file = run_dir / "best.safetensors"
-    if main and best_file.is_file():
-        adapter.load_weights(best_file)
-        final_md = metadata(
-            last_epoch_done,
-            {
-                "val_aufroc": best_aufroc,
-                "best_epoch": best_epoch,
-                "target_fppi": e_cfg["target_fppi"],
-            },
-        )
-        model_path = adapter.save(
-            run_dir / "model.safetensors",
-            final_md,
-            best_threshold,
-            fp16=bool(t_cfg.get("export_fp16", False)),
-        )
-        if best_curve is not None:
-            _plot_froc(run_dir, best_curve, f"{cfg.model} epoch {best_epoch}")
-        if register:
-            from napari_gravity.core.registry import register_model
+    if model_path is not None and register:
+        from napari_gravity.core.registry import register_model
 
-            entry = register_model(model_path, register)
-            registered = entry.label
+        registered = register_model(model_path, register).label
     tdist.barrier(dist_info)
-    if main:
+    if run.main:
         events.emit(
             "done",
             model_path=str(model_path) if model_path else None,
-            best_val_aufroc=best_aufroc if best_aufroc >= 0 else None,
-            best_epoch=best_epoch,
-            threshold=best_threshold,
+            best_val_aufroc=state.best_aufroc if state.best_aufroc >= 0 else None,
+            best_epoch=state.best_epoch,
+            threshold=state.best_threshold,
             stopped=stopped,
             budget_reached=budget_stop,
             epochs_run=last_epoch_done,
@@ -738,12 +897,12 @@ def _train(
         )
     return TrainResult(
         model_path=model_path,
-        best_val_aufroc=best_aufroc,
-        best_epoch=best_epoch,
-        threshold=best_threshold,
+        best_val_aufroc=state.best_aufroc,
+        best_epoch=state.best_epoch,
+        threshold=state.best_threshold,
         stopped=stopped,
         epochs_run=last_epoch_done,
         registered=registered,
-        history=history,
+        history=state.history,
         last_state=last_state,
     )

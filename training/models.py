@@ -46,7 +46,6 @@ class GravityAdapter:
     kind = "gravitynet"
 
     def __init__(self, cfg: TrainConfig, init: str | os.PathLike[str] | None = None) -> None:
-        from napari_gravity.core.config import GravityConfig
         from napari_gravity.core.loss import GravityLoss
         from napari_gravity.core.model import GravityNet
 
@@ -58,7 +57,7 @@ class GravityAdapter:
             self.parent_metadata = dict(loaded.metadata or {})
             self.init_message = f"initialised from model file {init}"
         else:
-            self.config = GravityConfig.from_dict(cfg.net)
+            self.config = cfg.net.replace()  # a copy: the run's config stays as validated
             self.model = GravityNet(self.config, pretrained=cfg.pretrained)
             self.parent_metadata = {}
             self.init_message = getattr(self.model, "init_message", "")
@@ -66,10 +65,10 @@ class GravityAdapter:
         t = cfg.train
         self.loss_fn = GravityLoss(
             self.config.d_h,
-            alpha=t["focal_alpha"],
-            gamma=t["focal_gamma"],
-            lam=t["lambda_reg"],
-            ignore_gap=t["ignore_gap"],
+            alpha=t.focal_alpha,
+            gamma=t.focal_gamma,
+            lam=t.lambda_reg,
+            ignore_gap=t.ignore_gap,
         )
 
     def losses(
@@ -86,6 +85,10 @@ class GravityAdapter:
 
     def net_config(self) -> dict[str, Any]:
         return self.config.to_dict()
+
+    @property
+    def normalization(self) -> str:
+        return self.config.normalization
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
         """Load the weights of a model file written by :meth:`save` into ``self.model``."""

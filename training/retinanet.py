@@ -197,6 +197,10 @@ class RetinaAdapter:
     def net_config(self) -> dict[str, Any]:
         return dict(self.net)
 
+    @property
+    def normalization(self) -> str:
+        return str(self.net["normalization"])
+
     def load_weights(self, path: str | os.PathLike[str]) -> None:
         from safetensors.torch import load_file
 

@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
                 "(fine-tuning never overwrites its source)"
             )
         if not _has_override(overrides, "train.lr"):
-            cfg.train["lr"] = cfg.train["finetune_lr"]
+            cfg.train.lr = cfg.train.finetune_lr
         if epochs is None:
-            epochs = cfg.train["finetune_epochs"]
+            epochs = cfg.train.finetune_epochs
         if register is None:
             from napari_gravity.core.registry import read_metadata
 

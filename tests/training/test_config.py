@@ -17,16 +17,16 @@ def test_bundled_configs_validate():
     assert {"inbreast_mc", "eophtha_ma"} <= set(names)
     for name in names:
         cfg = load_config(name)
-        assert cfg.train["epochs"] >= 1
+        assert cfg.train.epochs >= 1
     paper = load_config("inbreast_mc")
-    assert (paper.net["backbone"], paper.net["step"], paper.train["batch_size"]) == (
+    assert (paper.net.backbone, paper.net.step, paper.train.batch_size) == (
         "resnet34",
         10,
         8,
     )
-    assert paper.train["lr"] == pytest.approx(1e-4) and paper.train["epochs"] == 50
+    assert paper.train.lr == pytest.approx(1e-4) and paper.train.epochs == 50
     ma = load_config("eophtha_ma")
-    assert (ma.net["backbone"], ma.net["step"]) == ("resnet50", 6)
+    assert (ma.net.backbone, ma.net.step) == ("resnet50", 6)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,7 @@ def test_overrides_and_cli_error(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(_base(tmp_path)))
     cfg = load_config(p, ["train.batch_size=4", "net.step=6"])
-    assert cfg.train["batch_size"] == 4 and cfg.net["step"] == 6
+    assert cfg.train.batch_size == 4 and cfg.net.step == 6
     from training.cli import main
 
     rc = main(["train", str(p), "--out", str(tmp_path / "run"), "--set", "train.bogus=1"])
@@ -124,12 +124,12 @@ def test_top_level_list_with_set_is_a_clear_error(tmp_path):
 def test_numeric_looking_ids_are_ids(tmp_path):
     p = _write(tmp_path, f"data: {{root: {tmp_path}}}\n")
     cfg = load_config(p, ["data.train_ids=[50990001, 007]", "data.val_ids=22678622"])
-    assert cfg.data["train_ids"] == ["50990001", "007"]
-    assert cfg.data["val_ids"] == ["22678622"]
+    assert cfg.data.train_ids == ["50990001", "007"]
+    assert cfg.data.val_ids == ["22678622"]
     q = _write(
         tmp_path, f"data: {{root: {tmp_path}, train_ids: [50990001], val_ids: null}}\n", "q.yaml"
     )
-    assert load_config(q).data["train_ids"] == ["50990001"]
+    assert load_config(q).data.train_ids == ["50990001"]
 
 
 @pytest.mark.parametrize(

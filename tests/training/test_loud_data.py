@@ -37,9 +37,10 @@ def test_open_split_reports_images_lesions_and_unused_files(tmp_path, caplog, ma
 def test_unknown_synthetic_option_is_a_config_error(tmp_path):
     import pytest
 
+    from training.config import DataConfig
     from training.data import DataConfigError, ensure_synthetic
 
-    data = {"synthetic": {"recipe": "mc-tiny", "n_trian": 3}, "cache_dir": str(tmp_path)}
+    data = DataConfig(synthetic={"recipe": "mc-tiny", "n_trian": 3}, cache_dir=str(tmp_path))
     with pytest.raises(DataConfigError, match=r"data.synthetic: .*n_trian"):
         ensure_synthetic(data, tmp_path / "run")
 

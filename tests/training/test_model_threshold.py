@@ -25,20 +25,20 @@ def test_shipped_threshold_is_the_validation_operating_point(trained_run):
     assert pred.config.threshold == thr  # the default γ of every later detection
 
     # the validation images of the run, detected again with the exported (best-epoch) model
-    split = tdata.open_split(cfg.data, trained_run, seed=int(cfg.train["seed"]))
-    norm = cfg.to_dict()["net"].get("normalization", "minmax")
-    val = [tdata.prepare(r, norm, bool(cfg.data["use_masks"]), keep_raw=True) for r in split.val]
+    split = tdata.open_split(cfg.data, trained_run, seed=cfg.train.seed)
+    norm = cfg.net.normalization
+    val = [tdata.prepare(r, norm, cfg.data.use_masks, keep_raw=True) for r in split.val]
     assert val and sum(len(p.points) for p in val) > 0
     scores, is_fp = [], []
     for p in val:
-        d = pred.detect(p.raw, mask=p.mask, threshold=float(cfg.eval["min_score"]))
+        d = pred.detect(p.raw, mask=p.mask, threshold=cfg.eval.min_score)
         m = match_image(d.points, d.scores, p.points, p.radii, mask=p.mask)
         scores.append(d.scores)
         is_fp.append(np.isin(m.labels, [FP, DUPLICATE]))  # duplicates count as FPs (default)
     scores, is_fp = np.concatenate(scores), np.concatenate(is_fp)
     assert len(scores) > 0  # the check below is not vacuous
 
-    target = float(cfg.eval["target_fppi"])
+    target = cfg.eval.target_fppi
 
     def fppi(t: float) -> float:
         return float(is_fp[scores >= t].sum()) / len(val)
