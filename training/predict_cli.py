@@ -13,13 +13,14 @@ It runs as a pipeline:
   be read becomes one ``failed`` entry of ``summary.json`` and the run goes on. If a worker
   process dies (a decoder crash, the OOM killer), the rest of the images are read in the main
   process.
-- **Streaming.** Each image's detections are appended to ``DIR/predictions.csv`` (one ``write``
-  of whole rows per image) as soon as they exist, followed by one JSON line in
-  ``DIR/predict_state.jsonl`` (the image's summary row). A crash (``kill -9``, Ctrl-C) leaves a
-  readable CSV of the images done so far; ``--resume`` keeps every image whose journal line exists
-  and whose CSV rows are all present (their count equals the journal's), drops the rest and
-  predicts only the missing images (images that failed are tried again). A torn last line (power
-  loss) is dropped the same way. At the end the CSV is rewritten atomically in input order,
+- **Streaming.** As soon as an image's detections exist, one JSON line (its summary row and its
+  CSV rows) is appended to the journal ``DIR/predict_state.jsonl``, then its rows to
+  ``DIR/predictions.csv`` (one ``os.write`` each; these two appends are the only writes that are
+  not atomic). A crash (``kill -9``, Ctrl-C) leaves a readable CSV of the images done so far (at
+  most one image behind the journal); ``--resume`` keeps every image whose journal line is
+  whole, rebuilds the CSV from the journal and predicts only the other images (images that
+  failed are tried again; a torn last line after a power loss is dropped, and its image predicted
+  again). At the end the CSV is rewritten atomically in input order,
   ``summary.json`` is written atomically and the journal is removed: the final files are those
   of a run without streaming. ``--resume`` also works on a finished run (it reads
   ``summary.json``), e.g. after new images were added to a folder. A resume with other
@@ -41,7 +42,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -381,7 +382,8 @@ def predict_stream(
     detections exist, and ``("failed", {image, path, error})`` for each image that could not
     be read or processed (reported on stderr). Images are read by ``workers`` processes
     (:func:`iter_inputs`); with ``batch_size`` > 1 and a GravityNet ``Predictor``, consecutive
-    images of the same size share one forward pass."""
+    images of the same size share one forward pass. A reader process that dies raises
+    ``RuntimeError`` (:func:`predict_each` then goes on in this process)."""
     from tqdm.auto import tqdm
 
     dataset = ImageInputs(paths, ids, channel, mask_mode, task)
@@ -389,10 +391,9 @@ def predict_stream(
     kwargs: dict[str, Any] = {"threshold": threshold}
     if nms_box is not None:
         kwargs["nms_box"] = nms_box
-    handled: set[int] = set()
-    bar = tqdm(total=len(dataset), desc="predict", disable=not progress)
+    pending: list[Loaded] = []
 
-    def flush(pending: list[Loaded]) -> Iterator[tuple[str, Any]]:
+    def flush() -> Iterator[tuple[str, Any]]:
         if not pending:
             return
         t0 = time.perf_counter()
@@ -402,34 +403,30 @@ def predict_stream(
             if _worker_died(exc):
                 raise
             for r in pending:
-                handled.add(r.index)
                 yield "failed", _failure(r.image_id, r.path, _error_text(r.path, exc))
             pending.clear()
             return
         dt = (time.perf_counter() - t0) / len(pending)
         for r, raw in zip(pending, raws, strict=True):
             det = detector.from_raw(raw, mask=r.mask, **kwargs)
-            handled.add(r.index)
             yield (
                 "image",
                 (r.image_id, det, _row(r.image_id, r.path, r.image.shape, det, r.mask, dt)),
             )
         pending.clear()
 
-    def run_part(indices: list[int], n_workers: int) -> Iterator[tuple[str, Any]]:
-        pending: list[Loaded] = []
-        for rec in iter_inputs(dataset, indices, n_workers):
+    with tqdm(total=len(dataset), desc="predict", disable=not progress) as bar:
+        for rec in iter_inputs(dataset, list(range(len(dataset))), workers):
             bar.update(1)
             if rec.error is not None:
-                handled.add(rec.index)
                 yield "failed", _failure(rec.image_id, rec.path, rec.error)
                 continue
             if batched:
                 if pending and pending[0].image.shape != rec.image.shape:
-                    yield from flush(pending)
+                    yield from flush()
                 pending.append(rec)
                 if len(pending) >= batch_size:
-                    yield from flush(pending)
+                    yield from flush()
                 continue
             t0 = time.perf_counter()
             try:
@@ -437,38 +434,53 @@ def predict_stream(
             except (ValueError, MemoryError, RuntimeError) as exc:
                 if _worker_died(exc):
                     raise
-                handled.add(rec.index)
                 yield "failed", _failure(rec.image_id, rec.path, _error_text(rec.path, exc))
                 continue
             dt = time.perf_counter() - t0
-            handled.add(rec.index)
-            yield (
-                "image",
-                (
-                    rec.image_id,
-                    det,
-                    _row(rec.image_id, rec.path, rec.image.shape, det, rec.mask, dt),
-                ),
-            )
-        yield from flush(pending)
+            row = _row(rec.image_id, rec.path, rec.image.shape, det, rec.mask, dt)
+            yield "image", (rec.image_id, det, row)
+        yield from flush()
+
+
+def predict_each(
+    detector: Any,
+    paths: list[Any],
+    ids: list[str],
+    on_image: Callable[[str, Detections, dict[str, Any]], None],
+    on_failed: Callable[[dict[str, Any]], None],
+    workers: int = 0,
+    **kw: Any,
+) -> None:
+    """:func:`predict_stream` with a callback per event. If a reader process dies (a decoder
+    crash, the OOM killer: PyTorch raises that ``RuntimeError`` wherever the main thread is,
+    possibly inside a callback), the images whose callback has not returned are predicted
+    again, read in this process; a callback may thus see an image twice."""
+    handled: set[str] = set()
+
+    def go(idx: list[int], n_workers: int) -> None:
+        for kind, ev in predict_stream(
+            detector, [paths[k] for k in idx], [ids[k] for k in idx], workers=n_workers, **kw
+        ):
+            if kind == "image":
+                on_image(*ev)
+                handled.add(ev[0])
+            else:
+                on_failed(ev)
+                handled.add(ev["image"])
 
     try:
-        yield from run_part(list(range(len(dataset))), workers)
+        go(list(range(len(paths))), workers)
     except RuntimeError as exc:
-        if not (workers > 0 and _worker_died(exc)):
+        if workers <= 0 or not _worker_died(exc):
             raise
-        rest = [k for k in range(len(dataset)) if k not in handled]
+        rest = [k for k, i in enumerate(ids) if i not in handled]
         print(
             f"gravity predict: a reader process died ({str(exc)[:200]}); reading the other "
             f"{len(rest)} image(s) in this process",
             file=sys.stderr,
             flush=True,
         )
-        bar.reset(total=len(dataset))
-        bar.update(len(handled))
-        yield from run_part(rest, 0)
-    finally:
-        bar.close()
+        go(rest, 0)
 
 
 def predict_paths(
@@ -485,31 +497,34 @@ def predict_paths(
     failures_out: list[dict[str, Any]] | None = None,
     workers: int = 0,
 ) -> tuple[dict[str, Detections], list[dict[str, Any]]]:
-    """Detections per image id, and one summary row per image (:func:`predict_stream`,
+    """Detections per image id, and one summary row per image (:func:`predict_each`,
     collected). An image that cannot be read or processed is skipped, reported on stderr and
     appended to ``failures_out`` (``{image, path, error}``); the other images go on."""
     preds: dict[str, Detections] = {}
-    rows: list[dict[str, Any]] = []
-    for kind, ev in predict_stream(
+    rows: dict[str, dict[str, Any]] = {}
+    failures: dict[str, dict[str, Any]] = {}
+
+    def on_image(iid: str, det: Detections, row: dict[str, Any]) -> None:
+        preds[iid], rows[iid] = det, row
+
+    predict_each(
         detector,
         paths,
         ids,
-        threshold,
-        channel,
-        nms_box,
-        progress,
-        batch_size,
-        mask_mode,
-        task,
+        on_image,
+        lambda f: failures.__setitem__(f["image"], f),
         workers,
-    ):
-        if kind == "image":
-            iid, det, row = ev
-            preds[iid] = det
-            rows.append(row)
-        elif failures_out is not None:
-            failures_out.append(ev)
-    return preds, rows
+        threshold=threshold,
+        channel=channel,
+        nms_box=nms_box,
+        progress=progress,
+        batch_size=batch_size,
+        mask_mode=mask_mode,
+        task=task,
+    )
+    if failures_out is not None:
+        failures_out.extend(failures.values())
+    return preds, list(rows.values())
 
 
 def _fail(failures: list[dict[str, Any]], iid: str, path: Path, exc: BaseException) -> None:
@@ -538,12 +553,14 @@ def _write_all(fd: int, text: str) -> None:
 
 
 class _Stream:
-    """Appends each image's CSV rows (one ``write``), then its journal line, as it is done.
+    """Appends each image's journal line (its summary row and its CSV rows), then its CSV rows,
+    as soon as the image is done.
 
-    Neither file is written atomically as a whole (that is the point): a crash leaves whole
-    lines (each image one ``os.write`` call, ``O_APPEND``), possibly an image's rows without
-    its journal line (``--resume`` redoes that image), or after a power loss a torn last line
-    (dropped by ``--resume``)."""
+    Neither file is written atomically as a whole (that is the point). Each image is one
+    ``os.write`` per file (``O_APPEND``), so a crash (``kill -9``, Ctrl-C) leaves whole lines: the
+    CSV is readable, at most one image behind the journal. The journal is what ``--resume`` and
+    the final merge trust (an image whose journal line is missing or torn, e.g. after a power
+    loss, is predicted again); the final ``predictions.csv`` is rebuilt from it."""
 
     def __init__(self, csv_path: Path, journal_path: Path, fresh_settings: dict | None):
         from napari_gravity.fileio import atomic_write_text
@@ -556,8 +573,9 @@ class _Stream:
         self._journal = os.open(journal_path, flags)
 
     def image(self, iid: str, det: Detections, row: dict[str, Any]) -> None:
-        _write_all(self._csv, "".join(line + "\n" for line in _csv_lines(iid, det)))
-        _write_all(self._journal, _jline({"kind": "image", **row}))
+        lines = _csv_lines(iid, det)
+        _write_all(self._journal, _jline({"kind": "image", **row, "lines": lines}))
+        _write_all(self._csv, "".join(line + "\n" for line in lines))
 
     def record(self, kind: str, rec: dict[str, Any]) -> None:
         _write_all(self._journal, _jline({"kind": kind, **rec}))
@@ -674,18 +692,34 @@ def _read_state(out: Path, ids: list[str]) -> _State:
         rec = records.get(iid)
         if rec is None:
             continue
-        for ls in candidates.get(iid, []):
-            n = sum(1 for line in ls if next(csv.reader([line]))[1:2] not in ([], [""]))
-            if n == rec.get("detections") and (n > 0 or len(ls) == 1):
+        # a journal line carries the image's rows; a finished run's summary row does not:
+        # its rows are those in a CSV, if they are all there
+        options = [rec["lines"]] if isinstance(rec.get("lines"), list) else candidates.get(iid, [])
+        for ls in options:
+            if _n_detections(ls) == rec.get("detections") and ls:
                 done[iid] = ls
                 break
     return _State(settings, records, failures, models, done, found)
 
 
+def _n_detections(lines: list[str]) -> int | None:
+    """Rows with coordinates among an image's CSV lines (None: an unreadable line)."""
+    n = 0
+    for line in lines:
+        try:
+            fields = next(csv.reader([line]))
+        except (csv.Error, StopIteration):
+            return None
+        n += len(fields) > 1 and fields[1] != ""
+    if n == 0 and len(lines) != 1:
+        return None  # an image without detections has exactly one 'image,,,' row
+    return n
+
+
 def _state_text(settings: dict[str, Any], st: _State, done_ids: list[str]) -> str:
     lines = [_jline({"kind": "settings", **settings})]
     lines += [_jline({"kind": "model", **m}) for m in st.models.values()]
-    lines += [_jline({"kind": "image", **st.records[i]}) for i in done_ids]
+    lines += [_jline({"kind": "image", **st.records[i], "lines": st.done[i]}) for i in done_ids]
     return "".join(lines)
 
 
@@ -828,24 +862,25 @@ def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info
                     "threshold": threshold,
                 },
             )
-            for ev_kind, ev in predict_stream(
+
+            def on_image(iid, det, row, spec=spec):
+                stream.image(iid, det, {**row, "model": spec})
+
+            predict_each(
                 detector,
                 g_paths,
                 g_ids,
-                threshold,
-                args.channel,
-                args.nms_box,
+                on_image,
+                lambda f: stream.record("failed", f),
+                workers,
+                threshold=threshold,
+                channel=args.channel,
+                nms_box=args.nms_box,
                 progress=progress,
                 batch_size=max(1, int(args.batch_size)),
                 mask_mode=args.mask,
                 task=md.get("task"),
-                workers=workers,
-            ):
-                if ev_kind == "image":
-                    iid, det, row = ev
-                    stream.image(iid, det, {**row, "model": spec})
-                else:
-                    stream.record("failed", ev)
+            )
     finally:
         stream.close()
     # 3. rank 0 merges every rank's files into the final predictions.csv and summary.json
@@ -868,7 +903,7 @@ def _finish(args, out, ids, settings, t0, workers, world, n_resumed) -> int:
     st = _read_state(out, ids)
     done_ids = [i for i in ids if i in st.done]
     csv_path = atomic_write_text(out / CSV_NAME, _csv_text(st, done_ids))
-    rows = [{k: v for k, v in st.records[i].items() if k != "kind"} for i in done_ids]
+    rows = [{k: v for k, v in st.records[i].items() if k != "lines"} for i in done_ids]
     failures = [
         {k: st.failures[i][k] for k in ("image", "path", "error")}
         for i in ids
