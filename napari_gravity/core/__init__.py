@@ -13,7 +13,7 @@ from typing import Any
 
 # Eager imports bind the function names *after* their same-named submodules are imported, so
 # ``napari_gravity.core.postprocess`` / ``.gravity_points`` are the functions, as documented.
-from .config import GravityConfig
+from .config import GravityConfig, postprocess_defaults
 from .gravity_points import gravity_points, n_gravity_points
 from .normalize import normalize_image
 from .postprocess import decode, nms_points, postprocess
@@ -38,6 +38,7 @@ __all__ = [
     "nms_points",
     "normalize_image",
     "postprocess",
+    "postprocess_defaults",
     *_LAZY,
 ]
 

@@ -1,11 +1,18 @@
 """GravityConfig: everything that defines a GravityNet model and how to use its outputs.
 
 Stored verbatim (``to_dict()``) in every model file, so a model file is self-describing.
+
+The γ / NMS defaults live here and only here: the field defaults of :class:`GravityConfig`, and
+:func:`postprocess_defaults`, which resolves the parameters a model is used with (its file's
+calibrated threshold over its configuration's). Callers (predictor, CLI, GUI) ask it rather than
+writing ``0.5`` / ``7.0`` again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,3 +147,36 @@ class GravityConfig:
     def replace(self, **changes: Any) -> GravityConfig:
         """A copy with some fields changed (validated)."""
         return self.from_dict({**self.to_dict(), **changes})
+
+
+#: The post-processing parameters a GUI or CLI exposes: score threshold γ, NMS box L, NMS IoU.
+POSTPROCESS_KEYS = ("threshold", "nms_box", "nms_iou")
+
+
+def _valid_threshold(v: Any) -> bool:
+    return (
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and 0.0 <= v <= 1.0
+    )
+
+
+def postprocess_defaults(
+    config: GravityConfig | None = None, metadata: Mapping[str, Any] | None = None
+) -> dict[str, float]:
+    """The γ / NMS parameters to use a model with: ``{"threshold", "nms_box", "nms_iou"}``.
+
+    ``threshold``: the model file's calibrated ``metadata["threshold"]`` when it is a number in
+    [0, 1], else ``config.threshold``; ``nms_box`` / ``nms_iou`` from ``config``. Without a
+    config (a classical detector), :class:`GravityConfig`'s defaults.
+    """
+    if config is None:
+        defaults = {f.name: f.default for f in dataclasses.fields(GravityConfig)}
+        out = {k: float(defaults[k]) for k in POSTPROCESS_KEYS}
+    else:
+        out = {k: float(getattr(config, k)) for k in POSTPROCESS_KEYS}
+    thr = (metadata or {}).get("threshold")
+    if _valid_threshold(thr):
+        out["threshold"] = float(thr)
+    return out

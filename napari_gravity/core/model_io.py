@@ -6,6 +6,14 @@ The safetensors header's metadata holds ``napari_gravity`` = a JSON object::
      "provenance": {"commit", "data", "config", "epochs", "date", "parent"}, ...}
 
 Loading never executes code (safetensors only stores tensors and strings).
+
+:func:`read_model_metadata` is THE metadata reader of the project (the registry, the CLIs and
+the GUI use it): it reads only the file's header and never imports torch, so it is cheap in a
+GUI thread. ``strict=True`` (default) validates the metadata and raises :class:`ModelFileError`
+naming the file; ``strict=False`` never raises and returns ``{}`` for an unreadable file, or the
+decoded header metadata of a safetensors file written by something else (e.g. the RetinaNet
+comparator), so listing a folder of models never fails. Torch is imported only by
+:func:`save_model` / :func:`load_model`.
 """
 
 from __future__ import annotations
@@ -14,14 +22,16 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from napari_gravity.fileio import atomic_write
 
 from .config import GravityConfig
-from .model import GravityNet
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import GravityNet
 
 FORMAT_VERSION = 1
 _META_KEY = "napari_gravity"
@@ -86,18 +96,23 @@ def save_model(
 MAX_HEADER_BYTES = 1 << 20
 
 
+def _raw_header_metadata(path: str) -> dict[str, str]:
+    """The safetensors header's string metadata (``framework="numpy"``: no torch import)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="numpy") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:
+        raise ModelFileError(path, f"not a readable safetensors model file ({exc})") from exc
+
+
 def _read_header(path: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise ModelFileError(path, "model file not found")
     if not os.path.isfile(path):
         raise ModelFileError(path, "not a file")
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            raw = f.metadata() or {}
-    except Exception as exc:
-        raise ModelFileError(path, f"not a readable safetensors model file ({exc})") from exc
+    raw = _raw_header_metadata(path)
     text = raw.get(_META_KEY)
     if text is None:
         raise ModelFileError(path, "a safetensors file without napari-gravity metadata")
@@ -158,9 +173,17 @@ def _validate_metadata(path: str, meta: dict[str, Any]) -> None:
                 raise ModelFileError(path, f"config key {key!r}: not a finite number ({v})")
 
 
-def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of a model file (config, threshold, provenance, ...) without the weights."""
+def read_model_metadata(path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
+    """The metadata of a model file (config, threshold, provenance, ...) without the weights
+    (and without importing torch).
+
+    ``strict=True``: validated; :class:`ModelFileError` (a ``ValueError``) naming the file when
+    it is missing, not a napari-gravity model file, or its metadata is invalid.
+    ``strict=False``: never raises; ``{}`` when unreadable; for a safetensors file without valid
+    napari-gravity metadata, its header metadata with JSON values decoded."""
     path = os.fspath(path)
+    if not strict:
+        return _read_metadata_lenient(path)
     meta = _read_header(path)
     _validate_metadata(path, meta)
     try:
@@ -168,6 +191,24 @@ def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
     except (TypeError, ValueError, OverflowError) as exc:
         raise ModelFileError(path, f"invalid configuration ({_short(str(exc), 300)})") from exc
     return meta
+
+
+def _read_metadata_lenient(path: str) -> dict[str, Any]:
+    try:
+        return dict(read_model_metadata(path))
+    except Exception:
+        pass
+    try:  # a model file written by something else (e.g. the RetinaNet comparator)
+        raw = _raw_header_metadata(path)
+    except Exception:
+        return {}
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            out[k] = json.loads(v)
+        except (TypeError, ValueError, RecursionError):
+            out[k] = v
+    return out
 
 
 def _header_shapes(path: str) -> dict[str, tuple[int, ...]]:
@@ -183,6 +224,10 @@ def _header_shapes(path: str) -> dict[str, tuple[int, ...]]:
 
 def _expected_shapes(path: str, config: GravityConfig) -> dict[str, tuple[int, ...]]:
     """The state-dict shapes of ``GravityNet(config)``, built on the meta device (no memory)."""
+    import torch
+
+    from .model import GravityNet
+
     try:
         with torch.device("meta"):
             net = GravityNet(config)
@@ -219,7 +264,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     The configuration is checked against the tensor shapes of the file's header BEFORE the
     network is built, so a hostile configuration (``head_channels: 12000``) costs no memory;
     weights holding NaN/inf are refused."""
+    import torch
     from safetensors.torch import load_file
+
+    from .model import GravityNet
 
     path = os.fspath(path)
     meta = read_model_metadata(path)

@@ -12,7 +12,6 @@ A model is named on the command line or in the GUI by a path, ``NAME`` (latest v
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -84,27 +83,11 @@ def default_model_path(task: str = "mc") -> Path | None:
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A model file's metadata (empty dict when unreadable, so listing never fails)."""
-    try:
-        from .model_io import read_model_metadata
+    """A model file's metadata, ``{}`` when unreadable (so listing never fails): a thin alias of
+    ``model_io.read_model_metadata(path, strict=False)``, the one metadata reader."""
+    from .model_io import read_model_metadata
 
-        return dict(read_model_metadata(path))
-    except Exception:
-        pass
-    try:  # a model file written by something else (e.g. the RetinaNet comparator)
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as f:
-            raw = f.metadata() or {}
-        out: dict[str, Any] = {}
-        for k, v in raw.items():
-            try:
-                out[k] = json.loads(v)
-            except (TypeError, ValueError):
-                out[k] = v
-        return out
-    except Exception:
-        return {}
+    return read_model_metadata(path, strict=False)
 
 
 def _versions(folder: Path) -> list[tuple[int, Path]]:
