@@ -180,18 +180,42 @@ class GravityNet(nn.Module):
         """Backbone features (B, C_feat, ceil(H/stride), ceil(W/stride)) of a raw input."""
         return self.backbone(self.pad(x))
 
-    def heads(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Subnet outputs reshaped to gravity-point order: logits (B, N), offsets (B, N, 2)."""
-        b, _, hf, wf = feat.shape
-        a = self.num_points_per_cell
-        cls = self.cls_head(feat)  # (B, A, Hf, Wf), channel = within-window row-major index
-        reg = self.reg_head(feat)  # (B, 2A, Hf, Wf), channel = 2*index + (0: dy, 1: dx)
+    def head_maps(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Subnet outputs as maps: classification (B, A, Hf, Wf), channel = the point's row-major
+        index in its window; regression (B, 2A, Hf, Wf), channel = 2·index + (0: dy, 1: dx)."""
+        return self.cls_head(feat), self.reg_head(feat)
+
+    @staticmethod
+    def flatten_maps(cls: torch.Tensor, reg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``head_maps`` outputs in gravity-point order: logits (B, N), offsets (B, N, 2)."""
+        b, a, hf, wf = cls.shape
         logits = cls.permute(0, 2, 3, 1).reshape(b, hf * wf * a)
         offsets = reg.permute(0, 2, 3, 1).reshape(b, hf * wf * a, 2)
         return logits, offsets
 
+    def heads(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Subnet outputs reshaped to gravity-point order: logits (B, N), offsets (B, N, 2)."""
+        return self.flatten_maps(*self.head_maps(feat))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.features(x))
+
+    def receptive_radius(self) -> int:
+        """Theoretical receptive-field radius (px) of an output: every k×k convolution or pooling
+        in the backbone and one subnet adds (k − 1)/2 · its input's stride (1×1 shortcut
+        convolutions add nothing; the strided 3×3/7×7 layers carry the stride)."""
+        r, jump = 0.0, 1
+        layers = [*self.backbone.modules(), *self.cls_head.modules()]
+        for m in layers:
+            if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+                st = m.stride if isinstance(m.stride, int) else m.stride[0]
+                dil = getattr(m, "dilation", 1)
+                dil = dil if isinstance(dil, int) else dil[0]
+                if k > 1:
+                    r += (k - 1) / 2 * dil * jump
+                    jump *= st
+        return math.ceil(r)
 
     def points_for(
         self, shape: tuple[int, ...], device: torch.device | str | None = None

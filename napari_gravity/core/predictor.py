@@ -1,7 +1,10 @@
 """Predictor: run GravityNet once per image, then re-apply γ / NMS from cached outputs.
 
-``raw(image)`` normalises the image as configured, runs the network once and caches the decoded
-candidates (all N gravity points: moved positions + scores) by a hash of the image. ``detect``
+``raw(image, mask)`` normalises the image as configured, runs the network once and caches the
+decoded candidates (all N gravity points: moved positions + scores) by a hash of the image. With
+a tissue mask, the network runs only on the mask's bounding box grown by the receptive-field
+radius (the air around a breast is never computed; points outside score 0), and a ``progress``
+callback follows the forward pass convolution by convolution (raise in it to cancel). ``detect``
 and ``from_raw`` post-process from the cache: the NMS over the candidates above a small floor
 score is computed once per (L, IoU) and a threshold change is a mask on that kept set (exact for
 every γ ≥ floor, see :mod:`napari_gravity.core.postprocess`).
@@ -11,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +29,10 @@ from .normalize import normalize_image
 from .postprocess import inside_image, inside_mask, nms_keep, nms_keep_torch
 
 DEFAULT_FLOOR = 1e-3
+#: A crop is used only when it saves at least this share of the image area.
+MIN_CROP_SAVING = 0.1
+
+Progress = Callable[[float], None]
 
 
 def image_key(image: np.ndarray) -> str:
@@ -119,6 +128,80 @@ class RawOutput:
         return Detections(points=pts, scores=sc)
 
 
+def crop_box(
+    mask: np.ndarray | None, shape: tuple[int, int], stride: int, margin: int
+) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of the region the network must see for the points inside ``mask``:
+    the mask's bounding box grown by ``margin`` px, its origin on the stride grid (so the crop's
+    gravity points are the image's). ``None``: the whole image (no mask, or the crop would save
+    less than ``MIN_CROP_SAVING`` of it); ``(0, 0, 0, 0)``: an empty mask (nothing to compute)."""
+    if mask is None:
+        return None
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != tuple(shape):
+        raise ValueError(f"mask shape {m.shape} does not match image shape {tuple(shape)}")
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if not len(rows):
+        return (0, 0, 0, 0)
+    h, w = shape
+    y0 = max(0, (int(rows[0]) - margin) // stride * stride)
+    x0 = max(0, (int(cols[0]) - margin) // stride * stride)
+    y1 = min(h, int(rows[-1]) + 1 + margin)
+    x1 = min(w, int(cols[-1]) + 1 + margin)
+    if (y1 - y0) * (x1 - x0) > (1 - MIN_CROP_SAVING) * h * w:
+        return None
+    return (y0, y1, x0, x1)
+
+
+def conv_costs(model: torch.nn.Module) -> dict[torch.nn.Module, float]:
+    """Each convolution's share of a forward pass (multiply-adds), from a 64×64 dry run; the
+    shares hold for any image size (every layer's output scales with the input area)."""
+    costs = getattr(model, "_gravity_conv_costs", None)
+    if costs is not None:
+        return costs
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    if not convs:
+        return {}
+    raw: dict[torch.nn.Module, float] = {}
+
+    def hook(m, _inp, out):
+        raw[m] = float(out.numel()) * float(m.weight[0].numel())
+
+    hooks = [c.register_forward_hook(hook) for c in convs]
+    try:
+        p = next(model.parameters())
+        with torch.inference_mode():
+            model(torch.zeros(1, convs[0].in_channels, 64, 64, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    total = sum(raw.values()) or 1.0
+    costs = {m: c / total for m, c in raw.items()}
+    model._gravity_conv_costs = costs
+    return costs
+
+
+@contextlib.contextmanager
+def _forward_progress(model: torch.nn.Module, progress: Progress | None, lo: float, hi: float):
+    """Report ``lo``→``hi`` to ``progress`` as the convolutions of one forward pass finish."""
+    if progress is None:
+        yield
+        return
+    costs = conv_costs(model)
+    done = [0.0]
+
+    def hook(m, _inp, _out):
+        done[0] += costs.get(m, 0.0)
+        progress(lo + (hi - lo) * min(1.0, done[0]))
+
+    hooks = [m.register_forward_hook(hook) for m in costs]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,7 +210,10 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 
 class Predictor:
     """Runs a GravityNet on 2-D images. Satisfies the ``Detector`` protocol (``name``,
-    ``detect(image, mask=None)``)."""
+    ``detect(image, mask=None)``).
+
+    ``amp``: bf16/fp16 autocast on CUDA. ``cpu_bf16``: bf16 autocast on the CPU (opt-in: ~1.7x
+    faster where the CPU has native bf16, scores differ from fp32 by ~1e-2)."""
 
     def __init__(
         self,
@@ -138,16 +224,17 @@ class Predictor:
         name: str | None = None,
         floor: float = DEFAULT_FLOOR,
         amp: bool = True,
+        cpu_bf16: bool = False,
         cache_size: int = 4,
     ):
         self.config = config or model.config
         self.device = _resolve_device(device)
-        self.model = model.to(self.device).eval()
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # channels-last convolutions: ~1.7x faster on a 2-core AVX-512 CPU as well as on GPUs
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.name = name or f"GravityNet ({self.config.backbone}, step {self.config.step})"
         self.floor = float(floor)
         self.amp = bool(amp)
+        self.cpu_bf16 = bool(cpu_bf16)
         self.cache_size = int(cache_size)
         # on a GPU, raw() also runs the NMS for the configured (L, IoU) there and seeds the cache
         self.device_nms = self.device.type == "cuda"
@@ -171,6 +258,8 @@ class Predictor:
         if self.amp and self.device.type == "cuda":
             dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return torch.autocast("cuda", dtype=dt)
+        if self.cpu_bf16 and self.device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     @staticmethod
@@ -179,6 +268,16 @@ class Predictor:
         if img.ndim != 2:
             raise ValueError(f"Predictor expects a 2-D image, got shape {img.shape}")
         return img
+
+    @property
+    def crop_margin(self) -> int | None:
+        """Context (px) the network needs around a point: its receptive-field radius rounded up
+        to the stride. ``None`` for a model that cannot say (then no crop is made)."""
+        radius = getattr(self.model, "receptive_radius", None)
+        if radius is None:
+            return None
+        s = self.config.stride
+        return int(math.ceil(radius() / s) * s)
 
     def _remember(self, key: str, out: RawOutput) -> RawOutput:
         self._cache[key] = out
@@ -214,18 +313,42 @@ class Predictor:
         return out
 
     @torch.inference_mode()
-    def raw(self, image: np.ndarray) -> RawOutput:
-        """Decoded candidates of one 2-D image (cached by content hash)."""
-        return self.raw_batch([image])[0]
+    def raw(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray | None = None,
+        progress: Progress | None = None,
+    ) -> RawOutput:
+        """Decoded candidates of one 2-D image (cached by content hash and crop).
+
+        ``mask``: the network sees only the mask's bounding box grown by ``crop_margin`` (points
+        whose gravity point lies outside it score 0; the output's ``mask`` is not set: one
+        output serves every mask with the same crop). ``progress(fraction)`` is called as the forward pass advances and with 1.0 at
+        the end; an exception it raises stops the run and propagates (nothing is cached)."""
+        return self.raw_batch([image], None if mask is None else [mask], progress)[0]
 
     @torch.inference_mode()
-    def raw_batch(self, images: list[np.ndarray]) -> list[RawOutput]:
-        """``raw`` for several images; those of the same shape (and not cached yet) share one
-        forward pass. Results are cached like ``raw``'s."""
+    def raw_batch(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None] | None = None,
+        progress: Progress | None = None,
+    ) -> list[RawOutput]:
+        """``raw`` for several images; those with the same shape and crop (and not cached yet)
+        share one forward pass. Results are cached like ``raw``'s."""
         imgs = [self._check(im) for im in images]
-        keys = [image_key(im) for im in imgs]
+        if masks is None:
+            masks = [None] * len(imgs)
+        if len(masks) != len(imgs):
+            raise ValueError(f"raw_batch: {len(imgs)} images but {len(masks)} masks")
+        s, margin = self.config.stride, self.crop_margin
+        boxes = [
+            None if margin is None else crop_box(m, im.shape, s, margin)
+            for im, m in zip(imgs, masks, strict=True)
+        ]
+        keys = [f"{image_key(im)}|{b}" for im, b in zip(imgs, boxes, strict=True)]
         results: list[RawOutput | None] = [None] * len(imgs)
-        todo: dict[tuple[int, int], list[int]] = {}
+        todo: dict[tuple, list[int]] = {}
         first: dict[str, int] = {}  # duplicates in the list are computed once
         for i, k in enumerate(keys):
             hit = self._cache.get(k)
@@ -234,13 +357,10 @@ class Predictor:
                 results[i] = hit
             elif k not in first:
                 first[k] = i
-                todo.setdefault(imgs[i].shape, []).append(i)
-        norm = self.config.normalization
-        for shape, idx in todo.items():
-            x = torch.stack([torch.from_numpy(normalize_image(imgs[i], norm)) for i in idx])
-            x = x[:, None].to(self.device)
-            with self._autocast():
-                logits, offsets = self.model(x)
+                todo.setdefault((imgs[i].shape, boxes[i]), []).append(i)
+        for g, ((shape, box), idx) in enumerate(todo.items()):
+            lo, hi = g / len(todo), (g + 1) / len(todo)
+            logits, offsets = self._forward([imgs[i] for i in idx], shape, box, progress, lo, hi)
             gp = self.model.points_for(shape, self.device)
             for b, i in enumerate(idx):
                 results[i] = self._decode(logits[b], offsets[b], gp, shape, keys[i])
@@ -250,7 +370,47 @@ class Predictor:
         for i, k in enumerate(keys):
             if k not in self._cache:
                 self._remember(k, results[i])
+        if progress is not None:
+            progress(1.0)
         return results  # type: ignore[return-value]
+
+    def _forward(
+        self,
+        images: list[np.ndarray],
+        shape: tuple[int, int],
+        box: tuple[int, int, int, int] | None,
+        progress: Progress | None,
+        lo: float,
+        hi: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, N) and offsets (B, N, 2) of same-shape images, the network run on ``box``
+        only (``None``: everywhere; empty: nowhere) and -inf logits / zero offsets elsewhere."""
+        norm = self.config.normalization
+        model, s = self.model, self.config.stride
+        if box is not None and box[1] <= box[0]:  # empty mask: no forward pass at all
+            hf, wf = -(-shape[0] // s), -(-shape[1] // s)
+            n = hf * wf * model.num_points_per_cell
+            return (
+                torch.full((len(images), n), -math.inf, device=self.device),
+                torch.zeros((len(images), n, 2), device=self.device),
+            )
+        # normalised on the whole image (its statistics), then cropped
+        y0, y1, x0, x1 = box if box is not None else (0, shape[0], 0, shape[1])
+        x = torch.stack([torch.from_numpy(normalize_image(im, norm)) for im in images])
+        x = x[:, None, y0:y1, x0:x1].to(self.device).contiguous(memory_format=torch.channels_last)
+        with self._autocast(), _forward_progress(model, progress, lo, hi):
+            if box is None:
+                return model(x)
+            cls, reg = model.head_maps(model.features(x))
+        # paste the crop's maps into image-sized ones
+        hf, wf = -(-shape[0] // s), -(-shape[1] // s)
+        r0, c0 = y0 // s, x0 // s
+        hc, wc = min(cls.shape[-2], hf - r0), min(cls.shape[-1], wf - c0)
+        full_cls = cls.new_full((*cls.shape[:2], hf, wf), -math.inf)
+        full_reg = reg.new_zeros((*reg.shape[:2], hf, wf))
+        full_cls[..., r0 : r0 + hc, c0 : c0 + wc] = cls[..., :hc, :wc]
+        full_reg[..., r0 : r0 + hc, c0 : c0 + wc] = reg[..., :hc, :wc]
+        return model.flatten_maps(full_cls, full_reg)
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -285,4 +445,5 @@ class Predictor:
         nms_box: float | None = None,
         nms_iou: float | None = None,
     ) -> Detections:
-        return self.from_raw(self.raw(image), mask, threshold, nms_box, nms_iou)
+        """Detections of one image; with ``mask`` the network runs on the mask's crop only."""
+        return self.from_raw(self.raw(image, mask), mask, threshold, nms_box, nms_iou)
