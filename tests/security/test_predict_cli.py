@@ -51,7 +51,9 @@ def test_bad_nms_box_is_a_clear_error(tmp_path, model_file, box, capsys):
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
-def test_a_folder_keeps_going_past_bad_files(tmp_path, model_file, capsys):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_folder_keeps_going_past_bad_files(tmp_path, model_file, capsys, workers):
+    """In this process and in DataLoader reader processes alike."""
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
@@ -62,7 +64,7 @@ def test_a_folder_keeps_going_past_bad_files(tmp_path, model_file, capsys):
     tiled_tiff_bomb(data / "bomb.tif")  # refused from its header, nothing allocated
     tifffile.imwrite(data / "tiny.tif", np.zeros((1, 1), np.uint16))
     out = tmp_path / "out"
-    rc = main(_args(model_file, [data], out, "--threshold", "0.0"))
+    rc = main(_args(model_file, [data], out, "--threshold", "0.0", "--workers", workers))
     err = capsys.readouterr().err
     assert rc == 1
     summary = json.loads((out / "summary.json").read_text())

@@ -1,0 +1,283 @@
+"""`gravity predict` as a pipeline (issue 10): reader workers, streamed CSV + journal with
+--resume, and torchrun sharding merged by rank 0.
+
+The expected predictions come from a second method: the core API (`Predictor.detect` on
+`read_image`, written with `write_predictions_csv`), image by image in this process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_gravity.core import GravityConfig, GravityNet, save_model
+from napari_gravity.core.predictor import Predictor
+from napari_gravity.data.readers import read_image
+from napari_gravity.evaluation.io import read_predictions_csv, write_predictions_csv
+from training import predict_cli
+from training.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CFG = GravityConfig(backbone="resnet18", step=4, stride=8, head_channels=32, nms_box=5)
+SHAPES = {"a": (40, 48), "b": (40, 48), "c": (36, 44), "d": (40, 48), "e": (40, 48)}
+
+
+class _Crash(BaseException):
+    """Stands for a hard kill: nothing in the command catches it."""
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
+    save_model(path, GravityNet(CFG).eval(), CFG, {"threshold": 0.5})
+    return path
+
+
+def _images(folder: Path, names=tuple(SHAPES), broken: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        rng = np.random.default_rng(k)
+        tifffile.imwrite(
+            folder / f"{name}.tif", rng.integers(0, 4000, SHAPES[name]).astype(np.uint16)
+        )
+    if broken:
+        (folder / "broken.tif").write_bytes(b"II*\x00" + bytes(20))  # truncated TIFF
+    return folder
+
+
+def _reference(model_file, folder: Path, threshold: float, tmp: Path) -> str:
+    """predictions.csv as the core API gives it, image by image (sorted file names)."""
+    pred = Predictor.from_file(model_file, device="cpu")
+    preds = {}
+    for p in sorted(folder.glob("*.tif")):
+        if p.name != "broken.tif":
+            preds[p.stem] = pred.detect(read_image(p).image, threshold=threshold)
+    return write_predictions_csv(tmp / "reference.csv", preds).read_text()
+
+
+def _args(model, folder, out, *extra, threshold="0.0"):
+    return [
+        "predict",
+        str(model),
+        str(folder),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--mask",
+        "none",
+        "--threshold",
+        threshold,
+        *extra,
+    ]
+
+
+def _rows(out: Path) -> list[dict]:
+    s = json.loads((out / "summary.json").read_text())
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in s["images"]]
+
+
+def _no_state_left(out: Path) -> bool:
+    names = {p.name for p in out.iterdir()}
+    return not any(n.startswith(("predict_state", "predictions.rank")) for n in names)
+
+
+def test_workers_give_the_api_predictions_and_keep_failures(tmp_path, model_file, capsys):
+    folder = _images(tmp_path / "in", broken=True)
+    ref = _reference(model_file, folder, 0.0, tmp_path)
+    assert ref.count("\n") > 2 * len(SHAPES)  # threshold 0: several detections per image
+    out0, out2 = tmp_path / "w0", tmp_path / "w2"
+    assert main(_args(model_file, folder, out0, "--workers", "0")) == 1  # broken.tif fails
+    assert main(_args(model_file, folder, out2, "--workers", "2")) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"skipped {folder / 'broken.tif'}") == 2 and "Traceback" not in err
+    for out in (out0, out2):
+        assert (out / "predictions.csv").read_text() == ref
+        s = json.loads((out / "summary.json").read_text())
+        assert [f["image"] for f in s["failed"]] == ["broken"] and s["n_images"] == len(SHAPES)
+        assert _no_state_left(out)
+    assert _rows(out0) == _rows(out2)
+    assert [r["image"] for r in _rows(out2)] == sorted(SHAPES)
+    assert json.loads((out2 / "summary.json").read_text())["pipeline"]["workers"] == 2
+
+
+def test_batches_with_workers_match_single_images(tmp_path, model_file):
+    """Consecutive same-size images share a forward pass (a, b | c | d, e): the detections are
+    those of one image at a time, to float tolerance."""
+    folder = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(_args(model_file, folder, out, "--workers", "2", "--batch-size", "4")) == 0
+    got = read_predictions_csv(out / "predictions.csv")
+    pred = Predictor.from_file(model_file, device="cpu")
+    assert list(got) == sorted(SHAPES)
+    for name in SHAPES:
+        det = pred.detect(read_image(folder / f"{name}.tif").image, threshold=0.0)
+        assert len(got[name]) == len(det) > 0
+        np.testing.assert_allclose(got[name].points, det.points, atol=2e-3)
+        np.testing.assert_allclose(got[name].scores, det.scores, rtol=1e-4, atol=1e-6)
+
+
+def test_a_crash_leaves_a_valid_csv_and_resume_finishes(tmp_path, model_file, monkeypatch, capsys):
+    folder = _images(tmp_path / "in")
+    ref = _reference(model_file, folder, 0.0, tmp_path)
+    out = tmp_path / "out"
+    real_image = predict_cli._Stream.image
+    calls = []
+
+    def crashing(self, iid, det, row):
+        calls.append(iid)
+        if len(calls) < 3:
+            return real_image(self, iid, det, row)
+        # image 3: the journal line is written, the process dies before its CSV rows
+        lines = predict_cli._csv_lines(iid, det)
+        line = predict_cli._jline({"kind": "image", **row, "lines": lines})
+        predict_cli._write_all(self._journal, line)
+        raise _Crash
+
+    monkeypatch.setattr(predict_cli._Stream, "image", crashing)
+    with pytest.raises(_Crash):
+        main(_args(model_file, folder, out, "--workers", "1"))
+    monkeypatch.setattr(predict_cli._Stream, "image", real_image)
+    # what a crash leaves: a readable CSV of the first two images, no summary yet
+    assert list(read_predictions_csv(out / "predictions.csv")) == ["a", "b"]
+    assert not (out / "summary.json").exists()
+    # a power loss tore the next journal line: that image is not taken as done
+    with open(out / "predict_state.jsonl", "a") as fh:
+        fh.write('{"kind":"image","image":"d","detections":3,"lin')
+    # other settings are refused
+    capsys.readouterr()
+    assert main(_args(model_file, folder, out, "--resume", threshold="0.5")) == 1
+    err = capsys.readouterr().err
+    assert "--resume" in err and "other settings" in err and "threshold" in err
+    detected = []
+    real_detect = Predictor.detect
+
+    def counting(self, image, *a, **k):
+        detected.append(image.shape)
+        return real_detect(self, image, *a, **k)
+
+    monkeypatch.setattr(Predictor, "detect", counting)
+    assert main(_args(model_file, folder, out, "--resume", "--workers", "1")) == 0
+    assert len(detected) == 2  # d and e; a, b and c (journalled) are kept
+    assert (out / "predictions.csv").read_text() == ref
+    s = json.loads((out / "summary.json").read_text())
+    assert [r["image"] for r in s["images"]] == sorted(SHAPES) and s["n_failed"] == 0
+    assert s["pipeline"]["resumed_images"] == 3 and _no_state_left(out)
+
+
+def test_resume_of_a_finished_run_predicts_only_new_images(tmp_path, model_file, monkeypatch):
+    folder = _images(tmp_path / "in", names=("a", "b", "c"))
+    out = tmp_path / "out"
+    # threshold 1: no detection at all, each image is one 'image,,,' row
+    assert main(_args(model_file, folder, out, threshold="1.0")) == 0
+    assert (out / "predictions.csv").read_text() == "image,y,x,score\na,,,\nb,,,\nc,,,\n"
+    _images(folder, names=("d",))
+    detected = []
+    real_detect = Predictor.detect
+
+    def counting(self, image, *a, **k):
+        detected.append(image.shape)
+        return real_detect(self, image, *a, **k)
+
+    monkeypatch.setattr(Predictor, "detect", counting)
+    assert main(_args(model_file, folder, out, "--resume", threshold="1.0")) == 0
+    assert detected == [SHAPES["d"]]
+    assert (out / "predictions.csv").read_text() == "image,y,x,score\na,,,\nb,,,\nc,,,\nd,,,\n"
+    s = json.loads((out / "summary.json").read_text())
+    assert [r["image"] for r in s["images"]] == ["a", "b", "c", "d"]
+    assert s["pipeline"]["resumed_images"] == 3
+
+
+def test_a_dying_reader_process_is_survived(tmp_path, model_file, monkeypatch, capsys):
+    """A reader worker killed mid-run (a decoder crash): the run goes on in this process."""
+    from torch.utils.data import get_worker_info
+
+    import napari_gravity.data.readers as readers
+
+    folder = _images(tmp_path / "in")
+    ref = _reference(model_file, folder, 0.0, tmp_path)
+    real_read = readers.read_image
+
+    def dying(path, *a, **k):
+        if get_worker_info() is not None and Path(path).name == "c.tif":
+            os._exit(7)
+        return real_read(path, *a, **k)
+
+    monkeypatch.setattr(readers, "read_image", dying)
+    out = tmp_path / "out"
+    assert main(_args(model_file, folder, out, "--workers", "1")) == 0
+    assert "a reader process died" in capsys.readouterr().err
+    assert (out / "predictions.csv").read_text() == ref
+    assert _no_state_left(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_shards_merge_into_the_single_process_csv(tmp_path, model_file):
+    """Two gloo ranks on the CPU (as torchrun starts them: RANK / WORLD_SIZE / MASTER_*), each
+    a shard, merged by rank 0 = one process over the same folder (both in subprocesses with one
+    thread, so the float work is the same)."""
+    folder = _images(tmp_path / "in", broken=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRAVITY_NO_PROGRESS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "training", *_args(model_file, folder, None, "--workers", "0")]
+    single = subprocess.run(
+        [*cmd[:7], str(tmp_path / "single"), *cmd[8:]],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert single.returncode == 1, single.stderr[-2000:]  # broken.tif
+    port = str(_free_port())
+    procs = []
+    for rank in range(2):
+        renv = {
+            **env,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+        }
+        procs.append(
+            subprocess.Popen(
+                [*cmd[:7], str(tmp_path / "ddp"), *cmd[8:]],
+                env=renv,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 1, err[-2000:]  # every rank reports the run's status
+    merged, one = tmp_path / "ddp", tmp_path / "single"
+    text = (merged / "predictions.csv").read_text()
+    assert text == (one / "predictions.csv").read_text()
+    assert text == _reference(model_file, folder, 0.0, tmp_path)
+    assert _rows(merged) == _rows(one)
+    s = json.loads((merged / "summary.json").read_text())
+    assert s["pipeline"]["world_size"] == 2 and [f["image"] for f in s["failed"]] == ["broken"]
+    assert _no_state_left(merged)
+    # each rank predicted its own shard: broken.tif (index 2 of a, b, broken, c, d, e) was rank 0's
+    assert "skipped" in outs[0][1] and "skipped" not in outs[1][1]
+    with (merged / "predictions.csv").open() as fh:
+        assert {r["image"] for r in csv.DictReader(fh)} == set(SHAPES)
