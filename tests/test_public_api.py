@@ -140,3 +140,84 @@ def test_train_and_fit_without_the_trainer_say_so(fn, monkeypatch):
     monkeypatch.setitem(sys.modules, "training.api", None)  # makes the import fail
     with pytest.raises(ImportError, match=rf"napari_gravity\.{fn} needs the trainer"):
         getattr(ng, fn)()
+
+
+# --------------------------------------------------------------------------- one metadata reader
+
+
+def test_metadata_reader_does_not_import_torch():
+    from napari_gravity.core.registry import default_model_path
+
+    code = (
+        "import sys; from napari_gravity.core.model_io import read_model_metadata; "
+        f"md = read_model_metadata({str(default_model_path('ma'))!r}); "
+        "print(md['task'], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["ma", "False"]
+
+
+def test_strict_and_lenient_metadata_and_the_registry_alias(tmp_path):
+    from safetensors.numpy import save_file
+
+    from napari_gravity.core.model_io import ModelFileError, read_model_metadata
+    from napari_gravity.core.registry import default_model_path, read_metadata
+
+    # a safetensors file written by something else: JSON values decoded, plain strings kept
+    foreign = tmp_path / "retina.safetensors"
+    save_file(
+        {"w": np.zeros(2, np.float32)}, str(foreign), metadata={"model": '"retinanet"', "x": "a b"}
+    )
+    with pytest.raises(ModelFileError, match="without napari-gravity metadata"):
+        read_model_metadata(foreign)
+    assert read_model_metadata(foreign, strict=False) == {"model": "retinanet", "x": "a b"}
+    assert read_metadata(foreign) == {"model": "retinanet", "x": "a b"}
+    # missing / not safetensors: strict names the file, lenient gives {}
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    for p in (tmp_path / "missing.safetensors", junk):
+        with pytest.raises(ModelFileError, match=p.name):
+            read_model_metadata(p)
+        assert read_model_metadata(p, strict=False) == {} == read_metadata(p)
+    # a real model: all three agree
+    path = default_model_path("mc")
+    assert (
+        read_metadata(path) == read_model_metadata(path) == read_model_metadata(path, strict=False)
+    )
+
+
+# --------------------------------------------------------------------------- γ / NMS defaults
+
+
+def test_postprocess_defaults():
+    from napari_gravity.core.config import GravityConfig, postprocess_defaults
+
+    # without a config: the paper's NMS (L = 7 for MCs, IoU 0.5) and GravityConfig's γ
+    assert postprocess_defaults() == {
+        "threshold": GravityConfig().threshold,
+        "nms_box": 7.0,
+        "nms_iou": 0.5,
+    }
+    cfg = GravityConfig(nms_box=3, nms_iou=0.3, threshold=0.2)
+    assert postprocess_defaults(cfg) == {"threshold": 0.2, "nms_box": 3.0, "nms_iou": 0.3}
+    # the model file's calibrated threshold wins when it is a usable number
+    assert postprocess_defaults(cfg, {"threshold": 0.7})["threshold"] == 0.7
+    for bad in (float("nan"), 1.5, -0.1, True, "0.4", None):
+        assert postprocess_defaults(cfg, {"threshold": bad})["threshold"] == 0.2
+
+
+@pytest.mark.parametrize("name", ["default_mc", "default_ma"])
+def test_predictor_threshold_follows_the_one_rule(name):
+    from napari_gravity.core.config import postprocess_defaults
+    from napari_gravity.core.model_io import read_model_metadata
+    from napari_gravity.core.registry import resolve_model
+
+    pred = ng.load_predictor(name, device="cpu")
+    md = read_model_metadata(resolve_model(name))
+    want = postprocess_defaults(ng.GravityConfig.from_dict(md["config"]), md)
+    got = {
+        "threshold": pred.config.threshold,
+        "nms_box": pred.config.nms_box,
+        "nms_iou": pred.config.nms_iou,
+    }
+    assert got == want
