@@ -322,10 +322,37 @@ def _worker_died(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
 
 
+def _start_method() -> str:
+    import torch.multiprocessing as mp
+
+    return mp.get_start_method(allow_none=True) or mp.get_context().get_start_method()
+
+
+def _can_share(dataset: ImageInputs) -> bool:
+    """Forked workers inherit the data set; spawned ones (macOS, Windows) get it pickled, which
+    a data set's ``SampleRef`` (a closure) does not survive."""
+    if _start_method() == "fork":
+        return True
+    import pickle
+
+    try:
+        pickle.dumps(dataset)
+    except Exception:
+        return False
+    return True
+
+
 def iter_inputs(dataset: ImageInputs, indices: list[int], workers: int) -> Iterator[Loaded]:
     """``dataset[k]`` for ``k`` in ``indices``, in that order: read by ``workers`` DataLoader
     processes (a few images ahead of the consumer), or in this process when ``workers`` is 0."""
     workers = min(int(workers), len(indices))
+    if workers > 0 and not _can_share(dataset):
+        print(
+            "gravity predict: these inputs cannot be sent to reader processes started with "
+            f"{_start_method()!r} (not 'fork'); reading them in this process",
+            file=sys.stderr,
+        )
+        workers = 0
     if workers <= 0:
         for k in indices:
             yield dataset[k]

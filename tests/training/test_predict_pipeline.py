@@ -281,3 +281,27 @@ def test_torchrun_shards_merge_into_the_single_process_csv(tmp_path, model_file)
     assert "skipped" in outs[0][1] and "skipped" not in outs[1][1]
     with (merged / "predictions.csv").open() as fh:
         assert {r["image"] for r in csv.DictReader(fh)} == set(SHAPES)
+
+
+def test_unpicklable_inputs_are_read_here_when_workers_are_spawned(tmp_path, monkeypatch, capsys):
+    """Spawned workers (macOS, Windows) get the data set pickled; a data set's SampleRef (a
+    closure) cannot be, so those inputs are read in this process instead of failing."""
+    from napari_gravity.types import Sample
+
+    img = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+    class Ref:  # a local class with a closure: not picklable, like SampleRef
+        path = tmp_path / "x.tif"
+
+        def __init__(self):
+            self.load = lambda: Sample(image=img)
+
+    monkeypatch.setattr(predict_cli, "_start_method", lambda: "spawn")
+    files = predict_cli.ImageInputs([tmp_path / "a.tif"], ["a"])
+    assert predict_cli._can_share(files)  # plain paths pickle
+    refs = predict_cli.ImageInputs([Ref(), Ref()], ["x", "y"], mask_mode="none")
+    assert not predict_cli._can_share(refs)
+    got = list(predict_cli.iter_inputs(refs, [1, 0], workers=2))
+    assert [(r.index, r.image_id, r.error) for r in got] == [(1, "y", None), (0, "x", None)]
+    assert np.array_equal(got[0].image, img) and got[0].mask is None
+    assert "reading them in this process" in capsys.readouterr().err
