@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_gravity.evaluation.froc import DEFAULT_SENSITIVITY_FPPI
+from napari_gravity.fileio import atomic_write_text
 
 HELP = "FROC evaluation of predictions against ground truth (report.json, report.md, plots)"
 
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     md = "# FROC evaluation\n\n" + report_markdown(reports, report.get("paired"))
-    (out / "report.md").write_text(md, encoding="utf-8")
+    atomic_write_text(out / "report.md", md)
     written = [out / "report.json", out / "report.md"]
     if not args.no_plots:
         from napari_gravity.evaluation.plots import save_froc_plots

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import time
@@ -26,10 +27,21 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_gravity.fileio import atomic_write_text
 from napari_gravity.types import Sample
 
 from ..splits import Fold, Splits, save_splits
 from .writers import write_samples
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    """A CSV (``csv`` module dialect, CRLF rows) written atomically."""
+    buf = io.StringIO(newline="")
+    wr = csv.writer(buf)
+    wr.writerow(header)
+    wr.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
 
 SPLITS = ("train", "val", "test")
 #: Bumped whenever a generator change alters the images a recipe produces (recorded in
@@ -312,12 +324,8 @@ def make_benchmark(
             items = renamed
         write_samples(items, dest, format=format)
         if format == "folder":
-            with open(dest / "patients.csv", "w", newline="") as fh:
-                wr = csv.writer(fh)
-                wr.writerow(["image", "patient"])
-                for item in items:
-                    s = _sample_of(item)
-                    wr.writerow([s.image_id, patients[s.image_id]])
+            rows = [[s.image_id, patients[s.image_id]] for s in map(_sample_of, items)]
+            _write_csv(dest / "patients.csv", ["image", "patient"], rows)
         ids[split] = sorted(_sample_of(i).image_id for i in items)
         if split == "test":
             for item in items:
@@ -330,19 +338,16 @@ def make_benchmark(
     splits = Splits([Fold(ids["train"], ids["val"], ids["test"])], patients, rec.seed, 1, 0.0)
     splits.extra = {"source": f"make_benchmark {rec.name}", "format": format}
     save_splits(out / "splits.json", splits)
-    with open(out / "test_ground_truth.csv", "w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["image", "y", "x", "radius"])
-        wr.writerows(gt_rows)
+    _write_csv(out / "test_ground_truth.csv", ["image", "y", "x", "radius"], gt_rows)
     if rec.families:
-        with open(out / "families.csv", "w", newline="") as fh:
-            wr = csv.writer(fh)
-            wr.writerow(["image", "split", "family", "background", "spacing_mm"])
-            for r, e in zip(results, entries, strict=False):
-                s = _sample_of(r)
-                sp = f"{s.spacing[0]:.4f}" if s.spacing else ""
-                bgk = "real" if e["semi_real"] else "synthetic"
-                wr.writerow([s.image_id, e["split"], e["family"], bgk, sp])
+        fam_rows = []
+        for r, e in zip(results, entries, strict=False):
+            s = _sample_of(r)
+            sp = f"{s.spacing[0]:.4f}" if s.spacing else ""
+            bgk = "real" if e["semi_real"] else "synthetic"
+            fam_rows.append([s.image_id, e["split"], e["family"], bgk, sp])
+        header = ["image", "split", "family", "background", "spacing_mm"]
+        _write_csv(out / "families.csv", header, fam_rows)
 
     def per_split(value) -> dict[str, int]:
         """``{split: sum of value(sample) over the split's samples}``."""
@@ -374,8 +379,7 @@ def make_benchmark(
             "ground_truth": str(out / "test_ground_truth.csv"),
         },
     }
-    with open(out / "recipe.json", "w") as fh:
-        json.dump(info, fh, indent=1)
+    atomic_write_text(out / "recipe.json", json.dumps(info, indent=1))  # last: marks it complete
     return info
 
 
