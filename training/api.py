@@ -96,6 +96,7 @@ def _write_folder(out: Path, images: Sequence[np.ndarray], points: Sequence[np.n
     import tifffile
 
     from napari_gravity.data.annotations import DEFAULT_RADIUS, write_points_csv
+    from napari_gravity.fileio import atomic_write
 
     if len(images) != len(points):
         raise ValueError(f"fit: {len(images)} images but {len(points)} point arrays")
@@ -108,7 +109,8 @@ def _write_folder(out: Path, images: Sequence[np.ndarray], points: Sequence[np.n
         if pts.shape[1] not in (2, 3):
             raise ValueError(f"fit: points {k} must be (n, 2) y, x or (n, 3) y, x, radius")
         radii = pts[:, 2] if pts.shape[1] == 3 else np.full(len(pts), DEFAULT_RADIUS)
-        tifffile.imwrite(out / f"img{k:03d}.tif", img.astype(np.float32))
+        f32 = img.astype(np.float32)
+        atomic_write(out / f"img{k:03d}.tif", lambda tmp, f32=f32: tifffile.imwrite(tmp, f32))
         write_points_csv(out / f"img{k:03d}.csv", pts[:, :2], radii)
     return out
 

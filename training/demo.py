@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_gravity.fileio import atomic_write, atomic_write_text
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         rep = evaluate_detections(dets, samples, name=name)
         reports.append(rep)
     md = report_markdown(reports)
-    (out / "report.md").write_text(md)
+    atomic_write_text(out / "report.md", md)
     write_json(out / "report.json", {"reports": reports, "seconds_per_image": timings})
     try:
         from napari_gravity.evaluation.plots import plot_froc
@@ -123,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             f"{rep['method']:<36} {rep['aufroc']:>9.3f} {sens:>9.3f} {timings[rep['method']]:>8.2f}"
         )
     print(f"gravity demo: outputs in {out} ({time.time() - t0:.1f} s)")
-    (out / "demo.json").write_text(json.dumps({"seconds": time.time() - t0, "n_lesions": n_les}))
+    summary = {"seconds": time.time() - t0, "n_lesions": n_les}
+    atomic_write_text(out / "demo.json", json.dumps(summary))
     return 0
 
 
@@ -134,5 +137,6 @@ def _write_samples(out: Path, samples: list) -> None:
     from napari_gravity.data.annotations import write_points_csv
 
     for s in samples:
-        tifffile.imwrite(out / f"{s.image_id}.tif", np.clip(s.image, 0, 65535).astype(np.uint16))
+        img = np.clip(s.image, 0, 65535).astype(np.uint16)
+        atomic_write(out / f"{s.image_id}.tif", lambda tmp, img=img: tifffile.imwrite(tmp, img))
         write_points_csv(out / f"{s.image_id}.csv", s.points, s.radii)
