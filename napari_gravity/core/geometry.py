@@ -10,9 +10,9 @@ not ``np.rint`` (round half to even: 0.5 → 0, 2.5 → 2), and never clipped to
 whose pixel lies outside an H×W image is outside, i.e. inside ⇔ −0.5 ≤ y < H − 0.5 and
 −0.5 ≤ x < W − 0.5. :func:`inside_image` tests that interval directly (four comparisons, cheap
 on 300k candidates) and is exactly "``pixel_index`` falls in [0, H) × [0, W)".
-:func:`pixel_index` evaluates the rule as ``floor(p) + (p − floor(p) ≥ 0.5)``, which is exact;
-the literal ``floor(p + 0.5)`` is not (for p = 0.5 − 2⁻⁵⁴ the sum rounds to 1.0). The half-pixel
-case matters: the uniform gravity-point layout puts points at .5 coordinates.
+:func:`pixel_index` evaluates the rule as ``floor(p) + (p − floor(p) ≥ 0.5)``, exact in any
+float dtype; the literal ``floor(p + 0.5)`` is not (for p = 0.5 − 2⁻⁵⁴ the sum rounds to 1.0).
+The half-pixel case matters: the uniform gravity-point layout puts points at .5 coordinates.
 
 NaN points are rejected with a ``ValueError`` (a NaN has no pixel; silently calling it "outside"
 hides a diverged model or a broken annotation). ±inf is simply outside.
@@ -67,25 +67,32 @@ def _shape_hw(shape) -> tuple[int, int]:
     return int(shape[-2]), int(shape[-1])
 
 
+def _pixel(p: np.ndarray) -> np.ndarray:
+    """``floor(p + 0.5)`` of finite float points, exactly, in any float dtype: ``p − floor(p)``
+    is exact except for −0.5 < p < 0, where its rounding cannot cross 0.5; the literal
+    ``p + 0.5`` rounds up for p just below 0.5 (0.5 − 2⁻⁵⁴ + 0.5 → 1.0)."""
+    f = np.floor(p)
+    f += (p - f) >= 0.5
+    return f.astype(np.intp)
+
+
+def _inside(p: np.ndarray, h: int, w: int) -> np.ndarray:
+    y, x = p[:, 0], p[:, 1]
+    return (y >= -0.5) & (y < h - 0.5) & (x >= -0.5) & (x < w - 0.5)
+
+
 def pixel_index(points) -> np.ndarray:
     """(N, 2) int64 pixel (row, col) of each point: ``floor(p + 0.5)`` per axis (not clipped;
     check :func:`inside_image` before indexing an array). ±inf points raise ``ValueError``."""
     p = as_points(points)
     if not np.isfinite(p).all():
         raise ValueError("points contain ±inf; they have no pixel index")
-    p = p.astype(np.float64, copy=False)
-    # floor(p + 0.5) computed exactly: p − floor(p) is exact in floating point, while p + 0.5
-    # rounds up for p just below 0.5 (0.5 − 2⁻⁵⁴ + 0.5 → 1.0)
-    f = np.floor(p)
-    return (f + (p - f >= 0.5)).astype(np.int64)
+    return _pixel(p).astype(np.int64, copy=False)
 
 
 def inside_image(points, image_shape) -> np.ndarray:
     """Bool (N,): the point's pixel lies inside an image of shape (..., H, W)."""
-    p = as_points(points)
-    h, w = _shape_hw(image_shape)
-    y, x = p[:, 0], p[:, 1]
-    return (y >= -0.5) & (y < h - 0.5) & (x >= -0.5) & (x < w - 0.5)
+    return _inside(as_points(points), *_shape_hw(image_shape))
 
 
 def inside_mask(points, mask) -> np.ndarray:
@@ -97,11 +104,15 @@ def inside_mask(points, mask) -> np.ndarray:
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {m.shape}")
-    out = inside_image(p, m.shape)
+    h, w = m.shape
+    out = _inside(p, h, w)
+    if out.all():
+        rc = _pixel(p)
+        return m[rc[:, 0], rc[:, 1]]
     idx = np.flatnonzero(out)
     if idx.size:
-        iy, ix = pixel_index(p[idx]).T
-        out[idx] = m[iy, ix]
+        rc = _pixel(p[idx])
+        out[idx] = m[rc[:, 0], rc[:, 1]]
     return out
 
 

@@ -68,6 +68,14 @@ def test_half_pixel_points_follow_the_spec():
     assert pixel_index(pts).tolist() == [[1, 0], [0, 3], [1, 0]]
     # just below 0.5 is still pixel 0 (the literal floor(p + 0.5) rounds 0.5 - 2**-54 + 0.5 to 1)
     assert pixel_index([[np.nextafter(0.5, 0), np.nextafter(-0.5, -1)]]).tolist() == [[0, -1]]
+    # the same in float32, and small negatives (where p - floor(p) rounds) on both sides of -0.5
+    f32 = np.float32
+    edge = [
+        [np.nextafter(f32(0.5), f32(0)), np.nextafter(f32(-0.5), f32(-1))],
+        [np.nextafter(f32(-0.5), f32(0)), f32(-1e-30)],
+        [f32(-0.5), f32(2.5)],
+    ]
+    assert pixel_index(np.array(edge, dtype=f32)).tolist() == [[0, -1], [0, 0], [0, 3]]
     mask = np.zeros((4, 4), bool)
     mask[1, 0] = True  # only pixel (1, 0) is tissue
     for name, fn in CONSUMERS.items():
