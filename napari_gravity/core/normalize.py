@@ -81,7 +81,11 @@ def normalize_image(
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing for large σ, done on a block-averaged copy (factor ≈ σ/4) and
-    upsampled back bilinearly: the result is smooth on that scale, so little is lost."""
+    upsampled back bilinearly: the result is smooth on that scale, so little is lost. Block
+    means and the upsampling run in torch (multi-threaded); block centres sit at (i + 0.5) k − 0.5
+    in full-resolution pixels, edges clamp."""
+    import torch
+    import torch.nn.functional as F
     from scipy import ndimage as ndi
 
     k = max(1, int(sigma // 4))
@@ -90,14 +94,18 @@ def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
         return ndi.gaussian_filter(x, sigma, mode="reflect")
     hp, wp = -(-h // k) * k, -(-w // k) * k
     xp = np.pad(x, ((0, hp - h), (0, wp - w)), mode="reflect") if (hp, wp) != (h, w) else x
-    small = xp.reshape(hp // k, k, wp // k, k).mean(axis=(1, 3))
-    small = ndi.gaussian_filter(small, sigma / k, mode="reflect")
-    # block centres sit at (i + 0.5) k - 0.5 in full-resolution pixels
-    yy = (np.arange(h, dtype=np.float32) + 0.5) / k - 0.5
-    xx = (np.arange(w, dtype=np.float32) + 0.5) / k - 0.5
-    return ndi.map_coordinates(
-        small, np.meshgrid(yy, xx, indexing="ij"), order=1, mode="nearest"
-    ).astype(np.float32)
+    with torch.inference_mode():
+        t = torch.from_numpy(np.ascontiguousarray(xp, dtype=np.float32))[None, None]
+        small = F.avg_pool2d(t, k)[0, 0].numpy()
+        small = ndi.gaussian_filter(small, sigma / k, mode="reflect")
+        up = F.interpolate(
+            torch.from_numpy(small)[None, None],
+            scale_factor=k,
+            mode="bilinear",
+            align_corners=False,
+            recompute_scale_factor=False,
+        )
+        return up[0, 0, :h, :w].numpy().copy()
 
 
 def _local_contrast(img: np.ndarray) -> np.ndarray:
