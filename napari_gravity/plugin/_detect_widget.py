@@ -6,50 +6,31 @@ import time
 from pathlib import Path
 
 import numpy as np
+from magicgui.widgets import create_widget
+from napari.layers import Image
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSlider,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QProgressBar, QSlider, QWidget
 
-from . import _api
-from ._session import DOCK_WIDTH, get_session, image_path_of, unwrap
+from . import _api, _torch, _ui
+from ._session import DOCK_WIDTH, ROLE_KEY, get_session, image_path_of
 from .runner import lower_priority
 
 SLIDER_STEPS = 1000
 
 
 def _describe(meta: dict, path: str | None) -> str:
-    cfg = meta.get("config") or {}
-    prov = meta.get("provenance") or {}
-    bits = []
-    if cfg:
-        bits.append(f"{cfg.get('backbone', '?')}, step {cfg.get('step', '?')}")
-    if prov.get("date"):
-        bits.append(f"trained {str(prov['date'])[:16]}")
-    if prov.get("epochs") is not None:
-        bits.append(f"{prov['epochs']} epochs")
+    cfg, prov = meta.get("config") or {}, meta.get("provenance") or {}
     parent = prov.get("parent")
-    if isinstance(parent, dict):
-        parent = parent.get("path")
-    if parent:
-        bits.append(f"from {Path(str(parent)).name}")
-    if meta.get("threshold") is not None:
-        bits.append(f"γ {float(meta['threshold']):.2f}")
-    if path:
-        bits.append(Path(path).name)
-    return " · ".join(bits) or "no metadata"
+    parent = parent.get("path") if isinstance(parent, dict) else parent
+    bits = [
+        cfg and f"{cfg.get('backbone', '?')}, step {cfg.get('step', '?')}",
+        prov.get("date") and f"trained {str(prov['date'])[:16]}",
+        prov.get("epochs") is not None and f"{prov['epochs']} epochs",
+        parent and f"from {Path(str(parent)).name}",
+        meta.get("threshold") is not None and f"γ {float(meta['threshold']):.2f}",
+        path and Path(path).name,
+    ]
+    return " · ".join(b for b in bits if b) or "no metadata"
 
 
 class DetectWidget(QWidget):
@@ -57,171 +38,136 @@ class DetectWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        self.viewer = unwrap(napari_viewer)
+        self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
-        self.setMaximumWidth(DOCK_WIDTH)
-        self.session.widgets["detect"] = self
         self.worker = None
         self.busy = False
         self.last_update_ms: float | None = None
+        self.net_progress: float | None = None  # share of the forward pass done (a model)
+        self.user_chose_model = False  # else the model follows the image's task (mc / ma)
         self._cancelled = False
         self._overlay = None
         self._tick = QTimer(self)
         self._tick.setInterval(250)
         self._tick.timeout.connect(self._on_tick)
 
-        # --- model
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Models in the registry folder; classical detectors stand in")
-        self.open_btn = QPushButton("Open…")
-        self.open_btn.setToolTip("Load a model file (.safetensors)")
-        self.device_label = QLabel(f"Device: {_api.device_name()}")
-        self.choice_label = QLabel("")
-        self.choice_label.setWordWrap(True)
-        self.user_chose_model = False  # else the model follows the image's task (mc / ma)
-        self.meta_label = QLabel("")
-        self.meta_label.setWordWrap(True)
-        self.meta_label.setStyleSheet("color: #9aa;")
-        mrow = QHBoxLayout()
-        mrow.addWidget(self.model_combo, 1)
-        mrow.addWidget(self.open_btn)
-        mbox = QGroupBox("Model")
-        ml = QVBoxLayout(mbox)
-        ml.addLayout(mrow)
-        ml.addWidget(self.choice_label)
-        ml.addWidget(self.meta_label)
-        ml.addWidget(self.device_label)
-
-        # --- run
-        self.image_combo = QComboBox()
-        self.detect_btn = QPushButton("Detect")
-        self.detect_btn.setStyleSheet("font-weight: bold;")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
+        self.device_label = _ui.label(f"Device: {_torch.device_name()}")
+        self.choice_label = _ui.label()
+        self.meta_label = _ui.label(style=_ui.MUTED)
+        self.image_combo = create_widget(annotation=Image, label="Image")
+        self.detect_btn = _ui.button("Detect", self.run_detection, bold=True)
+        self.cancel_btn = _ui.button("Cancel", self.cancel, enabled=False)
         self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.progress.setValue(0)
-        self.progress.setTextVisible(True)
-        self.run_label = QLabel("")
-        self.run_label.setWordWrap(True)
-        rbox = QGroupBox("Run")
-        rl = QFormLayout(rbox)
-        rl.addRow("Image", self.image_combo)
-        brow = QHBoxLayout()
-        brow.addWidget(self.detect_btn, 1)
-        brow.addWidget(self.cancel_btn)
-        rl.addRow(brow)
-        rl.addRow(self.progress)
-        rl.addRow(self.run_label)
-
-        # --- post-processing
+        self.run_label = _ui.label()
         self.thr_slider = QSlider(Qt.Orientation.Horizontal)
         self.thr_slider.setRange(0, SLIDER_STEPS)
-        self.thr_label = QLabel("0.50")
-        self.thr_label.setMinimumWidth(36)
-        self.box_spin = QDoubleSpinBox()
-        self.box_spin.setRange(1.0, 64.0)
-        self.box_spin.setSingleStep(1.0)
-        self.box_spin.setDecimals(0)
-        self.box_spin.setSuffix(" px")
-        self.iou_spin = QDoubleSpinBox()
-        self.iou_spin.setRange(0.0, 1.0)
-        self.iou_spin.setSingleStep(0.05)
+        self.thr_label = _ui.label("0.50")
+        self.box_spin = _ui.spin(1.0, 64.0, 1.0, decimals=0, suffix=" px")
+        self.iou_spin = _ui.spin(0.0, 1.0, 0.05)
         self.overlay_check = QCheckBox("Show moved gravity points")
-        self.latency_label = QLabel("")
-        self.latency_label.setStyleSheet("color: #9aa;")
-        pbox = QGroupBox("Threshold and NMS (live)")
-        pl = QFormLayout(pbox)
-        trow = QHBoxLayout()
-        trow.addWidget(self.thr_slider, 1)
-        trow.addWidget(self.thr_label)
-        pl.addRow("Score γ", trow)
-        pl.addRow("NMS box", self.box_spin)
-        pl.addRow("NMS IoU", self.iou_spin)
-        pl.addRow(self.overlay_check)
-        pl.addRow(self.latency_label)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(mbox)
-        layout.addWidget(rbox)
-        layout.addWidget(pbox)
-        layout.addStretch(1)
+        self.latency_label = _ui.label(style=_ui.MUTED)
+        open_btn = _ui.button("Open…", self._open_model, tip="Load a model file (.safetensors)")
+        _ui.stack(
+            self,
+            _ui.group(
+                "Model",
+                [self.model_combo, open_btn],
+                self.choice_label,
+                self.meta_label,
+                self.device_label,
+            ),
+            _ui.group(
+                "Run",
+                ("Image", self.image_combo.native),
+                [self.detect_btn, self.cancel_btn],
+                self.progress,
+                self.run_label,
+                form=True,
+            ),
+            _ui.group(
+                "Threshold and NMS (live)",
+                ("Score γ", [self.thr_slider, self.thr_label]),
+                ("NMS box", self.box_spin),
+                ("NMS IoU", self.iou_spin),
+                self.overlay_check,
+                self.latency_label,
+                form=True,
+            ),
+            width=DOCK_WIDTH,
+        )
 
         self._set_param_widgets(self.session.params)
         self.refresh_models()
-        self.refresh_images()
-
         self.model_combo.currentIndexChanged.connect(self._on_model_selected)
         self.model_combo.activated.connect(self._on_user_choice)
-        self.open_btn.clicked.connect(self._open_model)
-        self.detect_btn.clicked.connect(self.run_detection)
-        self.cancel_btn.clicked.connect(self.cancel)
-        self.thr_slider.valueChanged.connect(self._on_params)
-        self.box_spin.valueChanged.connect(self._on_params)
-        self.iou_spin.valueChanged.connect(self._on_params)
+        for w in (self.thr_slider, self.box_spin, self.iou_spin):
+            w.valueChanged.connect(self._on_params)
         self.overlay_check.toggled.connect(self._update_overlay)
-        self.viewer.layers.events.inserted.connect(self.refresh_images)
-        self.viewer.layers.events.removed.connect(self.refresh_images)
+        self.image_combo.changed.connect(lambda img: self.choose_model_for_image(img))
         self.viewer.layers.selection.events.active.connect(self._on_active)
         self.session.detector_changed.connect(self._on_detector_changed)
         self.session.params_changed.connect(self._set_param_widgets)
+        self.session.use_model.connect(self.run_model)
         self._on_model_selected()
-        self.choose_model_for_image()
-        _api.start_torch_import()  # in the background: Detect never waits on the GUI thread
+        self.reset_choices()
+        QTimer.singleShot(0, self.reset_choices)  # docked by then: the combo finds its viewer
+        _torch.start_torch_import()  # in the background: Detect never waits on the GUI thread
 
     # ------------------------------------------------------------------ models
     def refresh_models(self, select: str | None = None) -> None:
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
+        from napari_gravity.core import registry
+
+        combo = self.model_combo
+        combo.blockSignals(True)
+        combo.clear()
         try:
-            models = _api.list_models()
+            models = [(e.label, str(e.path)) for e in registry.list_models(with_metadata=False)]
         except Exception as exc:  # registry not available: classical only
             models = []
             self.run_label.setText(f"Model registry unavailable: {exc}")
-        for label, p in models:
-            self.model_combo.addItem(label, ("model", str(p)))
         cur = self.session.detector
-        if cur is not None and cur.kind == "model" and cur.path not in [str(p) for _, p in models]:
-            self.model_combo.addItem(f"{Path(cur.path).stem} (file)", ("model", cur.path))
+        if cur is not None and cur.kind == "model" and cur.path not in [p for _, p in models]:
+            models.append((f"{Path(cur.path).stem} (file)", cur.path))
+        for label, p in models:
+            combo.addItem(label, ("model", p))
         for name in _api.CLASSICAL:
-            self.model_combo.addItem(f"Classical: {name}", ("classical", name))
-        want = select
-        if want is None and cur is not None:
-            want = cur.path if cur.kind == "model" else cur.name
+            combo.addItem(f"Classical: {name}", ("classical", name))
+        if select is None and cur is not None:
+            select = cur.path or cur.name
         # the requested one, else the bundled default_mc, else the first model, else classical
-        labels = [self.model_combo.itemText(i) for i in range(self.model_combo.count())]
-        idx = labels.index("default_mc") if "default_mc" in labels else 0
-        for i in range(self.model_combo.count()):
-            if self.model_combo.itemData(i)[1] == want:
-                idx = i
-        self.model_combo.setCurrentIndex(idx)
-        self.model_combo.blockSignals(False)
+        idx = max(combo.findText("default_mc"), 0)
+        for i in range(combo.count()):
+            idx = i if combo.itemData(i)[1] == select else idx
+        combo.setCurrentIndex(idx)
+        combo.blockSignals(False)
+        self.session.model_selected.emit(self.selected_model())
 
     def selected_model(self) -> tuple[str, str]:
         return self.model_combo.currentData() or ("classical", _api.CLASSICAL[0])
 
     def _on_model_selected(self, *_):
+        from napari_gravity.core.model_io import read_model_metadata
+
         kind, ref = self.selected_model()
-        if kind == "model":
-            try:
-                meta = _api.read_model_metadata(ref)
-                self.meta_label.setText(_describe(meta, ref))
-            except Exception as exc:
-                self.meta_label.setText(f"cannot read model: {exc}")
-        else:
+        self.session.model_selected.emit((kind, ref))
+        if kind != "model":
             self.meta_label.setText(f"{ref} candidates (no model needed)")
+            return
+        try:
+            self.meta_label.setText(_describe(read_model_metadata(ref), ref))
+        except Exception as exc:
+            self.meta_label.setText(f"cannot read model: {exc}")
 
     def _open_model(self):
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open a GravityNet model", "", "Models (*.safetensors)"
-        )
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GravityNet model", "", "*.safetensors")
         if path:
             self.use_model_file(path)
 
     def use_model_file(self, path: str) -> None:
         """Select a model file (not necessarily in the registry)."""
-        self.user_chose_model = True
-        self.choice_label.setText("")
+        self._on_user_choice()
         self.model_combo.addItem(f"{Path(path).stem} (file)", ("model", str(path)))
         self.model_combo.setCurrentIndex(self.model_combo.count() - 1)
 
@@ -229,73 +175,59 @@ class DetectWidget(QWidget):
         self.user_chose_model = True
         self.choice_label.setText("")
 
+    def run_model(self, path: str) -> None:
+        """Use ``path`` from now on (the user's choice) and run it on the current image."""
+        self._on_user_choice()
+        self.refresh_models(select=path)
+        self._show_image(self.session.current_image_layer())
+        self.run_detection()
+
     def choose_model_for_image(self, img=None) -> str | None:
         """Unless the user picked a model, select the bundled default for the image's task:
         ``default_ma`` for a colour / fundus photograph, ``default_mc`` for a mammogram."""
-        if self.user_chose_model or self.busy:
-            return None
         img = img or self.image_layer()
-        if img is None:
+        if self.user_chose_model or self.busy or img is None:
             return None
-        task, why = _api.image_task(img.data, _api.layer_image_meta(img))
-        want = {"ma": "default_ma", "mc": "default_mc"}.get(task or "", "default_mc")
-        found = {self.model_combo.itemText(i): i for i in range(self.model_combo.count())}
+        meta = dict(img.metadata.get(ROLE_KEY, {}).get("image_meta") or {})
+        if image_path_of(img):
+            meta.setdefault("path", image_path_of(img))
+        task, why = _api.image_task(img.data, meta)
+        want = {"ma": "default_ma"}.get(task or "", "default_mc")
         note = ""
-        if want not in found and want != "default_mc":
-            note = f" ({want} is not installed: using default_mc)"
-            want = "default_mc"
-        if want not in found:
+        if self.model_combo.findText(want) < 0 and want != "default_mc":
+            note, want = f" ({want} is not installed: using default_mc)", "default_mc"
+        if self.model_combo.findText(want) < 0:
             return None
-        self.model_combo.setCurrentIndex(found[want])
+        self.model_combo.setCurrentIndex(self.model_combo.findText(want))
+        why = f" — {why}" if task else ""
         self.choice_label.setText(
-            f"Model for <b>{img.name}</b>: <b>{want}</b>"
-            + (f" — {why}" if task else "")
-            + note
-            + ". Pick another model to override."
+            f"Model for <b>{img.name}</b>: <b>{want}</b>{why}{note}. Pick another model to override."
         )
         return want
 
-    def _on_detector_changed(self, handle):
-        if handle is None:
-            return
-        self.refresh_models(select=handle.path if handle.kind == "model" else handle.name)
-        self._set_param_widgets(self.session.params)
-        self._on_model_selected()
-
-    def _handle_for_selection(self):
-        kind, ref = self.selected_model()
-        cur = self.session.detector
-        if cur is not None and (cur.path == ref or (cur.kind == "classical" and cur.name == ref)):
-            return cur, None
-        return None, (kind, ref)
+    def _on_detector_changed(self, detector):
+        if detector is not None:
+            self.refresh_models(select=detector.path or detector.name)
+            self._set_param_widgets(self.session.params)
+            self._on_model_selected()
 
     # ------------------------------------------------------------------ images
-    def refresh_images(self, *_):
-        cur = self.image_combo.currentText()
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        names = [la.name for la in self.viewer.layers if la.__class__.__name__ == "Image"]
-        self.image_combo.addItems(names)
-        if cur in names:
-            self.image_combo.setCurrentText(cur)
-        elif names:
-            img = self.session.current_image_layer()
-            self.image_combo.setCurrentText(img.name if img is not None else names[-1])
-        self.image_combo.blockSignals(False)
-        if self.image_combo.currentText() != cur:  # another image: the model that fits it
-            self.choose_model_for_image()
+    def reset_choices(self, *_):
+        """napari calls this when layers come and go: the image list follows (and the model
+        with it, through the combo's ``changed``)."""
+        self.image_combo.reset_choices()
+
+    def _show_image(self, img) -> None:
+        if img is not None and img != self.image_combo.value:
+            self.reset_choices()
+            if img in self.image_combo.choices:
+                self.image_combo.value = img
 
     def _on_active(self, *_):
-        img = self.session.current_image_layer()
-        if img is not None and img.name != self.image_combo.currentText():
-            self.image_combo.setCurrentText(img.name)
-            self.choose_model_for_image(img)
+        self._show_image(self.session.current_image_layer())
 
     def image_layer(self):
-        name = self.image_combo.currentText()
-        if name and name in self.viewer.layers:
-            return self.viewer.layers[name]
-        return self.session.current_image_layer()
+        return self.image_combo.value or self.session.current_image_layer()
 
     # ------------------------------------------------------------------ detection
     def run_detection(self) -> None:
@@ -308,52 +240,47 @@ class DetectWidget(QWidget):
         from napari.qt.threading import create_worker
 
         self.choose_model_for_image(img)
-        handle, to_load = self._handle_for_selection()
-        if (to_load is not None and to_load[0] == "model") or (
-            handle is not None and handle.kind == "model"
-        ):
-            _api.start_torch_import()  # no-op when already started
+        kind, ref = self.selected_model()
+        detector = self.session.detector
+        if detector is None or (detector.path or detector.name) != ref:
+            detector = None
+        if kind == "model":
+            _torch.start_torch_import()  # no-op when already started
         image = np.asarray(img.data, dtype=np.float32)
-        key_layer = img.unique_id
-        h_px, w_px = image.shape[:2]
-        est = self._estimate_s(h_px * w_px)
-        self._net_progress = (
-            {"done": 0.0}
-            if (to_load or ("", ""))[0] == "model"
-            or (handle is not None and handle.kind == "model")
-            else None
-        )
+        est = self._estimate_s(image.shape[0] * image.shape[1])
+        self.net_progress = 0.0 if kind == "model" else None
 
         def work():
             lower_priority()  # this worker thread yields the CPU to the GUI thread
-            h = handle
-            if h is None:
-                if to_load[0] == "model":
-                    if not _api.torch_ready():
-                        yield (2, "loading torch (first run only)…")
-                        _api.wait_for_torch()
-                    yield (8, f"loading {Path(to_load[1]).name}…")
-                    h = _api.load_detector(to_load[1])
-                else:
-                    h = _api.classical_detector(to_load[1])
+            d = detector
+            if d is None and kind == "model":
+                if not _torch.torch_ready():
+                    yield (2, "loading torch (first run only)…")
+                    _torch.wait_for_torch()
+                yield (8, f"loading {Path(ref).name}…")
+                d = _api.load_detector(ref)
+            elif d is None:
+                d = _api.classical_detector(ref)
             eta = f", about {est:.0f} s" if est else ""
-            yield (-1, f"running {h.name} on {h_px}×{w_px} px (H×W){eta}…")
+            yield (-1, f"running {d.name} on {image.shape[0]}×{image.shape[1]} px (H×W){eta}…")
             t0 = time.perf_counter()
-            raw = _api.raw_output(h, image, self._net_progress)
-            return h, raw, time.perf_counter() - t0
+            raw = d.raw(image, self._set_net_progress if kind == "model" else None)
+            return d, raw, time.perf_counter() - t0
 
         self._run_estimate = est
-        self.busy = True
-        self._cancelled = False
+        self.busy, self._cancelled = True, False
         self.detect_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.progress.setValue(1)
         self.worker = create_worker(work)
         self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(lambda res: self._on_raw(img, key_layer, res))
+        self.worker.returned.connect(lambda res: self._on_raw(img, res))
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.worker.start()
+
+    def _set_net_progress(self, fraction: float) -> None:
+        self.net_progress = fraction
 
     def _estimate_s(self, n_pixels: int) -> float | None:
         """Seconds a network run should take, from this session's last run (pixels / s)."""
@@ -362,49 +289,44 @@ class DetectWidget(QWidget):
 
     def _on_progress(self, item):
         pct, text = item
-        if pct < 0:  # the network run: one forward pass, no intermediate steps to count
-            self._run_started = time.perf_counter()
-            self._run_text = text
-            self._tick.start()
-            self._on_tick()
-        else:
+        self.run_label.setText(text)
+        if pct >= 0:
             self.progress.setRange(0, 100)
             self.progress.setValue(int(pct))
-        self.run_label.setText(text)
+            return
+        # the network run: one forward pass, followed by the tick
+        self._run_started, self._run_text = time.perf_counter(), text
+        self._tick.start()
+        self._on_tick()
 
     def _on_tick(self):
         """While the network runs: the share of its convolutions done (a GravityNet), else a
         bar from the measured speed, else a busy indicator; and the elapsed time."""
         t = time.perf_counter() - getattr(self, "_run_started", time.perf_counter())
         est = getattr(self, "_run_estimate", None)
-        net = getattr(self, "_net_progress", None)
-        if net is not None:
-            self.progress.setRange(0, 100)
-            self.progress.setValue(10 + int(88 * net.get("done", 0.0)))
+        self.progress.setRange(0, 0 if self.net_progress is None and not est else 100)
+        if self.net_progress is not None:
+            self.progress.setValue(10 + int(88 * self.net_progress))
         elif est:
-            self.progress.setRange(0, 100)
             self.progress.setValue(min(95, 10 + int(85 * t / est)))
-        else:
-            self.progress.setRange(0, 0)  # busy indicator: no honest percentage yet
         self.run_label.setText(f"{getattr(self, '_run_text', '')} {t:.0f} s")
 
-    def _on_raw(self, img, key_layer, res):
+    def _on_raw(self, img, res):
         if self._cancelled:
             self.run_label.setText("Cancelled; nothing changed.")
             return
-        handle, raw, seconds = res
-        shape = getattr(raw, "image_shape", None)
-        if handle.kind == "model" and shape and seconds > 0:
-            self._px_per_s = shape[0] * shape[1] / seconds
-        if self.session.detector is not handle:
-            self.session.set_detector(handle)
-        self.device_label.setText(f"Device: {_api.device_name(handle)}")
-        self.session.raw_cache[(key_layer, self.session.detector_key())] = raw
+        detector, raw, seconds = res
+        if self.net_progress is not None and seconds > 0:
+            self._px_per_s = np.prod(img.data.shape[:2]) / seconds
+        if self.session.detector is not detector:
+            self.session.set_detector(detector)
+        self.device_label.setText(f"Device: {_torch.device_name(detector)}")
+        self.session.raw_cache[(img.unique_id, self.session.detector_key())] = raw
         self.session.save_raw(img, raw)
         self.progress.setRange(0, 100)
         self.progress.setValue(100)
         n = self.update_detections(img)
-        self.run_label.setText(f"{handle.name}: {n} detections in {seconds:.2f} s")
+        self.run_label.setText(f"{detector.name}: {n} detections in {seconds:.2f} s")
 
     def _on_error(self, exc):
         self.progress.setRange(0, 100)
@@ -413,8 +335,7 @@ class DetectWidget(QWidget):
 
     def _on_finished(self):
         self._tick.stop()
-        self.busy = False
-        self.worker = None
+        self.busy, self.worker = False, None
         self.detect_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
 
@@ -442,9 +363,8 @@ class DetectWidget(QWidget):
     def _on_params(self, *_):
         thr = self.thr_slider.value() / SLIDER_STEPS
         self.thr_label.setText(f"{thr:.2f}")
-        self.session.params.update(
-            threshold=thr, nms_box=self.box_spin.value(), nms_iou=self.iou_spin.value()
-        )
+        box, iou = self.box_spin.value(), self.iou_spin.value()
+        self.session.params.update(threshold=thr, nms_box=box, nms_iou=iou)
         img = self.image_layer()
         if img is not None:
             self.update_detections(img)
@@ -457,9 +377,7 @@ class DetectWidget(QWidget):
             return 0
         t0 = time.perf_counter()
         p = self.session.params
-        dets = _api.apply_params(
-            self.session.detector, raw, p["threshold"], p["nms_box"], p["nms_iou"]
-        )
+        dets = _api.detections(raw, p["threshold"], p["nms_box"], p["nms_iou"])
         layer = self.session.detections_layer(img)
         rev = self.session.review_for(layer)
         rev.merge(dets.points, dets.scores, dedupe_radius=max(p["nms_box"] / 2.0, 1.5))
@@ -473,31 +391,26 @@ class DetectWidget(QWidget):
 
     def _update_overlay(self, *_):
         img = self.image_layer()
-        raw = None
-        if img is not None:
-            raw = self.session.raw_for(img)
-        show = self.overlay_check.isChecked() and raw is not None
-        if not show:
-            if self._overlay is not None and self._overlay in self.viewer.layers:
+        raw = self.session.raw_for(img) if img is not None else None
+        layers = self.viewer.layers
+        if not self.overlay_check.isChecked() or raw is None:
+            if self._overlay is not None and self._overlay in layers:
                 self._overlay.visible = False
             return
-        pts, scores = _api.raw_points(raw)
-        keep = scores >= min(0.05, self.session.params["threshold"])
-        name = f"{img.name} gravity points"
-        if self._overlay is None or self._overlay not in self.viewer.layers:
-            active = self.viewer.layers.selection.active
-            self._overlay = self.viewer.add_points(
-                pts[keep],
-                name=name,
-                size=3,
-                face_color="#39c5ff",
-                border_width=0,
-                opacity=0.6,
-                metadata={"gravity": {"role": "overlay", "image_path": image_path_of(img)}},
-            )
-            # adding a layer selects it: give the selection back (the review keys live there)
-            if active is not None and active in self.viewer.layers:
-                self.viewer.layers.selection.active = active
-        else:
-            self._overlay.data = pts[keep]
-            self._overlay.visible = True
+        keep = raw.scores >= min(0.05, self.session.params["threshold"])
+        pts = np.asarray(raw.moved_points, dtype=float)[keep]
+        if self._overlay is not None and self._overlay in layers:
+            self._overlay.data, self._overlay.visible = pts, True
+            return
+        active = layers.selection.active
+        self._overlay = self.viewer.add_points(
+            pts,
+            name=f"{img.name} gravity points",
+            size=3,
+            face_color="#39c5ff",
+            border_width=0,
+            opacity=0.6,
+            metadata={ROLE_KEY: {"role": "overlay", "image_path": image_path_of(img)}},
+        )
+        if active is not None and active in layers:  # adding a layer selects it: give the
+            layers.selection.active = active  # selection back (the review keys live there)

@@ -5,19 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+import pandas as pd
+from qtpy.QtWidgets import QCheckBox, QComboBox, QWidget
 
-from . import _api
+from . import _api, _ui
 from . import review as rv
-from ._session import DOCK_WIDTH, ROLE_KEY, get_session, image_path_of, unwrap
+from ._session import DOCK_WIDTH, ROLE_KEY, get_session, image_path_of
 from .sidecar import SidecarError, gt_csv_path, read_review, sidecar_path
 
 SENS_FPPI = (0.5, 1, 2, 4, 8)
@@ -28,15 +21,22 @@ def layer_detections(session, image_layer) -> tuple[np.ndarray, np.ndarray]:
     γ = 0 when available (a full curve), else the model points of the detections layer."""
     raw = session.raw_for(image_layer)
     if raw is not None:
-        p = session.params
-        d = _api.apply_params(session.detector, raw, 0.0, p["nms_box"], p["nms_iou"])
+        d = _api.detections(raw, 0.0, session.params["nms_box"], session.params["nms_iou"])
         return d.points, d.scores
     det = session.detections_layer(image_layer, create=False)
     if det is None:
         return np.zeros((0, 2)), np.zeros(0)
-    f = rv.clean_features(det.features, len(det.data))
-    model = (f["source"] == "model").to_numpy()
-    return np.asarray(det.data, float)[model], f["score"].to_numpy(float)[model]
+    return model_points(det.data, det.features)
+
+
+def model_points(points, features, threshold: float | None = None):
+    """The model's points (and scores) of a review: all, or those ≥ ``threshold`` not rejected."""
+    f = rv.clean_features(features, len(points))
+    keep = f["source"] == "model"
+    if threshold is not None:
+        keep &= (f["status"] != "rejected") & (f["score"] >= threshold)
+    keep = keep.to_numpy()
+    return np.asarray(points, float).reshape(-1, 2)[keep], f["score"].to_numpy(float)[keep]
 
 
 def layer_ground_truth(session, image_layer, default_radius=3.0):
@@ -44,15 +44,9 @@ def layer_ground_truth(session, image_layer, default_radius=3.0):
     if gt is None:
         return None
     pts = np.asarray(gt.data, float).reshape(-1, 2)
-    f = gt.features
-    radii = np.asarray(f["radius"], float) if "radius" in f and len(f) == len(pts) else None
-    if radii is None:
-        radii = np.full(len(pts), default_radius)
-    radii = np.where(np.isfinite(radii) & (radii > 0), radii, default_radius)
-    if "status" in f and len(f) == len(pts):  # architecture.md: pending/rejected rows are not
-        keep = ~f["status"].isin(("pending", "rejected")).to_numpy()
-        pts, radii = pts[keep], radii[keep]
-    return pts, radii
+    f = gt.features if len(gt.features) == len(pts) else pd.DataFrame(index=range(len(pts)))
+    radii = f["radius"].to_numpy(float) if "radius" in f else np.full(len(pts), default_radius)
+    return _api.PointTable(pts, radii, f).lesions(default_radius)
 
 
 def folder_items(paths, default_radius=3.0) -> dict[str, tuple]:
@@ -66,21 +60,8 @@ def folder_items(paths, default_radius=3.0) -> dict[str, tuple]:
             rev = read_review(side)
         except SidecarError:
             continue
-        f = rev.features
-        model = (f["source"] == "model").to_numpy()
-        table = _api.read_points_csv(gt)
-        keep = np.ones(len(table.points), bool)
-        if "status" in table.features:
-            keep = ~table.features["status"].isin(("pending", "rejected")).to_numpy()
-        radii = np.where(np.isfinite(table.radii), table.radii, default_radius)[keep]
-        shape = rev.image_shape or (1, 1)
-        out[Path(p).name] = (
-            rev.points[model],
-            f["score"].to_numpy(float)[model],
-            table.points[keep],
-            radii,
-            shape,
-        )
+        gt_pts, gt_radii = _api.read_points_csv(gt).lesions(default_radius)
+        out[Path(p).name] = (*model_points(rev.points, rev.features), gt_pts, gt_radii)
     return out
 
 
@@ -92,37 +73,31 @@ class EvaluateWidget(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.viewer = unwrap(napari_viewer)
+        self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
-        self.setMaximumWidth(DOCK_WIDTH)
-        self.session.widgets["evaluate"] = self
         self.report: dict | None = None
+        self._evaluated: str | None = None  # the image the shown result belongs to
         self.scope = QComboBox()
         self.scope.addItems(["Current image", "Folder queue"])
-        self.run_btn = QPushButton("Evaluate")
-        self.run_btn.setStyleSheet("font-weight: bold;")
+        self.run_btn = _ui.button("Evaluate", self.evaluate, bold=True)
         self.show_check = QCheckBox("Show TP / FP / FN on the image")
         self.show_check.setChecked(True)
-        self.result_label = QLabel("Needs detections and a ground-truth layer.")
-        self.result_label.setWordWrap(True)
+        self.result_label = _ui.label()
         self.figure = Figure(figsize=(3.6, 2.8), dpi=90, facecolor="#262930")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(240)
-        row = QHBoxLayout()
-        row.addWidget(self.scope, 1)
-        row.addWidget(self.run_btn)
-        layout = QVBoxLayout(self)
-        layout.addLayout(row)
-        layout.addWidget(self.show_check)
-        layout.addWidget(self.canvas)
-        layout.addWidget(self.result_label)
-        layout.addStretch(1)
-        self.run_btn.clicked.connect(self.evaluate)
-        self._evaluated: str | None = None  # the image the shown result belongs to
+        _ui.stack(
+            self,
+            [self.scope, self.run_btn],
+            self.show_check,
+            self.canvas,
+            self.result_label,
+            width=DOCK_WIDTH,
+        )
         self.viewer.layers.selection.events.active.connect(self._on_active)
         self.viewer.layers.events.removed.connect(self._on_active)
         self.session.detections_updated.connect(self._on_detections_changed)
-        self._plot(None)
+        self.clear()
 
     def _image_key(self, img) -> str | None:
         return None if img is None else (image_path_of(img) or img.name)
@@ -202,8 +177,7 @@ class EvaluateWidget(QWidget):
         gt = layer_ground_truth(self.session, img)
         if gt is None:
             return {}
-        pts, scores = layer_detections(self.session, img)
-        return {img.name: (pts, scores, gt[0], gt[1], img.data.shape)}
+        return {img.name: (*layer_detections(self.session, img), *gt)}
 
     # ------------------------------------------------------------------ display
     def _plot(self, rep: dict | None, point=None) -> None:
@@ -246,12 +220,7 @@ class EvaluateWidget(QWidget):
         gt = layer_ground_truth(self.session, img)
         if det is None or gt is None:
             return {}
-        f = rv.clean_features(det.features, len(det.data))
-        g = self.session.params["threshold"]
-        model = (f["source"] == "model") & (f["status"] != "rejected")
-        model = (model & (f["score"] >= g)).to_numpy()
-        pts = np.asarray(det.data, float)[model]
-        scores = f["score"].to_numpy(float)[model]
+        pts, scores = model_points(det.data, det.features, self.session.params["threshold"])
         labels, hit = _api.match(pts, scores, gt[0], gt[1])
         groups = {
             "TP": (pts[labels == 1], "#009e73", "square"),

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import _api
-from ._session import POINT_SIZE, ROLE_KEY, detections_layer_kwargs, gt_layer_kwargs
+from ._session import ROLE_KEY, layer_kwargs
 from .review import clean_features
 from .sidecar import IMAGE_SUFFIXES, SidecarError, gt_csv_path, read_review, sidecar_path
 
@@ -33,11 +34,44 @@ def get_reader(path):
     suffix = p.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return read_path
-    if suffix == ".csv" and _api.is_points_csv(p):
+    if suffix == ".csv" and is_points_csv(p):
         return read_path
-    if suffix == ".xml" and _api.is_inbreast_xml(p):
+    if suffix == ".xml" and is_inbreast_xml(p):
         return read_path
     return None
+
+
+def _head(path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return b""
+
+
+def is_points_csv(path) -> bool:
+    """True for our points CSV (header with ``y`` and ``x`` columns)."""
+    header = _head(path, 4096).decode("utf-8", "replace").splitlines()[:1]
+    cols = [c.strip().strip('"').lower() for c in (header[0] if header else "").split(",")]
+    return "y" in cols and "x" in cols
+
+
+def is_inbreast_xml(path) -> bool:
+    """True for an Apple plist holding an ``Images`` list (INbreast annotations)."""
+    head = _head(path, 4096)
+    return b"plist" in head.lower() and b"<key>Images</key>" in head
+
+
+def read_inbreast_xml(path) -> _api.PointTable:
+    """The calcifications of an INbreast XML (centre + radius per ROI)."""
+    from napari_gravity.data import annotations
+
+    pts, radii, names = annotations.inbreast_calcifications(annotations.read_inbreast_xml(path))
+    pts = np.asarray(pts, dtype=float).reshape(-1, 2)
+    feats = pd.DataFrame(
+        {"roi": list(names)} if len(names) == len(pts) else {}, index=range(len(pts))
+    )
+    return _api.PointTable(pts, np.asarray(radii, dtype=float).reshape(-1), feats)
 
 
 def read_many(paths):
@@ -53,7 +87,7 @@ def read_path(path):
     if suffix == ".csv":
         return [_points_tuple(_api.read_points_csv(p), p.stem, None)]
     if suffix == ".xml":
-        return [_points_tuple(_api.read_inbreast_xml(p), p.stem, None)]
+        return [_points_tuple(read_inbreast_xml(p), p.stem, None)]
     return image_layers(p)
 
 
@@ -61,7 +95,7 @@ def _points_tuple(table: _api.PointTable, name: str, image_path: str | None):
     feats = table.features.copy()
     radii = np.where(np.isfinite(table.radii), table.radii, np.nan)
     feats["radius"] = radii
-    kwargs = gt_layer_kwargs(name, image_path)
+    kwargs = layer_kwargs("gt", name, image_path)
     if image_path is None:
         kwargs["name"] = name
     kwargs["features"] = feats
@@ -70,7 +104,9 @@ def _points_tuple(table: _api.PointTable, name: str, image_path: str | None):
 
 def image_layers(path: Path, name: str | None = None) -> list[tuple]:
     """The image layer of ``path`` plus its ground truth and review sidecar when present."""
-    rec = _api.read_image(path)
+    from napari_gravity.data.readers import read_image
+
+    rec = read_image(path)
     image = np.asarray(rec.image)
     name = name or path.stem
     spacing = getattr(rec, "spacing", None)
@@ -96,7 +132,7 @@ def image_layers(path: Path, name: str | None = None) -> list[tuple]:
         )
     ]
     gt = gt_csv_path(path)
-    if gt.exists() and _api.is_points_csv(gt):
+    if gt.exists() and is_points_csv(gt):
         layers.append(_points_tuple(_api.read_points_csv(gt), name, str(path)))
     layers.extend(review_layers(path, name))
     return layers
@@ -138,7 +174,7 @@ def review_layers(path: Path, name: str) -> list[tuple]:
         review = read_review(side)
     except SidecarError:
         return []
-    kwargs = detections_layer_kwargs(name, str(path), size=POINT_SIZE)
+    kwargs = layer_kwargs("detections", name, str(path))
     kwargs["metadata"][ROLE_KEY]["review_status"] = review.status
     kwargs["metadata"][ROLE_KEY]["params"] = dict(review.params)
     kwargs["features"] = clean_features(review.features, len(review.points))

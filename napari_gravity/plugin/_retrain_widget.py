@@ -17,23 +17,14 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QLineEdit, QPlainTextEdit, QProgressBar, QSpinBox, QWidget
 
-from . import _api
+from napari_gravity.core.model_io import read_model_metadata
+
+from . import _api, _ui
 from . import review as rv
-from ._session import DOCK_WIDTH, get_session, image_path_of, unwrap
+from ._reader import is_points_csv
+from ._session import DOCK_WIDTH, get_session, image_path_of
 from .runner import TrainingRun, train_command
 from .sidecar import SidecarError, gt_csv_path, read_review, sidecar_path
 
@@ -72,23 +63,13 @@ def reviewed_images(paths) -> list[TrainingImage]:
             rev = read_review(side) if side.exists() else None
         except SidecarError:
             rev = None
-        has_gt = gt.exists() and _api.is_points_csv(gt)
+        has_gt = gt.exists() and is_points_csv(gt)
         if rev is None or not (rev.status == "done" or (has_gt and rev.status != "unreviewed")):
             continue
-        pts = np.zeros((0, 2))
-        radii = np.zeros(0)
+        pts, radii = np.zeros((0, 2)), np.zeros(0)
         if has_gt:
-            table = _api.read_points_csv(gt)
-            keep = np.ones(len(table.points), bool)
-            if "status" in table.features:
-                keep = ~table.features["status"].isin(("pending", "rejected")).to_numpy()
-            pts = table.points[keep]
-            radii = np.where(np.isfinite(table.radii), table.radii, DEFAULT_RADIUS)[keep]
-        lesion = rv.lesion_mask(rev.features)
-        extra = rev.points[lesion]
-        if len(pts) and len(extra):
-            d2 = ((extra[:, None] - pts[None]) ** 2).sum(-1)
-            extra = extra[d2.min(1) > DEFAULT_RADIUS**2]
+            pts, radii = _api.read_points_csv(gt).lesions(DEFAULT_RADIUS)
+        extra = rv.new_points(rev.points[rv.lesion_mask(rev.features)], pts, DEFAULT_RADIUS)
         pts = np.concatenate([pts.reshape(-1, 2), extra])
         radii = np.concatenate([radii, np.full(len(extra), DEFAULT_RADIUS)])
         out.append(TrainingImage(p, pts, radii))
@@ -132,14 +113,16 @@ class RetrainWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        self.viewer = unwrap(napari_viewer)
+        self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.run: TrainingRun | None = None
         self.new_model: Path | None = None
+        self.parent_model: str | None = None
+        self.new_label: str | None = None
+        self.held_out: list[TrainingImage] = []
+        self.comparison: dict | None = None
 
-        self.summary_label = QLabel("")
-        self.summary_label.setWordWrap(True)
-        self.refresh_btn = QPushButton("Refresh")
+        self.summary_label = _ui.label()
         self.config_edit = QLineEdit("finetune")
         self.config_edit.setToolTip("A training config file or the name of a bundled one")
         self.epochs_spin = QSpinBox()
@@ -147,68 +130,43 @@ class RetrainWidget(QWidget):
         self.epochs_spin.setValue(10)
         self.name_edit = QLineEdit("finetuned")
         self.name_edit.setToolTip("Registry name of the new model version")
-        self.launch_btn = QPushButton("Fine-tune on my corrections")
-        self.launch_btn.setStyleSheet("font-weight: bold;")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
+        self.launch_btn = _ui.button("Fine-tune on my corrections", self.launch, bold=True)
+        self.cancel_btn = _ui.button("Cancel", self.cancel, enabled=False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
-        self.progress.setFormat("%p%")
-        self.state_label = QLabel("")
-        self.state_label.setWordWrap(True)
-        self.val_label = QLabel("")
-        self.val_label.setWordWrap(True)
-        self.compare_label = QLabel("")
-        self.compare_label.setWordWrap(True)
-        self.use_btn = QPushButton("Use new model")
-        self.use_btn.setStyleSheet("font-weight: bold;")
-        self.keep_btn = QPushButton("Keep current")
-        self.parent_model: str | None = None
-        self.new_label: str | None = None
-        self.held_out: list[TrainingImage] = []
-        self.comparison: dict | None = None
+        self.state_label, self.val_label, self.compare_label = (_ui.label() for _ in range(3))
+        self.use_btn = _ui.button("Use new model", self.use_new_model, bold=True)
+        self.keep_btn = _ui.button("Keep current", self.keep_current)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumHeight(110)
-
-        sbox = QGroupBox("Training set (reviewed images)")
-        sl = QHBoxLayout(sbox)
-        sl.addWidget(self.summary_label, 1)
-        sl.addWidget(self.refresh_btn)
-        form = QFormLayout()
-        form.addRow("Config", self.config_edit)
-        form.addRow("Epochs", self.epochs_spin)
-        form.addRow("Save as", self.name_edit)
-        row = QHBoxLayout()
-        row.addWidget(self.launch_btn, 1)
-        row.addWidget(self.cancel_btn)
-        layout = QVBoxLayout(self)
-        layout.addWidget(sbox)
-        layout.addLayout(form)
-        layout.addLayout(row)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.state_label)
-        layout.addWidget(self.val_label)
-        layout.addWidget(self.compare_label)
-        crow = QHBoxLayout()
-        crow.addWidget(self.use_btn, 1)
-        crow.addWidget(self.keep_btn)
-        layout.addLayout(crow)
-        layout.addWidget(self.log)
-        layout.addStretch(1)
-
+        _ui.stack(
+            self,
+            _ui.group(
+                "Training set (reviewed images)",
+                [self.summary_label, _ui.button("Refresh", self.refresh)],
+            ),
+            _ui.group(
+                "Fine-tune",
+                ("Config", self.config_edit),
+                ("Epochs", self.epochs_spin),
+                ("Save as", self.name_edit),
+                [self.launch_btn, self.cancel_btn],
+                form=True,
+            ),
+            self.progress,
+            self.state_label,
+            self.val_label,
+            self.compare_label,
+            [self.use_btn, self.keep_btn],
+            self.log,
+            width=DOCK_WIDTH,
+        )
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
-        self.refresh_btn.clicked.connect(self.refresh)
-        self.launch_btn.clicked.connect(self.launch)
-        self.cancel_btn.clicked.connect(self.cancel)
-        self.use_btn.clicked.connect(self.use_new_model)
-        self.keep_btn.clicked.connect(self.keep_current)
         self._set_choice_visible(False)
         self.session.saved.connect(self._on_saved)
-        self.setMaximumWidth(DOCK_WIDTH)
-        self.session.widgets["retrain"] = self
         self.refresh()
 
     def _on_saved(self, _path: str) -> None:
@@ -218,11 +176,8 @@ class RetrainWidget(QWidget):
     # ------------------------------------------------------------------ training set
     def candidate_paths(self) -> list[str]:
         paths = list(self.session.queue)
-        for layer in self.viewer.layers:
-            p = image_path_of(layer)
-            if p and layer.__class__.__name__ == "Image" and p not in paths:
-                paths.append(p)
-        return paths
+        paths += [image_path_of(im) for im in self.session.images() if image_path_of(im)]
+        return list(dict.fromkeys(paths))
 
     def training_images(self) -> list[TrainingImage]:
         for rev in list(self.session.reviews.values()):
@@ -248,15 +203,10 @@ class RetrainWidget(QWidget):
     # ------------------------------------------------------------------ run
     def init_model(self) -> str | None:
         """The model to fine-tune: the current detector, else the Detect dock's selection."""
-        det = self.session.detector
-        if det is not None and det.kind == "model":
-            return det.path
-        detect = self.session.widgets.get("detect")
-        if detect is not None:
-            kind, ref = detect.selected_model()
-            if kind == "model":
-                return ref
-        return None
+        if self.session.detector is not None and self.session.detector.path:
+            return self.session.detector.path
+        kind, ref = self.session.selected_model or ("", None)
+        return ref if kind == "model" else None
 
     def launch(self) -> TrainingRun | None:
         if self.run is not None and self.run.state in ("running", "cancelling"):
@@ -270,10 +220,7 @@ class RetrainWidget(QWidget):
             self.state_label.setText("Select a GravityNet model in the Detect dock first.")
             return None
         self.parent_model = init
-        try:
-            parent_thr = _api.read_model_metadata(init).get("threshold")
-        except (ValueError, OSError):
-            parent_thr = None
+        parent_thr = read_model_metadata(init, strict=False).get("threshold")
         run_dir = runs_dir() / time.strftime("finetune-%Y%m%d-%H%M%S")
         n = 1
         while run_dir.exists():
@@ -381,13 +328,16 @@ class RetrainWidget(QWidget):
             self.log.appendPlainText(run.log_tail())
 
     def _finish(self, run: TrainingRun) -> None:
+        from napari_gravity.core import registry
+
         done = next((e for e in reversed(run.events) if e.get("event") == "done"), {})
         label = done.get("registered")
         try:
             if label:
-                path = _api.resolve_model(label)
+                path = registry.resolve_model(label)
             else:  # the trainer did not register it: do it here, never overwriting
-                label, path = _api.register_model(run.model_path, self.name_edit.text())
+                entry = registry.register_model(run.model_path, self.name_edit.text())
+                label, path = entry.label, entry.path
         except (ValueError, OSError) as exc:
             self.state_label.setText(f"Trained, but the new model could not be found: {exc}")
             return
@@ -419,7 +369,9 @@ class RetrainWidget(QWidget):
         images = [(str(i.path), i.points, i.radii) for i in self.held_out]
         models = {"current": self.parent_model, "new": str(self.new_model)}
         self.compare_label.setText(f"Comparing on {len(images)} held-out image(s)…")
-        self._compare_worker = create_worker(_api.compare_models, models, images)
+        self._compare_worker = create_worker(
+            _api.compare_models, models, images, _progress={"desc": "Comparing models"}
+        )
         self._compare_worker.returned.connect(self._on_compared)
         self._compare_worker.errored.connect(
             lambda exc: self.compare_label.setText(f"Comparison failed: {exc}")
@@ -464,14 +416,6 @@ class RetrainWidget(QWidget):
 
     def run_on_next_image(self, model_path: str) -> None:
         """Open the next image of the queue (if any) and run ``model_path`` on it."""
-        review = self.session.widgets.get("review")
-        detect = self.session.widgets.get("detect")
-        if detect is not None:
-            detect.user_chose_model = True  # the task guess must not replace the user's choice
-            detect.choice_label.setText("")
-        if review is not None and self.session.queue:
-            review.step_image(+1)
-        if detect is not None:
-            detect.refresh_models(select=model_path)
-            detect.refresh_images()
-            detect.run_detection()
+        if self.session.queue:
+            self.session.step_image.emit(+1)
+        self.session.use_model.emit(model_path)

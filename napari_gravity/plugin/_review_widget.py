@@ -5,23 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QGridLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from napari.layers import Image
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QListWidget, QListWidgetItem, QWidget
 
-from . import _style
+from . import _style, _ui
 from . import review as rv
-from ._session import DOCK_WIDTH, get_session, image_path_of, role_of, unwrap
+from ._session import DOCK_WIDTH, get_session, image_path_of, role_of
 from .sidecar import IMAGE_SUFFIXES, SidecarError, read_review, read_status, sidecar_path
 
 STATUS_MARK = {"unreviewed": "○", "in_progress": "◐", "done": "●"}
@@ -63,108 +52,72 @@ class ReviewWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        self.viewer = unwrap(napari_viewer)
+        self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
-        self.setMaximumWidth(DOCK_WIDTH)
-        self.session.widgets["review"] = self
         self.queue: list[Path] = []
         self.queue_pos = -1
+        self._folder: Path | None = None
 
-        self.counts_label = QLabel("No detections yet.")
-        self.counts_label.setWordWrap(True)
-        self.saved_label = QLabel("")
-        self.saved_label.setWordWrap(True)
-        self.saved_label.setStyleSheet("color: #9aa;")
-        self.accept_btn = QPushButton("Accept  [a]")
-        self.reject_btn = QPushButton("Reject  [r]")
-        self.next_btn = QPushButton("Next pending  [n]")
-        self.undo_btn = QPushButton("Undo  [u]")
-        self.add_btn = QPushButton("Add missed lesion")
-        self.add_btn.setToolTip("Switch the detections layer to 'add points' (source: user)")
-        self.delete_btn = QPushButton("Delete selected")
-        self.accept_all_btn = QPushButton("Accept all ≥ γ")
-        self.promote_btn = QPushButton("Promote accepted to ground truth")
-        self.promote_btn.setStyleSheet("font-weight: bold;")
-        self.save_btn = QPushButton("Save now")
+        def act(fn):  # a review action on the current detections layer
+            return lambda: self._act(fn)
+
+        self.counts_label = _ui.label("No detections yet.")
+        self.saved_label = _ui.label(style=_ui.MUTED)
+        self.accept_btn = _ui.button("Accept  [a]", act(lambda r: r.accept_selected()))
+        self.reject_btn = _ui.button("Reject  [r]", act(lambda r: r.reject_selected()))
+        self.next_btn = _ui.button(
+            "Next pending  [n]", act(lambda r: r.select_next_pending(self.viewer))
+        )
+        self.undo_btn = _ui.button("Undo  [u]", act(lambda r: r.undo()))
+        self.add_btn = _ui.button(
+            "Add missed lesion",
+            self._add_mode,
+            tip="Switch the detections layer to 'add points' (source: user)",
+        )
+        self.delete_btn = _ui.button("Delete selected", self._delete)
+        self.accept_all_btn = _ui.button(
+            "Accept all ≥ γ", act(lambda r: r.accept_above(self.session.params["threshold"]))
+        )
+        self.save_btn = _ui.button("Save now", act(lambda r: r.save_now()))
+        self.promote_btn = _ui.button("Promote accepted to ground truth", self.promote, bold=True)
         self.scores_check = QCheckBox("Show scores")
         self.scores_check.setToolTip("Write each detection's score next to it")
-        for b in (
-            self.accept_btn,
-            self.reject_btn,
-            self.next_btn,
-            self.undo_btn,
-            self.add_btn,
-            self.delete_btn,
-            self.accept_all_btn,
-            self.save_btn,
-            self.promote_btn,
-        ):
-            b.setMinimumHeight(26)
-        grid = QGridLayout()
-        grid.addWidget(self.accept_btn, 0, 0)
-        grid.addWidget(self.reject_btn, 0, 1)
-        grid.addWidget(self.next_btn, 1, 0)
-        grid.addWidget(self.undo_btn, 1, 1)
-        grid.addWidget(self.add_btn, 2, 0)
-        grid.addWidget(self.delete_btn, 2, 1)
-        grid.addWidget(self.accept_all_btn, 3, 0)
-        grid.addWidget(self.save_btn, 3, 1)
-        grid.addWidget(self.promote_btn, 4, 0, 1, 2)
-        rbox = QGroupBox("Review")
-        rl = QVBoxLayout(rbox)
-        rl.addWidget(self.counts_label)
-        rl.addLayout(grid)
-        rl.addWidget(self.scores_check)
-        rl.addWidget(self.saved_label)
-
-        self.folder_btn = QPushButton("Open folder…")
         self.uncertainty_check = QCheckBox("Most uncertain first")
         self.queue_list = QListWidget()
         self.queue_list.setMaximumHeight(150)
-        self.prev_img_btn = QPushButton("◀ Previous image")
-        self.next_img_btn = QPushButton("Next image ▶")
-        qbox = QGroupBox("Image queue")
-        ql = QVBoxLayout(qbox)
-        row = QHBoxLayout()
-        row.addWidget(self.folder_btn)
-        row.addWidget(self.uncertainty_check)
-        ql.addLayout(row)
-        ql.addWidget(self.queue_list)
-        row2 = QHBoxLayout()
-        row2.addWidget(self.prev_img_btn)
-        row2.addWidget(self.next_img_btn)
-        ql.addLayout(row2)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(rbox)
-        layout.addWidget(qbox)
-        layout.addStretch(1)
-
-        self.accept_btn.clicked.connect(lambda: self._act(lambda r: r.accept_selected()))
-        self.reject_btn.clicked.connect(lambda: self._act(lambda r: r.reject_selected()))
-        self.next_btn.clicked.connect(
-            lambda: self._act(lambda r: r.select_next_pending(self.viewer))
+        _ui.stack(
+            self,
+            _ui.group(
+                "Review",
+                self.counts_label,
+                [self.accept_btn, self.reject_btn],
+                [self.next_btn, self.undo_btn],
+                [self.add_btn, self.delete_btn],
+                [self.accept_all_btn, self.save_btn],
+                self.promote_btn,
+                self.scores_check,
+                self.saved_label,
+            ),
+            _ui.group(
+                "Image queue",
+                [_ui.button("Open folder…", self._choose_folder), self.uncertainty_check],
+                self.queue_list,
+                [
+                    _ui.button("◀ Previous image", lambda: self.step_image(-1)),
+                    _ui.button("Next image ▶", lambda: self.step_image(+1)),
+                ],
+            ),
+            width=DOCK_WIDTH,
         )
-        self.undo_btn.clicked.connect(lambda: self._act(lambda r: r.undo()))
-        self.add_btn.clicked.connect(self._add_mode)
-        self.delete_btn.clicked.connect(self._delete)
-        self.accept_all_btn.clicked.connect(
-            lambda: self._act(lambda r: r.accept_above(self.session.params["threshold"]))
-        )
-        self.save_btn.clicked.connect(lambda: self._act(lambda r: r.save_now()))
-        self.promote_btn.clicked.connect(self.promote)
         self.scores_check.toggled.connect(self.session.set_show_scores)
-        self.folder_btn.clicked.connect(self._choose_folder)
         self.uncertainty_check.toggled.connect(lambda _: self.set_folder(self._folder))
-        self.prev_img_btn.clicked.connect(lambda: self.step_image(-1))
-        self.next_img_btn.clicked.connect(lambda: self.step_image(+1))
         self.queue_list.itemDoubleClicked.connect(
             lambda item: self.open_queue_item(self.queue_list.row(item))
         )
         self.session.review_changed.connect(self._refresh)
         self.session.saved.connect(self._on_saved)
+        self.session.step_image.connect(self.step_image)
         self.viewer.layers.selection.events.active.connect(self._refresh)
-        self._folder: Path | None = None
         self._refresh()
 
     # ------------------------------------------------------------------ actions
@@ -268,7 +221,7 @@ class ReviewWidget(QWidget):
             if role_of(layer) in ("image", "detections", "gt", "overlay", "eval"):
                 self.viewer.layers.remove(layer)
         layers = self.viewer.open(str(path), plugin="napari-gravity")
-        img = [la for la in layers if la.__class__.__name__ == "Image"]
+        img = [la for la in layers if isinstance(la, Image)]
         if img:
             self.viewer.layers.selection.active = img[0]
         return path

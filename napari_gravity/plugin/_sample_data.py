@@ -45,19 +45,33 @@ def materialise(name: str, make) -> Path:
     return img_path
 
 
+def _synthetic():
+    from napari_gravity.data import synthetic
+
+    return synthetic
+
+
 def mammogram(shape=(512, 512), seed: int = 0):
     path = materialise(
         f"synthetic_mammogram_{shape[0]}x{shape[1]}_s{seed}",
-        lambda: _api.synth_mammogram(seed=seed, shape=shape),
+        lambda: _synthetic().synth_mammogram(shape=shape, seed=seed, has_lesions=True),
     )
     return image_layers(path, name="synthetic mammogram")
 
 
 def fundus(seed: int = 0):
-    path = materialise(f"synthetic_fundus_rgb_s{seed}", lambda: _api.synth_fundus(seed=seed))
+    path = materialise(
+        f"synthetic_fundus_rgb_s{seed}",
+        lambda: _synthetic().synth_fundus(
+            shape=(608, 704), seed=seed, view="full", has_lesions=True, rgb=True
+        ),
+    )
     return image_layers(path, name="synthetic fundus")
 
 
 def retina(seed: int = 0):
-    path = materialise(f"semi_real_retina_rgb_s{seed}", lambda: _api.semi_real_retina(seed=seed))
+    path = materialise(
+        f"semi_real_retina_rgb_s{seed}",
+        lambda: _synthetic().semi_real_retina(seed=seed, shape=(512, 512), rgb=True),
+    )
     return image_layers(path, name="semi-real retina")

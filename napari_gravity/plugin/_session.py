@@ -1,75 +1,66 @@
 """Per-viewer state shared by the plugin's docks, and the review controller of a layer.
 
-A :class:`GravitySession` per viewer holds the current detector, the cached raw outputs
-(one per image layer and detector, so γ / NMS changes never re-run the network), the
-live parameters and one :class:`LayerReview` per detections layer. ``LayerReview`` keeps
-the undo stack (status changes and napari edits alike) and autosaves the layer to the
-image's sidecar ``IMG.review.json`` (debounced, atomic).
+A :class:`GravitySession` per viewer holds the current detector, the raw outputs (a bounded LRU
+cache per image layer and detector, dropped with the layer, so γ / NMS changes never re-run the
+network), the live parameters and one :class:`LayerReview` per detections layer. The docks never
+call each other: they talk through the session's signals. ``LayerReview`` keeps the undo stack
+(status changes and napari edits alike) and autosaves the layer to the image's sidecar
+``IMG.review.json`` (debounced, atomic).
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from napari.layers import Image
 from psygnal import Signal
 from qtpy.QtCore import QTimer
 
-from . import _style
+from . import _api, _style
 from . import review as rv
-from .sidecar import Review, gt_csv_path, image_stem, read_review, sidecar_path, write_review
+from .sidecar import Review, gt_csv_path, image_stem, sidecar_path, write_review
 
 ROLE_KEY = "gravity"
 AUTOSAVE_MS = 300
 POINT_SIZE = _style.POINT_SIZE
 NEXT_VIEW_PX = 96  # "next pending" shows at least this many image pixels around the point
 DOCK_WIDTH = 430  # px: the docks never squeeze the canvas
+RAW_CACHE_SIZE = 8  # raw outputs kept (image layer × detector), least recently used out first
+MARKER_ROLES = ("detections", "gt", "eval")
 
 
-def unwrap(obj):
-    """The real object behind napari's ``PublicOnlyProxy`` (plugins get proxies)."""
-    while hasattr(obj, "__wrapped__"):
-        obj = obj.__wrapped__
-    return obj
+def _info(layer) -> dict:
+    return (getattr(layer, "metadata", None) or {}).get(ROLE_KEY) or {}
 
 
 def role_of(layer) -> str | None:
-    meta = getattr(layer, "metadata", None) or {}
-    return (meta.get(ROLE_KEY) or {}).get("role")
+    return _info(layer).get("role")
 
 
 def image_path_of(layer) -> str | None:
-    meta = getattr(layer, "metadata", None) or {}
-    info = meta.get(ROLE_KEY) or {}
-    return info.get("image_path") or meta.get("path")
+    return _info(layer).get("image_path") or (getattr(layer, "metadata", None) or {}).get("path")
 
 
-def detections_layer_kwargs(image_name: str, image_path: str | None, size: float = POINT_SIZE):
-    return {
-        "name": f"{image_name} detections",
-        "metadata": {ROLE_KEY: {"role": "detections", "image_path": image_path}},
+def layer_kwargs(role: str, image_name: str, image_path: str | None, size=POINT_SIZE) -> dict:
+    """``add_points`` keywords of an image's ``detections`` (status rings) or ``gt`` layer."""
+    kw = {
+        "metadata": {ROLE_KEY: {"role": role, "image_path": image_path}},
         **_style.marker_kwargs(),
-        "size": size,
-        "symbol": "disc",  # with a transparent face: a clean circle outline at every zoom
-        "features": rv.make_features(np.zeros(0)),
-        "feature_defaults": dict(rv.USER_DEFAULTS),
     }
-
-
-def gt_layer_kwargs(image_name: str, image_path: str | None, size: float = POINT_SIZE):
-    return {
-        "name": f"{image_name} ground truth",
-        "metadata": {ROLE_KEY: {"role": "gt", "image_path": image_path}},
-        **_style.marker_kwargs(),
-        "size": size * 1.5,
-        "border_color": _style.PALETTE["gt"],
-        "border_width": 0.08,
-        "symbol": "square",
-    }
+    if role == "detections":  # a transparent face: a clean circle outline at every zoom
+        features, defaults = rv.make_features(np.zeros(0)), dict(rv.USER_DEFAULTS)
+        kw.update(name=f"{image_name} detections", size=size, symbol="disc")
+        return {**kw, "features": features, "feature_defaults": defaults}
+    kw.update(name=f"{image_name} ground truth", size=size * 1.5, symbol="square")
+    kw.update(border_color=_style.PALETTE["gt"], border_width=0.08)
+    return {**kw, "features": pd.DataFrame({"radius": np.zeros(0)})}
 
 
 def raw_path(image_path: str) -> Path:
@@ -83,21 +74,42 @@ def backup_file(path: Path) -> Path | None:
     if not path.exists():
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    dest = path.with_name(f"{path.name}.bak-{stamp}")
-    n = 1
+    dest, n = path.with_name(f"{path.name}.bak-{stamp}"), 1
     while dest.exists():
-        dest = path.with_name(f"{path.name}.bak-{stamp}-{n}")
-        n += 1
+        dest, n = path.with_name(f"{path.name}.bak-{stamp}-{n}"), n + 1
     shutil.copy2(path, dest)
     return dest
+
+
+class RawCache(OrderedDict):
+    """(image layer ``unique_id``, detector key) → raw output, least recently used out first."""
+
+    def __init__(self, maxsize: int = RAW_CACHE_SIZE) -> None:
+        self.maxsize = maxsize
+        super().__init__()
+
+    def get(self, key, default=None):
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+    def drop_layer(self, layer_id) -> None:
+        for key in [k for k in self if k[0] == layer_id]:
+            del self[key]
 
 
 class LayerReview:
     """Review controller of one detections Points layer (undo + autosave)."""
 
     def __init__(self, layer, session: GravitySession, image_path: str | None, image_shape=None):
-        layer = unwrap(layer)
-        self._layer_ref = weakref.ref(layer)
+        self.layer = layer
         self.session = session
         self.image_path = image_path
         self.image_shape = tuple(image_shape) if image_shape is not None else None
@@ -113,23 +125,16 @@ class LayerReview:
         layer.events.data.connect(self._on_data)
         self.recolor()
 
-    @property
-    def layer(self):
-        return self._layer_ref()
-
     # ------------------------------------------------------------------ napari edits
     def _on_data(self, event) -> None:
-        if self._busy or self.layer is None:
+        if self._busy:
             return
         action = str(getattr(event, "action", ""))
         if action in ("adding", "removing", "changing"):
             # napari emits these *before* the change: the state to go back to
             old = getattr(event, "value", None)
             data = self.layer.data if old is None else old
-            feats = self.layer.features
-            if len(feats) != len(data):
-                feats = rv.clean_features(feats, len(data))
-            self.undo_stack.push(data, feats, action.replace("ing", ""))
+            self.undo_stack.push(data, rv.clean_features(self.layer.features, len(data)), action)
             self._n_before = len(data)
         elif action in ("added", "removed", "changed"):
             n_before = getattr(self, "_n_before", len(self.layer.data))
@@ -168,8 +173,7 @@ class LayerReview:
             self.recolor()
         finally:
             self._busy = False
-        if touched:
-            self.touched = True
+        self.touched = self.touched or touched
         refit = getattr(self.session, "schedule_marker_fit", None)
         if refit is not None:
             refit()  # new points get the zoom-aware size too
@@ -177,13 +181,13 @@ class LayerReview:
 
     def recolor(self) -> None:
         layer = self.layer
-        if layer is None or len(layer.data) == 0:
+        if len(layer.data) == 0:
             return
         feats = self.features
         was, self._busy = self._busy, True
         try:
-            if len(layer.features) != len(feats) or list(layer.features.columns) != list(
-                feats.columns
+            if list(layer.features.columns) != list(feats.columns) or len(layer.features) != len(
+                feats
             ):
                 layer.features = feats
             layer.face_color = "transparent"
@@ -201,13 +205,10 @@ class LayerReview:
         idx = sorted(int(i) for i in indices if 0 <= int(i) < len(self.layer.data))
         if not idx:
             return 0
-        feats = self.features
-        new = feats.copy()
+        new = self.features.copy()
+        user = (new["source"] == "user").to_numpy()
         for i in idx:
-            s = status
-            if status == "accepted" and feats.at[i, "source"] == "user":
-                s = "added"
-            new.at[i, "status"] = s
+            new.at[i, "status"] = "added" if status == "accepted" and user[i] else status
         self.set_content(self.layer.data, new, label=status)
         return len(idx)
 
@@ -219,10 +220,9 @@ class LayerReview:
 
     def accept_above(self, threshold: float) -> int:
         f = self.features
-        idx = np.flatnonzero(
-            (f["status"] == "pending").to_numpy() & (f["score"].to_numpy(float) >= threshold)
-        )
-        return self.set_status(idx, "accepted")
+        pending = (f["status"] == "pending").to_numpy()
+        above = f["score"].to_numpy(float) >= threshold
+        return self.set_status(np.flatnonzero(pending & above), "accepted")
 
     def select_next_pending(self, viewer=None) -> int | None:
         sel = sorted(self.layer.selected_data)
@@ -231,12 +231,9 @@ class LayerReview:
             return None
         self.layer.selected_data = {i}
         if viewer is not None:
-            y, x = self.layer.data[i]
-            viewer.camera.center = (y, x)
+            viewer.camera.center = tuple(self.layer.data[i])
             canvas = getattr(getattr(viewer, "canvas", None), "size", None) or (600, 600)
-            zoom = min(canvas) / NEXT_VIEW_PX
-            if viewer.camera.zoom < zoom:
-                viewer.camera.zoom = zoom
+            viewer.camera.zoom = max(viewer.camera.zoom, min(canvas) / NEXT_VIEW_PX)
         return i
 
     def undo(self) -> str | None:
@@ -252,7 +249,7 @@ class LayerReview:
         pts, feats = rv.merge_detections(
             self.layer.data, self.features, points, scores, dedupe_radius
         )
-        self.set_content(pts, feats, label=None, touched=self.touched)
+        self.set_content(pts, feats, label=None, touched=False)
 
     # ------------------------------------------------------------------ persistence
     @property
@@ -261,22 +258,19 @@ class LayerReview:
 
     def save_now(self) -> Path | None:
         self._timer.stop()
-        layer = self.layer
-        if layer is None or not self.image_path:
+        if not self.image_path:
             return None
         path = sidecar_path(self.image_path)
-        write_review(
-            path,
-            Review(
-                image=Path(self.image_path).name,
-                points=np.asarray(layer.data, dtype=float),
-                features=self.features,
-                status=self.status,
-                image_shape=self.image_shape,
-                params=dict(self.session.params),
-                detector=self.session.detector_info(),
-            ),
+        review = Review(
+            Path(self.image_path).name,
+            np.asarray(self.layer.data, dtype=float),
+            self.features,
+            self.status,
+            self.image_shape,
+            params=dict(self.session.params),
+            detector=self.session.detector_info(),
         )
+        write_review(path, review)
         self.last_saved = time.time()
         self.session.saved.emit(str(path))
         return path
@@ -295,205 +289,173 @@ class GravitySession:
     detections_updated = Signal(object, float)  # layer, milliseconds
     retrained = Signal(str)  # path of the new model version
     params_changed = Signal(dict)  # γ / NMS restored from a sidecar
+    model_selected = Signal(object)  # (kind, ref) picked in the Detect dock
+    use_model = Signal(str)  # run this model file on the current image (from Retrain)
+    step_image = Signal(int)  # open the next (+1) / previous (-1) image of the queue
 
     def __init__(self, viewer) -> None:
-        self._viewer_ref = weakref.ref(viewer)
-        self.detector = None  # _api.DetectorHandle
-        self.params = {"threshold": 0.5, "nms_box": 7.0, "nms_iou": 0.5}
-        self.raw_cache: dict[tuple, object] = {}  # (image layer unique_id, detector key)
+        self.viewer = viewer
+        self.detector = None  # _api.Detector
+        self.selected_model: tuple[str, str] | None = None
+        self.params = dict(_api.DEFAULT_PARAMS)
+        self.raw_cache = RawCache()
         self.reviews: dict = {}  # detections layer unique_id -> LayerReview
         self.queue: list[str] = []
-        self.widgets: dict[str, object] = {}  # docks by role, so they can hand work on
         self.show_scores = False  # score text next to each detection
+        self.model_selected.connect(lambda sel: setattr(self, "selected_model", sel))
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self._on_removed)
         self._zoom_timer = QTimer()
         self._zoom_timer.setSingleShot(True)
         self._zoom_timer.setInterval(60)
         self._zoom_timer.timeout.connect(self.fit_marker_sizes)
-        viewer.camera.events.zoom.connect(lambda _e=None: self._zoom_timer.start())
+        viewer.camera.events.zoom.connect(self.schedule_marker_fit)
         for layer in list(viewer.layers):
             self._attach_if_detections(layer)
-
-    @property
-    def viewer(self):
-        return self._viewer_ref()
 
     # ------------------------------------------------------------------ layers
     def _on_inserted(self, event) -> None:
         self._attach_if_detections(event.value)
-        if role_of(event.value) in ("detections", "gt", "eval"):
-            self._zoom_timer.start()
+        if role_of(event.value) in MARKER_ROLES:
+            self.schedule_marker_fit()
 
-    def schedule_marker_fit(self) -> None:
+    def _on_removed(self, event) -> None:
+        self.raw_cache.drop_layer(event.value.unique_id)
+        rev = self.reviews.pop(event.value.unique_id, None)
+        if rev is not None:
+            rev.flush()
+
+    def schedule_marker_fit(self, *_) -> None:
         self._zoom_timer.start()
 
     def fit_marker_sizes(self) -> None:
         """Keep markers at least ``MIN_SCREEN_PX`` wide on the screen at the current zoom."""
-        viewer = self.viewer
-        if viewer is None:
-            return
-        for layer in list(viewer.layers):
-            role = role_of(layer)
-            if role not in ("detections", "gt", "eval") or len(layer.data) == 0:
+        for layer in list(self.viewer.layers):
+            if role_of(layer) not in MARKER_ROLES or len(layer.data) == 0:
                 continue
-            info = layer.metadata.setdefault(ROLE_KEY, {})
-            base = info.setdefault("base_size", float(np.max(layer.size)))
-            want = _style.screen_size(base, viewer.camera.zoom)
+            base = layer.metadata[ROLE_KEY].setdefault("base_size", float(np.max(layer.size)))
+            want = _style.screen_size(base, self.viewer.camera.zoom)
             if not np.allclose(layer.size, want, rtol=0.03):
                 layer.size = want
             layer.current_size = want
 
-    def _on_removed(self, event) -> None:
-        rev = self.reviews.pop(unwrap(event.value).unique_id, None)
-        if rev is not None:
-            rev.flush()
-
     def _attach_if_detections(self, layer) -> LayerReview | None:
-        layer = unwrap(layer)
         if role_of(layer) != "detections" or layer.unique_id in self.reviews:
             return self.reviews.get(layer.unique_id)
         img = self.image_layer_for(layer)
-        shape = img.data.shape if img is not None else None
-        rev = LayerReview(layer, self, image_path_of(layer), shape)
-        info = layer.metadata.get(ROLE_KEY, {})
-        rev.touched = info.get("review_status", "unreviewed") != "unreviewed"
-        self.restore_params(info.get("params") or {})
+        rev = LayerReview(
+            layer, self, image_path_of(layer), None if img is None else img.data.shape
+        )
+        rev.touched = _info(layer).get("review_status", "unreviewed") != "unreviewed"
+        self.restore_params(_info(layer).get("params") or {})
         self.reviews[layer.unique_id] = rev
-        self._bind_keys(layer)
+        actions = {
+            "a": lambda r: r.accept_selected(),
+            "r": lambda r: r.reject_selected(),
+            "n": lambda r: r.select_next_pending(self.viewer),
+            "u": lambda r: r.undo(),
+            "Control-z": lambda r: r.undo(),
+        }
+        for key, act in actions.items():
+            layer.bind_key(key, self._key_action(act), overwrite=True)
         self._apply_score_text(layer)
         return rev
+
+    def _key_action(self, act):
+        return lambda layer: act(self.review_for(layer))
 
     def set_show_scores(self, on: bool) -> None:
         """Show (or hide) each detection's score as a text label."""
         self.show_scores = bool(on)
         for rev in list(self.reviews.values()):
-            if rev.layer is not None:
-                self._apply_score_text(rev.layer)
+            self._apply_score_text(rev.layer)
 
     def _apply_score_text(self, layer) -> None:
         if self.show_scores:
             layer.text = dict(_style.SCORE_TEXT)
         layer.text.visible = self.show_scores
 
-    def _bind_keys(self, layer) -> None:
-        def _accept(_layer):
-            self.review_for(_layer).accept_selected()
-
-        def _reject(_layer):
-            self.review_for(_layer).reject_selected()
-
-        def _next(_layer):
-            self.review_for(_layer).select_next_pending(self.viewer)
-
-        def _undo(_layer):
-            self.review_for(_layer).undo()
-
-        for key, fn in (("a", _accept), ("r", _reject), ("n", _next), ("u", _undo)):
-            layer.bind_key(key, fn, overwrite=True)
-        layer.bind_key("Control-z", _undo, overwrite=True)
-
     def review_for(self, layer) -> LayerReview | None:
         if layer is None:
             return None
-        layer = unwrap(layer)
         return self.reviews.get(layer.unique_id) or self._attach_if_detections(layer)
 
-    def image_layer_for(self, layer):
-        path = image_path_of(layer)
-        viewer = self.viewer
-        if viewer is None:
-            return None
-        name = getattr(layer, "name", "")
-        for cand in viewer.layers:
-            if cand.__class__.__name__ != "Image":
-                continue
-            if path and image_path_of(cand) == path:
-                return cand
-            if name.startswith(cand.name + " "):
-                return cand
-        return None
-
-    def layer_with_role(self, image_layer, role: str):
+    @staticmethod
+    def _belongs(layer, image_layer) -> bool:
+        """``layer`` (detections, ground truth, ...) was made for ``image_layer``."""
         path = image_path_of(image_layer)
-        for layer in self.viewer.layers:
-            if role_of(layer) != role:
-                continue
-            if path and image_path_of(layer) == path:
-                return layer
-            if layer.name.startswith(image_layer.name + " "):
-                return layer
-        return None
+        if path and image_path_of(layer) == path:
+            return True
+        return layer.name.startswith(image_layer.name + " ")
+
+    def images(self) -> list:
+        return [la for la in self.viewer.layers if isinstance(la, Image)]
+
+    def image_layer_for(self, layer):
+        return next((im for im in self.images() if self._belongs(layer, im)), None)
+
+    def role_layer(self, image_layer, role: str, create: bool = True):
+        """The ``role`` layer ("detections", "gt") of ``image_layer``; made when missing."""
+        layers = self.viewer.layers
+        found = next(
+            (la for la in layers if role_of(la) == role and self._belongs(la, image_layer)), None
+        )
+        if found is None and create:
+            kwargs = layer_kwargs(role, image_layer.name, image_path_of(image_layer))
+            found = self.viewer.add_points(np.zeros((0, 2)), **kwargs)
+            if role == "detections":
+                layers.selection.active = found
+        return found
 
     def detections_layer(self, image_layer, create: bool = True):
-        layer = self.layer_with_role(image_layer, "detections")
-        if layer is None and create:
-            layer = self.viewer.add_points(
-                np.zeros((0, 2)),
-                **detections_layer_kwargs(image_layer.name, image_path_of(image_layer)),
-            )
-            self.viewer.layers.selection.active = layer
-        return layer
+        return self.role_layer(image_layer, "detections", create)
 
     def gt_layer(self, image_layer, create: bool = True):
-        layer = self.layer_with_role(image_layer, "gt")
-        if layer is None and create:
-            layer = self.viewer.add_points(
-                np.zeros((0, 2)), **gt_layer_kwargs(image_layer.name, image_path_of(image_layer))
-            )
-            layer.features = pd.DataFrame({"radius": np.zeros(0)})
-        return layer
+        return self.role_layer(image_layer, "gt", create)
 
     def current_image_layer(self):
-        viewer = self.viewer
-        active = viewer.layers.selection.active
-        if active is not None and active.__class__.__name__ == "Image":
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image):
             return active
-        if active is not None:
-            img = self.image_layer_for(active)
-            if img is not None:
-                return img
-        images = [la for la in viewer.layers if la.__class__.__name__ == "Image"]
-        return images[-1] if images else None
+        img = self.image_layer_for(active) if active is not None else None
+        images = self.images()
+        return img if img is not None else images[-1] if images else None
 
     def current_review(self) -> LayerReview | None:
-        viewer = self.viewer
-        active = viewer.layers.selection.active
+        active = self.viewer.layers.selection.active
         if role_of(active) == "detections":
             return self.review_for(active)
         img = self.current_image_layer()
-        if img is None:
-            return None
-        layer = self.detections_layer(img, create=False)
-        return self.review_for(layer)
+        return None if img is None else self.review_for(self.detections_layer(img, create=False))
 
     def restore_params(self, params: dict) -> None:
         """Take γ / NMS saved with a review (sidecar) as the live parameters."""
-        new = {}
-        for key in ("threshold", "nms_box", "nms_iou"):
-            val = params.get(key)
-            if isinstance(val, (int, float)) and not isinstance(val, bool) and val >= 0:
-                new[key] = float(val)
+        new = {
+            k: float(v)
+            for k, v in params.items()
+            if k in _api.DEFAULT_PARAMS
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and v >= 0
+        }
         if new:
             self.params.update(new)
             self.params_changed.emit(dict(self.params))
 
     # ------------------------------------------------------------------ detector
-    def set_detector(self, handle) -> None:
-        self.detector = handle
-        if handle is not None:
-            self.params.update(handle.defaults)
-        self.detector_changed.emit(handle)
+    def set_detector(self, detector) -> None:
+        self.detector = detector
+        if detector is not None:
+            self.params.update(detector.defaults)
+        self.detector_changed.emit(detector)
 
     def detector_info(self) -> dict:
-        h = self.detector
-        if h is None:
-            return {}
-        return {"name": h.name, "kind": h.kind, "path": h.path}
+        d = self.detector
+        return {} if d is None else {"name": d.name, "kind": d.kind, "path": d.path}
 
     def detector_key(self) -> str:
-        h = self.detector
-        return f"{h.kind}:{h.path or h.name}" if h is not None else ""
+        d = self.detector
+        return f"{d.kind}:{d.path or d.name}" if d is not None else ""
 
     # ------------------------------------------------------------------ raw outputs
     def raw_for(self, image_layer):
@@ -501,34 +463,25 @@ class GravitySession:
         saved beside its review (``IMG.raw.npz``) when no other model is selected."""
         if image_layer is None:
             return None
-        raw = self.raw_cache.get((image_layer.unique_id, self.detector_key()))
-        if raw is not None:
-            return raw
+        uid = image_layer.unique_id
+        raw = self.raw_cache.get((uid, self.detector_key()))
         path = image_path_of(image_layer)
-        if not path or not raw_path(path).exists():
-            return None
-        from . import _api
-
+        if raw is not None or not path or not raw_path(path).exists():
+            return raw
         saved = _api.load_raw(raw_path(path), np.shape(image_layer.data))
-        if saved is None:
+        made_by = (saved.detector or {}) if saved is not None else {}
+        if saved is None or (self.detector is not None and self.detector.path != made_by["path"]):
             return None
-        if self.detector is not None and self.detector.path != saved.detector.get("path"):
-            return None
-        key = f"{saved.detector.get('kind', 'model')}:{saved.detector.get('path')}"
-        self.raw_cache[(image_layer.unique_id, key)] = saved
+        self.raw_cache[(uid, f"{made_by.get('kind', 'model')}:{made_by['path']}")] = saved
         if self.detector is None:
-            self.raw_cache[(image_layer.unique_id, "")] = saved
+            self.raw_cache[(uid, "")] = saved
         return saved
 
     def save_raw(self, image_layer, raw) -> None:
         """Write ``IMG.raw.npz`` in a background thread (numpy only)."""
-        path = image_path_of(image_layer)
-        info = self.detector_info()
-        if not path or info.get("kind") != "model":
+        path, info = image_path_of(image_layer), self.detector_info()
+        if not path or getattr(raw, "gravity_points", None) is None:
             return
-        import threading
-
-        from . import _api
 
         def work():
             try:
@@ -543,61 +496,44 @@ class GravitySession:
     def promote_to_gt(self, image_layer, default_radius: float = 3.0) -> tuple[int, Path | None]:
         """Accepted + added detections join the GT layer; written to ``IMG.csv`` with a
         backup of any previous file. Returns (points added, csv path)."""
-        from . import _api
-
-        det = self.detections_layer(image_layer, create=False)
-        rev = self.review_for(det)
+        rev = self.review_for(self.detections_layer(image_layer, create=False))
         if rev is None:
             return 0, None
-        feats = rev.features
-        lesion = rv.lesion_mask(feats)
-        new_pts = np.asarray(det.data, dtype=float)[lesion]
+        new_pts = np.asarray(rev.layer.data, dtype=float)[rv.lesion_mask(rev.features)]
         gt = self.gt_layer(image_layer)
         old_pts = np.asarray(gt.data, dtype=float).reshape(-1, 2)
-        gfeat = gt.features
-        old_r = (
-            gfeat["radius"].to_numpy(dtype=float)
-            if "radius" in gfeat and len(gfeat) == len(old_pts)
-            else np.full(len(old_pts), default_radius)
-        )
-        if len(old_pts) and len(new_pts):
-            d2 = ((new_pts[:, None] - old_pts[None]) ** 2).sum(-1)
-            new_pts = new_pts[d2.min(1) > default_radius**2]
+        old = _api.PointTable(old_pts, np.full(len(old_pts), default_radius), gt.features)
+        if "radius" in gt.features and len(gt.features) == len(old_pts):
+            old.radii = gt.features["radius"].to_numpy(dtype=float)
+        new_pts = rv.new_points(new_pts, old_pts, default_radius)
+        rev.flush()
         if len(new_pts) == 0:  # nothing new: no rewrite, no backup
-            rev.flush()
             return 0, None
         pts = np.concatenate([old_pts, new_pts])
-        radii = np.concatenate([old_r, np.full(len(new_pts), default_radius)])
+        radii = np.concatenate([old.radii, np.full(len(new_pts), default_radius)])
         radii = np.where(np.isfinite(radii), radii, default_radius)
         gt.data = pts
         gt.features = pd.DataFrame({"radius": radii})
-        path = None
         img_path = image_path_of(image_layer)
-        if img_path:
-            path = gt_csv_path(img_path)
-            backup_file(path)
-            _api.write_points_csv(path, pts, radii)
-        rev.flush()
+        if not img_path:
+            return len(new_pts), None
+        path = gt_csv_path(img_path)
+        backup_file(path)
+        _api.write_points_csv(path, pts, radii)
         return len(new_pts), path
 
-    # ------------------------------------------------------------------ sidecar
-    @staticmethod
-    def load_sidecar(image_path: str):
-        p = sidecar_path(image_path)
-        return read_review(p) if p.exists() else None
 
-
-_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SESSIONS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def get_session(viewer) -> GravitySession:
-    """The session of ``viewer`` (created on first use)."""
-    viewer = unwrap(viewer)
-    sess = _SESSIONS.get(viewer)
+    """The session of ``viewer`` (created on first use; the docks hold it, so it lives as long
+    as they do). napari hands each dock its own public proxy of the viewer: proxies hash like
+    the viewer, so every dock of one viewer finds the same session."""
+    sess = _SESSIONS.get(hash(viewer))
     if sess is None:
         from ._prefs import activate
 
         activate()  # our reader / writer become napari's defaults for our files
-        sess = GravitySession(viewer)
-        _SESSIONS[viewer] = sess
+        sess = _SESSIONS[hash(viewer)] = GravitySession(viewer)
     return sess

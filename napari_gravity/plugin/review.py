@@ -12,21 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from napari_gravity.core.geometry import near_points
+
 FEATURE_COLUMNS = ("score", "source", "status")
 SOURCES = ("model", "user")
 STATUSES = ("pending", "accepted", "rejected", "added")
 #: statuses that make a point a lesion (architecture.md: rejected / pending are not)
 LESION_STATUSES = ("accepted", "added")
 USER_DEFAULTS = {"score": 1.0, "source": "user", "status": "added"}
-
-#: border colour per review status (RGBA)
-STATUS_COLORS = {
-    "pending": (1.0, 0.85, 0.0, 1.0),
-    "accepted": (0.1, 0.9, 0.2, 1.0),
-    "rejected": (1.0, 0.15, 0.15, 1.0),
-    "added": (0.0, 0.85, 1.0, 1.0),
-}
-SCORE_COLORMAP = "plasma"
 
 
 def make_features(scores, source: str | list[str] = "model", status="pending") -> pd.DataFrame:
@@ -68,30 +61,6 @@ def clean_features(features: pd.DataFrame | None, n: int) -> pd.DataFrame:
     out["source"] = pd.Series(source.to_numpy(dtype=object), dtype=object)
     out["status"] = pd.Series(status.to_numpy(dtype=object), dtype=object)
     return out
-
-
-def face_colors(features: pd.DataFrame) -> np.ndarray:
-    """Face colour by score (plasma); rejected points are drawn faint."""
-    from matplotlib import colormaps
-
-    n = len(features)
-    if n == 0:
-        return np.zeros((0, 4), dtype=np.float32)
-    scores = np.clip(features["score"].to_numpy(dtype=float), 0.0, 1.0)
-    rgba = colormaps[SCORE_COLORMAP](scores).astype(np.float32)
-    rgba[:, 3] = 0.55
-    rgba[features["status"].to_numpy() == "rejected", 3] = 0.12
-    return rgba
-
-
-def border_colors(features: pd.DataFrame) -> np.ndarray:
-    """Border colour by review status (see :data:`STATUS_COLORS`)."""
-    if len(features) == 0:
-        return np.zeros((0, 4), dtype=np.float32)
-    return np.array(
-        [STATUS_COLORS.get(s, STATUS_COLORS["pending"]) for s in features["status"]],
-        dtype=np.float32,
-    )
 
 
 def status_counts(features: pd.DataFrame) -> dict[str, int]:
@@ -146,13 +115,17 @@ def merge_detections(
     keep = (features["status"] != "pending").to_numpy() | (features["source"] == "user").to_numpy()
     kept_pts = points[keep]
     kept_feat = features[keep].reset_index(drop=True)
-    if len(kept_pts) and len(new_points):
-        d2 = ((new_points[:, None, :] - kept_pts[None, :, :]) ** 2).sum(-1)
-        fresh = d2.min(axis=1) > dedupe_radius**2
-        new_points, new_scores = new_points[fresh], new_scores[fresh]
+    fresh = ~near_points(new_points, kept_pts, dedupe_radius)
+    new_points, new_scores = new_points[fresh], new_scores[fresh]
     out_pts = np.concatenate([kept_pts, new_points], axis=0)
     out_feat = pd.concat([kept_feat, make_features(new_scores)], ignore_index=True)
     return out_pts, clean_features(out_feat, len(out_pts))
+
+
+def new_points(points, others, radius: float) -> np.ndarray:
+    """The ``points`` that are not duplicates of ``others`` (none closer than ``radius``)."""
+    points = np.asarray(points, dtype=float).reshape(-1, 2)
+    return points[~near_points(points, others, radius)]
 
 
 def next_pending(features: pd.DataFrame, after: int | None, order: str = "score") -> int | None:

@@ -264,11 +264,11 @@ def test_model_detections_stay_inside_the_breast():
         pytest.skip("no bundled default model in this build")
     s = synth_mammogram((384, 320), seed=5, breast=True)
     handle = _api.load_detector(path, device="cpu")
-    raw = _api.raw_output(handle, s.image)
+    raw = handle.raw(s.image)
     mask = breast_mask(s.image)
     np.testing.assert_array_equal(raw.mask, mask)
     assert (~mask).any()  # the image has air around the breast
-    dets = _api.apply_params(handle, raw, 0.0, 7.0, 0.5)
+    dets = _api.detections(raw, 0.0, 7.0, 0.5)
     iy, ix = np.rint(dets.points).astype(int).T
     assert len(dets) > 0 and mask[iy, ix].all()
     # without the mask the network does put low-score candidates in the air

@@ -124,15 +124,15 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     run_detect(qtbot, det)
     assert "512×512 px (H×W)" in det._run_text
     # real progress: the share of the forward pass's convolutions done (not a fixed 30 %)
-    assert det._net_progress["done"] == pytest.approx(1.0)
+    assert det.net_progress == pytest.approx(1.0)
     session = det.session
     layer = session.detections_layer(img, create=False)
     pred = _api.load_detector(default_model_path())
-    prog = {}
-    raw = _api.raw_output(pred, np.asarray(img.data, np.float32), prog)
-    assert prog["done"] == pytest.approx(1.0)
-    costs = _api._conv_costs(pred.detector.model)
-    assert len(costs) > 10 and max(costs.values()) < 0.5
+    prog = []
+    raw = pred.raw(np.asarray(img.data, np.float32), prog.append)
+    assert prog[-1] == pytest.approx(1.0) and prog == sorted(prog)
+    steps = np.diff([0.0, *prog])  # many steps, none a large jump
+    assert len(steps) > 10 and steps.max() < 0.5
     counts = {}
     for box, iou in ((7, 0.5), (15, 0.5), (15, 0.2), (31, 0.1)):
         det.box_spin.setValue(box)
@@ -160,7 +160,7 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     viewer.layers.selection.active = layer
     det.overlay_check.setChecked(True)
     assert f"{img.name} gravity points" in viewer.layers
-    assert viewer.layers.selection.active is layer
+    assert viewer.layers.selection.active == layer  # (the dock's layers are napari proxies)
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()
     layer.selected_data = {0}
@@ -484,7 +484,6 @@ def test_reopened_review_has_live_gamma_and_promote_writes_only_news(
 def test_finetune_holds_out_images_and_compares_before_switching(
     make_napari_viewer, qtbot, gravity_env, tiny_model, image_folder4
 ):
-    from napari_gravity.plugin import _api
 
     paths = image_folder4
     mark_reviewed(paths)
@@ -516,7 +515,9 @@ def test_finetune_holds_out_images_and_compares_before_switching(
     rt.keep_btn.click()
     assert det.session.detector is None and det.selected_model() == ("model", str(tiny_model))
     assert not rt.use_btn.isVisibleTo(rt)
-    assert "finetuned:v1" in [label for label, _ in _api.list_models()]
+    from napari_gravity.core.registry import list_models
+
+    assert "finetuned:v1" in [e.label for e in list_models(with_metadata=False)]
     # switching later, when the model had been picked for the image's task: the new one is used
     det.user_chose_model = False
     rt.use_new_model()

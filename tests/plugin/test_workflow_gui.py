@@ -80,12 +80,12 @@ def test_detect_review_save_crash_reopen(
     latencies = []
     for n in (10, 80, 30, 150, 60):
         g = set_gamma_for(det, raw, n)
-        want = _api.apply_params(handle, raw, g, det.box_spin.value(), det.iou_spin.value())
+        want = _api.detections(raw, g, det.box_spin.value(), det.iou_spin.value())
         assert len(layer.data) == len(want)
         np.testing.assert_allclose(np.sort(layer.features["score"]), np.sort(want.scores))
         latencies.append(det.last_update_ms)
     det.box_spin.setValue(15)
-    want = _api.apply_params(handle, raw, g, 15, det.iou_spin.value())
+    want = _api.detections(raw, g, 15, det.iou_spin.value())
     assert len(layer.data) == len(want)
     latencies.append(det.last_update_ms)
     assert calls == []
@@ -95,7 +95,7 @@ def test_detect_review_save_crash_reopen(
     # overlay of the moved gravity points (paper fig. 8)
     det.overlay_check.setChecked(True)
     overlay = viewer.layers[f"{img.name} gravity points"]
-    moved, sc = _api.raw_points(raw)
+    moved, sc = raw.moved_points, raw.scores
     assert len(overlay.data) == int((sc >= min(0.05, g)).sum())
     assert not np.allclose(moved, raw.gravity_points)  # the regression head moved them
     det.overlay_check.setChecked(False)
@@ -245,10 +245,14 @@ def test_finetune_registers_and_uses_new_model(
     assert rt.progress.value() == 1000
     assert "AUFROC" not in rt.log.toPlainText() and "AUFROC" not in rt.state_label.text()
     # the trainer registered version 1 of "mine" (listed as mine:v1 everywhere)
-    assert [label for label, _ in _api.list_models() if label.startswith("mine")] == ["mine:v1"]
+    from napari_gravity.core.model_io import read_model_metadata
+    from napari_gravity.core.registry import list_models
+
+    labels = [e.label for e in list_models(with_metadata=False)]
+    assert [label for label in labels if label.startswith("mine")] == ["mine:v1"]
     assert rt.new_model == gravity_env / "models" / "mine" / "v001.safetensors"
     assert "mine:v1" in rt.state_label.text()
-    assert _api.read_model_metadata(rt.new_model)["threshold"] == pytest.approx(0.5)
+    assert read_model_metadata(rt.new_model)["threshold"] == pytest.approx(0.5)
     log = run.log_path.read_text()
     assert "initialised from model file" in log and "from scratch" not in log
     # nothing switches until the user chooses
@@ -264,7 +268,7 @@ def test_finetune_registers_and_uses_new_model(
     assert image_path_of(img1) == str(image_folder[1])
     assert (img1.unique_id, session.detector_key()) in session.raw_cache
     assert len(session.detections_layer(img1, create=False).data) > 0
-    meta = _api.read_model_metadata(rt.new_model)
+    meta = read_model_metadata(rt.new_model)
     parent = meta["provenance"]["parent"]
     assert Path(parent["path"] if isinstance(parent, dict) else parent).name == tiny_model.name
     assert "from tiny.safetensors" in det.meta_label.text()

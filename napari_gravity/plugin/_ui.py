@@ -1,0 +1,90 @@
+"""Layout helpers shared by the docks: one line per widget instead of Qt boilerplate."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+MUTED = "color: #9aa;"
+
+
+def label(text: str = "", style: str | None = None) -> QLabel:
+    """A word-wrapped label."""
+    w = QLabel(text)
+    w.setWordWrap(True)
+    if style:
+        w.setStyleSheet(style)
+    return w
+
+
+def button(text: str, slot=None, *, bold=False, tip: str | None = None, enabled=True):
+    w = QPushButton(text)
+    if bold:
+        w.setStyleSheet("font-weight: bold;")
+    if tip:
+        w.setToolTip(tip)
+    if slot is not None:
+        w.clicked.connect(slot)
+    w.setEnabled(enabled)
+    return w
+
+
+def spin(lo: float, hi: float, step: float, decimals=2, suffix: str = "") -> QDoubleSpinBox:
+    w = QDoubleSpinBox()
+    w.setRange(lo, hi)
+    w.setSingleStep(step)
+    w.setDecimals(decimals)
+    w.setSuffix(suffix)
+    return w
+
+
+def _add(layout, item) -> None:
+    """A widget, a layout, a list (a :func:`row`) or, in a form, a ``(label, item)`` pair."""
+    if isinstance(item, list):
+        item = row(*item)
+    if isinstance(layout, QFormLayout):
+        if isinstance(item, tuple):
+            layout.addRow(item[0], row(*item[1]) if isinstance(item[1], list) else item[1])
+        else:
+            layout.addRow(item)
+    elif isinstance(item, QLayout):
+        layout.addLayout(item)
+    else:
+        layout.addWidget(item)
+
+
+def row(*items) -> QHBoxLayout:
+    """Widgets side by side, the first one stretching."""
+    lay = QHBoxLayout()
+    for i, w in enumerate(items):
+        lay.addWidget(w, 1 if i == 0 else 0)
+    return lay
+
+
+def group(title: str, *items, form=False) -> QGroupBox:
+    """A titled box of widgets / layouts; with ``form``, ``(label, widget)`` pairs are rows."""
+    box = QGroupBox(title)
+    lay = QFormLayout(box) if form else QVBoxLayout(box)
+    for item in items:
+        _add(lay, item)
+    return box
+
+
+def stack(parent: QWidget, *items, width: int | None = None) -> QVBoxLayout:
+    """``parent``'s layout: ``items`` top to bottom, then a stretch."""
+    lay = QVBoxLayout(parent)
+    for item in items:
+        _add(lay, item)
+    lay.addStretch(1)
+    if width:
+        parent.setMaximumWidth(width)
+    return lay
