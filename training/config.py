@@ -151,6 +151,10 @@ class _Section(BaseModel):
         extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True
     )
 
+    def values(self) -> list[Any]:
+        """The section's values in field order (read-only iteration, as over a mapping)."""
+        return list(self.model_dump().values())
+
 
 class DataConfig(_Section):
     """Where the images come from, splits and tiles."""
@@ -254,11 +258,11 @@ def _gravity_net(net: dict[str, Any]) -> Any:
     return out
 
 
-def _retina_net(net: dict[str, Any]) -> dict[str, Any]:
-    from training.retinanet import validate_retinanet_net
+def _retina_net(net: dict[str, Any]) -> Any:
+    from training.retinanet import RetinaNetConfig
 
     try:
-        return validate_retinanet_net(net)
+        return RetinaNetConfig.from_dict(net)
     except (TypeError, ValueError) as exc:
         m = _RETINA_ERROR.match(str(exc))
         raise LocatedError(m.group(1), m.group(2)) if m else LocatedError(None, str(exc)) from None
@@ -268,7 +272,7 @@ class TrainConfig(BaseModel):
     """A validated training config: typed sections, every key filled in.
 
     ``net`` is a :class:`~napari_gravity.core.config.GravityConfig` (``model: gravitynet``) or
-    the RetinaNet comparator's validated mapping (``model: retinanet``)."""
+    a :class:`training.retinanet.RetinaNetConfig` (``model: retinanet``)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -285,7 +289,7 @@ class TrainConfig(BaseModel):
     name: Text | None = None
     description: Text | None = None
     pretrained: Text | None = None  # a LOCAL torchvision ResNet state-dict file
-    net: Any = None
+    net: Any = Field(None, validate_default=True)  # GravityConfig | RetinaNetConfig
     data: Annotated[DataConfig, BeforeValidator(_section)] = Field(default_factory=DataConfig)
     train: Annotated[OptimConfig, BeforeValidator(_section)] = Field(default_factory=OptimConfig)
     eval: Annotated[EvalConfig, BeforeValidator(_section)] = Field(default_factory=EvalConfig)
@@ -294,9 +298,7 @@ class TrainConfig(BaseModel):
     @field_validator("net", mode="plain")
     @classmethod
     def _net(cls, v: Any, info: ValidationInfo) -> Any:
-        from napari_gravity.core.config import GravityConfig
-
-        if isinstance(v, GravityConfig):
+        if hasattr(v, "to_dict"):  # a GravityConfig / RetinaNetConfig
             v = v.to_dict()
         v = {} if v is None else v
         if not isinstance(v, dict):
@@ -328,7 +330,7 @@ class TrainConfig(BaseModel):
 
     def net_dict(self) -> dict[str, Any]:
         """``net`` as a plain mapping (what model files and ``config.yaml`` store)."""
-        return self.net.to_dict() if hasattr(self.net, "to_dict") else copy.deepcopy(self.net)
+        return self.net.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """The whole config as plain data (``config.yaml``, model provenance, checkpoints);

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +69,43 @@ def validate_retinanet_net(net: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_retinanet(net: dict[str, Any]) -> torch.nn.Module:
+@dataclass(frozen=True)
+class RetinaNetConfig:
+    """The validated ``net`` section of a RetinaNet config (see :data:`RETINA_DEFAULTS`)."""
+
+    backbone: str
+    anchor_sizes: tuple[float, ...]
+    min_box_radius: float
+    normalization: str
+    score_thresh: float
+    box_nms_iou: float
+    detections_per_img: int
+    threshold: float
+
+    @classmethod
+    def from_dict(cls, net: dict[str, Any]) -> RetinaNetConfig:
+        """Validate (:func:`validate_retinanet_net`; errors name ``net.KEY``) and fill defaults."""
+        d = validate_retinanet_net(net)
+        return cls(**{**d, "anchor_sizes": tuple(d["anchor_sizes"])})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "anchor_sizes": list(self.anchor_sizes)}
+
+
+def build_retinanet(net: RetinaNetConfig | dict[str, Any]) -> torch.nn.Module:
     import torchvision
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    resnet = getattr(torchvision.models, net["backbone"])(weights=None)
+    if isinstance(net, dict):
+        net = RetinaNetConfig.from_dict(net)
+    resnet = getattr(torchvision.models, net.backbone)(weights=None)
     backbone = _resnet_fpn_extractor(
         resnet, trainable_layers=5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256)
     )
-    anchors = AnchorGenerator(tuple((int(s),) for s in net["anchor_sizes"]), ((1.0,),) * 5)
+    anchors = AnchorGenerator(tuple((int(s),) for s in net.anchor_sizes), ((1.0,),) * 5)
     return RetinaNet(
         backbone,
         num_classes=2,
@@ -88,9 +114,9 @@ def build_retinanet(net: dict[str, Any]) -> torch.nn.Module:
         max_size=256,
         image_mean=[0.0, 0.0, 0.0],
         image_std=[1.0, 1.0, 1.0],
-        score_thresh=net["score_thresh"],
-        nms_thresh=net["box_nms_iou"],
-        detections_per_img=net["detections_per_img"],
+        score_thresh=net.score_thresh,
+        nms_thresh=net.box_nms_iou,
+        detections_per_img=net.detections_per_img,
         topk_candidates=1000,
     )
 
@@ -119,12 +145,12 @@ class RetinaDetector:
     """``detect(image, mask=None, threshold=None)`` → point Detections (box centres)."""
 
     def __init__(
-        self, model: torch.nn.Module, net: dict[str, Any], device: str | torch.device = "cpu"
+        self, model: torch.nn.Module, net: RetinaNetConfig, device: str | torch.device = "cpu"
     ):
         self.model = model
         self.net = net
         self.device = torch.device(device)
-        self.threshold = float(net.get("threshold", 0.5))
+        self.threshold = net.threshold
 
     @torch.no_grad()
     def detect(
@@ -138,7 +164,7 @@ class RetinaDetector:
         from napari_gravity.core.postprocess import inside_mask
 
         thr = self.threshold if threshold is None else float(threshold)
-        img = normalize_image(np.asarray(image), self.net["normalization"], mask=mask)
+        img = normalize_image(np.asarray(image), self.net.normalization, mask=mask)
         h, w = img.shape
         was_training = self.model.training
         self.model.eval()
@@ -171,9 +197,12 @@ class RetinaAdapter:
             self.model, self.net, self.parent_metadata = model, net, md
             self.init_message = f"RetinaNet initialised from {init}"
         else:
-            self.net = validate_retinanet_net(dict(cfg.net))
+            self.net = cfg.net
             self.model = build_retinanet(self.net)
-            self.init_message = f"RetinaNet ({self.net['backbone']}-FPN, anchors {self.net['anchor_sizes']}) from scratch"
+            self.init_message = (
+                f"RetinaNet ({self.net.backbone}-FPN, anchors {list(self.net.anchor_sizes)}) "
+                "from scratch"
+            )
 
     def losses(
         self, net: torch.nn.Module, images: torch.Tensor, targets: list[torch.Tensor]
@@ -182,7 +211,7 @@ class RetinaAdapter:
         _set_size(self.model, h, w)
         tg = [
             {
-                "boxes": boxes_from_points(t, self.net["min_box_radius"]),
+                "boxes": boxes_from_points(t, self.net.min_box_radius),
                 "labels": torch.ones(len(t), dtype=torch.int64, device=images.device),
             }
             for t in targets
@@ -195,11 +224,11 @@ class RetinaAdapter:
         return RetinaDetector(self.model, self.net, device)
 
     def net_config(self) -> dict[str, Any]:
-        return dict(self.net)
+        return self.net.to_dict()
 
     @property
     def normalization(self) -> str:
-        return str(self.net["normalization"])
+        return self.net.normalization
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
         from safetensors.torch import load_file
@@ -217,7 +246,7 @@ class RetinaAdapter:
         sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         if fp16:
             sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-        net = {**self.net, "threshold": float(threshold)}
+        net = {**self.net.to_dict(), "threshold": float(threshold)}
         md = {
             **metadata,
             "format_version": 1,
@@ -230,7 +259,9 @@ class RetinaAdapter:
         return Path(path)
 
 
-def _load(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+def _load(
+    path: str | os.PathLike[str],
+) -> tuple[torch.nn.Module, RetinaNetConfig, dict[str, Any]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -243,7 +274,7 @@ def _load(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]
         raise ValueError(f"{p}: not a RetinaNet model file ({exc})") from None
     if md.get("model") != "retinanet":
         raise ValueError(f"{p}: not a RetinaNet model file (model = {md.get('model')!r})")
-    net = validate_retinanet_net({k: v for k, v in md["net"].items() if k in RETINA_DEFAULTS})
+    net = RetinaNetConfig.from_dict({k: v for k, v in md["net"].items() if k in RETINA_DEFAULTS})
     model = build_retinanet(net)
     sd = load_file(p)
     model.load_state_dict({k: v.float() for k, v in sd.items()})
