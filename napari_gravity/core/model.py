@@ -151,7 +151,7 @@ class GravityNet(nn.Module):
             self.cls_head[-1].bias.fill_(-math.log((1 - PRIOR) / PRIOR))
             self.reg_head[-1].weight.zero_()
             self.reg_head[-1].bias.zero_()
-        self._gp_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._gp_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -220,15 +220,17 @@ class GravityNet(nn.Module):
     def points_for(
         self, shape: tuple[int, ...], device: torch.device | str | None = None
     ) -> torch.Tensor:
-        """Gravity points (N, 2) float32 (y, x) for an input of spatial shape (H, W)."""
-        key = (int(shape[-2]), int(shape[-1]))
+        """Gravity points (N, 2) float32 (y, x) for an input of spatial shape (H, W), built once
+        per shape and device (no host-to-device copy per image)."""
+        key = (int(shape[-2]), int(shape[-1]), str(torch.device(device or "cpu")))
         gp = self._gp_cache.get(key)
         if gp is None:
             c = self.config
             gp = torch.from_numpy(
-                gravity_points(key, c.step, stride=c.stride, layout=c.layout)
+                gravity_points(key[:2], c.step, stride=c.stride, layout=c.layout)
             ).float()
             if len(self._gp_cache) > 16:
                 self._gp_cache.clear()
+            gp = gp.to(key[2])
             self._gp_cache[key] = gp
-        return gp if device is None else gp.to(device)
+        return gp
