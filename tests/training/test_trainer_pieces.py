@@ -294,3 +294,20 @@ def test_typed_config_round_trips_and_validates_assignment(tmp_path):
     assert cfg.to_dict()["train"]["lr"] == 2e-4
     with pytest.raises(ValueError, match="greater than 0"):
         cfg.train.lr = 0.0
+
+
+def test_net_defaults_and_the_retinanet_net_are_typed(tmp_path):
+    from napari_gravity.core.config import GravityConfig
+    from training.retinanet import RETINA_DEFAULTS, RetinaNetConfig
+
+    bare = validate_config({"data": {"root": str(tmp_path)}})
+    assert bare.net == GravityConfig()  # no net section: the paper's defaults
+    retina = validate_config({"model": "retinanet", "data": {"root": str(tmp_path)}})
+    assert isinstance(retina.net, RetinaNetConfig)
+    assert retina.net.anchor_sizes == (8, 16, 32, 64, 128)
+    assert retina.to_dict()["net"] == RETINA_DEFAULTS
+    assert validate_config(retina.to_dict()).net == retina.net
+    with pytest.raises(ConfigError, match=r"^x\.yaml: net\.anchor_sizes: must be 5"):
+        validate_config(
+            {"model": "retinanet", "data": {"root": "d"}, "net": {"anchor_sizes": [8]}}, "x.yaml"
+        )
