@@ -674,12 +674,16 @@ def _read_state(out: Path, ids: list[str]) -> _State:
             s = {}
         if isinstance(s, dict) and isinstance(s.get("settings"), dict):
             settings.append(s["settings"])
-            for r in s.get("images", []):
-                records[r["image"]] = r
-            for f in s.get("failed", []):
-                failures[f["image"]] = f
-            for spec, m in (s.get("models") or {}).items():
-                models[spec] = {"spec": spec, **m}
+            for r in _dicts(s.get("images")):
+                if _is_record(r):
+                    records[r["image"]] = r
+            for f in _dicts(s.get("failed")):
+                if isinstance(f.get("image"), str):
+                    failures[f["image"]] = f
+            m_all = s.get("models")
+            for spec, m in m_all.items() if isinstance(m_all, dict) else ():
+                if _is_model({"spec": spec, **m} if isinstance(m, dict) else {}):
+                    models[spec] = {"spec": spec, **m}
     journals = [out / STATE_NAME, *sorted(out.glob("predict_state.rank*.jsonl"))]
     for j in journals:
         for line in _complete_lines(j):
@@ -691,17 +695,17 @@ def _read_state(out: Path, ids: list[str]) -> _State:
             kind = rec.pop("kind", None) if isinstance(rec, dict) else None
             if kind == "settings":
                 settings.append(rec)
-            elif kind == "image":
+            elif kind == "image" and _is_record(rec):
                 records[rec["image"]] = rec
                 failures.pop(rec["image"], None)
-            elif kind == "failed":
+            elif kind == "failed" and isinstance(rec.get("image"), str):
                 failures[rec["image"]] = rec
-            elif kind == "model":
+            elif kind == "model" and _is_model(rec):
                 models[rec["spec"]] = rec
     candidates: dict[str, list[list[str]]] = {}
     for f in [out / CSV_NAME, *sorted(out.glob("predictions.rank*.csv"))]:
         lines = _complete_lines(f)
-        found = found or len(lines) > 1
+        found = found or any(line.strip() for line in lines[1:])
         per_file: dict[str, list[str]] = {}
         for line in lines[1:]:  # after the header
             if not line.strip():
@@ -727,6 +731,31 @@ def _read_state(out: Path, ids: list[str]) -> _State:
                 done[iid] = ls
                 break
     return _State(settings, records, failures, models, done, found)
+
+
+def _dicts(v: Any) -> list[dict[str, Any]]:
+    return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
+
+
+def _is_model(m: dict[str, Any]) -> bool:
+    thr = m.get("threshold")
+    return (
+        isinstance(m.get("spec"), str)
+        and isinstance(m.get("path"), str)
+        and isinstance(thr, (int, float))
+        and not isinstance(thr, bool)
+    )
+
+
+def _is_record(r: dict[str, Any]) -> bool:
+    """A summary row / journal image line as this module writes them."""
+    lines = r.get("lines", [])
+    return (
+        isinstance(r.get("image"), str)
+        and isinstance(r.get("detections"), int)
+        and isinstance(lines, list)
+        and all(isinstance(x, str) and "\n" not in x for x in lines)
+    )
 
 
 def _n_detections(lines: list[str]) -> int | None:
@@ -946,7 +975,7 @@ def _finish(args, out, ids, settings, t0, workers, world, n_resumed) -> int:
         spec: {
             "path": m["path"],
             "task": m.get("task"),
-            "threshold": m["threshold"],
+            "threshold": m.get("threshold"),
             "name": m.get("name"),
         }
         for spec, m in models.items()
@@ -956,7 +985,7 @@ def _finish(args, out, ids, settings, t0, workers, world, n_resumed) -> int:
     summary: dict[str, Any] = {
         "model": first["path"],
         "model_name": first.get("name"),
-        "threshold": first["threshold"],
+        "threshold": first.get("threshold"),
         "mask": args.mask,
         "task": first.get("task"),
         "n_images": len(rows),

@@ -305,3 +305,24 @@ def test_unpicklable_inputs_are_read_here_when_workers_are_spawned(tmp_path, mon
     assert [(r.index, r.image_id, r.error) for r in got] == [(1, "y", None), (0, "x", None)]
     assert np.array_equal(got[0].image, img) and got[0].mask is None
     assert "reading them in this process" in capsys.readouterr().err
+
+
+def test_resume_over_damaged_state_predicts_again_without_a_traceback(tmp_path, model_file, capsys):
+    folder = _images(tmp_path / "in", names=("a", "b", "c"))
+    out = tmp_path / "out"
+    assert main(_args(model_file, folder, out, threshold="1.0")) == 0
+    first = (out / "predictions.csv").read_text()
+    s = json.loads((out / "summary.json").read_text())
+    s["images"][0]["detections"] = "many"  # a hand-edited row: not trusted
+    s["images"][1] = "b"
+    s["models"] = {"x": 5}
+    (out / "summary.json").write_text(json.dumps(s))
+    with open(out / "predictions.csv", "a") as fh:
+        fh.write('"unterminated,1,2\nc,9,9,0.5\n')  # rows of c no longer match its count
+    capsys.readouterr()
+    assert main(_args(model_file, folder, out, "--resume", threshold="1.0")) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "already done" not in err
+    assert (out / "predictions.csv").read_text() == first
+    s = json.loads((out / "summary.json").read_text())
+    assert s["pipeline"]["resumed_images"] == 0 and s["n_images"] == 3
