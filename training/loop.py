@@ -479,11 +479,9 @@ def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
         lv = out["loss"]
         if not math.isfinite(lv):
             raise TrainingError(f"epoch {epoch} step {step}: the loss is {lv}; lower train.lr")
-        res.loss, res.cls, res.reg = (
-            res.loss + lv,
-            res.cls + float(out["cls"]),
-            res.reg + float(out["reg"]),
-        )
+        res.loss += lv
+        res.cls += float(out["cls"])
+        res.reg += float(out["reg"])
         res.steps += 1
         res.images += out["n_images"] * run.dist.world_size
         bar.update(1)
