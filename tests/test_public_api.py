@@ -221,3 +221,10 @@ def test_predictor_threshold_follows_the_one_rule(name):
         "nms_iou": pred.config.nms_iou,
     }
     assert got == want
+
+
+def test_fit_reaches_the_real_trainer_api():
+    pytest.importorskip("training.api")
+    # the real training.api.fit validates its task before doing anything
+    with pytest.raises(ValueError, match="fit: task must be one of"):
+        ng.fit([np.zeros((8, 8), np.float32)], [np.zeros((0, 2))], task="xx")
