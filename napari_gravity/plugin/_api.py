@@ -2,14 +2,13 @@
 
 Only what needs adapting lives here: detectors behind one protocol (``raw(image, progress)``
 gives candidates whose ``select(γ, box, iou, mask)`` re-applies the post-processing without a
-network run), the raw output cached beside a review, point tables with features, and FROC on
+network run), point tables with features, and FROC on
 plain point sets. Everything else the docks import from its home. Imports are lazy so the
 reader and the manifest stay cheap.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,52 +122,17 @@ class Detector:
 
 
 class ModelDetector(Detector):
-    """A GravityNet ``Predictor``; its raw output carries the tissue mask of the model's task."""
+    """A GravityNet ``Predictor``. The network sees only the tissue of the model's task (the
+    mask's box), and the mask then filters every γ / NMS change. ``progress(fraction)`` is
+    called as the forward pass advances; an exception it raises stops the run (a cancel)."""
 
     def raw(self, image: np.ndarray, progress=None):
         from napari_gravity.data.masks import tissue_mask
 
-        hooks = _progress_hooks(self.detector.model, progress) if progress is not None else []
-        try:
-            raw = self.detector.raw(image)
-        finally:
-            for h in hooks:
-                h.remove()
-        raw.mask = tissue_mask(image, self.metadata.get("task"))
+        mask = tissue_mask(image, self.metadata.get("task"))
+        raw = self.detector.raw(image, mask, progress)
+        raw.mask = mask
         return raw
-
-
-def _progress_hooks(model, progress) -> list:
-    """Forward hooks calling ``progress(fraction)`` as the convolutions run: each one's share of
-    a pass (multiply-adds, from a 64×64 dry run; the shares hold for any image size)."""
-    import torch
-
-    costs = getattr(model, "_gravity_conv_costs", None)
-    if costs is None:
-        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-        macs: dict = {}
-        hooks = [
-            c.register_forward_hook(
-                lambda m, _i, out: macs.__setitem__(m, out.numel() * m.weight[0].numel())
-            )
-            for c in convs
-        ]
-        try:
-            p = next(model.parameters())
-            with torch.inference_mode():
-                model(torch.zeros(1, convs[0].in_channels, 64, 64, device=p.device, dtype=p.dtype))
-        finally:
-            for h in hooks:
-                h.remove()
-        total = float(sum(macs.values())) or 1.0
-        costs = model._gravity_conv_costs = {m: c / total for m, c in macs.items()}
-    done = [0.0]
-
-    def hook(m, _inp, _out):
-        done[0] = min(1.0, done[0] + costs.get(m, 0.0))
-        progress(done[0])
-
-    return [m.register_forward_hook(hook) for m in costs]
 
 
 def load_detector(path: str | os.PathLike, device: str = "auto") -> ModelDetector:
@@ -213,63 +177,6 @@ def image_task(image: np.ndarray, meta: dict | None = None) -> tuple[str | None,
         fmt = str((meta or {}).get("format") or "").upper()
         why = f"{fmt} file" if fmt else "from the image"
     return (task if task in ("mc", "ma") else None), why
-
-
-# --------------------------------------------------------------------------- saved raw output
-
-
-def _model_stamp(path) -> list[int]:
-    st = os.stat(path)
-    return [int(st.st_size), int(st.st_mtime_ns)]
-
-
-def save_raw(path: str | os.PathLike, raw, detector: dict) -> Path | None:
-    """Cache a model's raw output beside the review (atomic), so a reopened image's γ / NMS are
-    live without a new Detect. Only the candidates scoring ≥ the raw output's floor are kept."""
-    from napari_gravity.fileio import atomic_write
-
-    if raw.gravity_points is None or not detector.get("path"):
-        return None
-    keep = np.asarray(raw.scores) >= raw.floor
-    arrays = {
-        k: np.asarray(getattr(raw, k), np.float32)[keep]
-        for k in ("points", "scores", "gravity_points")
-    }
-    arrays.update(
-        image_shape=np.asarray(raw.image_shape, np.int64),
-        floor=np.float64(raw.floor),
-        detector=np.array(json.dumps({**detector, "stamp": _model_stamp(detector["path"])})),
-    )
-    if raw.mask is not None:
-        arrays["mask"] = np.packbits(np.asarray(raw.mask, bool))
-
-    def write(tmp):
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-    atomic_write(path, write)
-    return Path(path)
-
-
-def load_raw(path: str | os.PathLike, image_shape=None) -> Candidates | None:
-    """A cached raw output, or None when missing, unreadable or stale (the model file changed,
-    or the image has another shape)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            det = json.loads(str(z["detector"]))
-            shape = tuple(int(v) for v in z["image_shape"])
-            mask = None
-            if "mask" in z.files:
-                mask = np.unpackbits(z["mask"], count=shape[0] * shape[1]).astype(bool)
-            raw = Candidates(
-                z["points"], z["scores"], shape, None if mask is None else mask.reshape(shape),
-                z["gravity_points"], det, float(z["floor"]),
-            )  # fmt: skip
-        if image_shape is not None and tuple(image_shape[:2]) != shape:
-            return None
-        return raw if _model_stamp(det["path"]) == list(det.get("stamp", [])) else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -33,8 +33,14 @@ def _describe(meta: dict, path: str | None) -> str:
     return " · ".join(b for b in bits if b) or "no metadata"
 
 
+class DetectionCancelled(Exception):
+    """Raised in the worker by the progress callback when the user pressed Cancel."""
+
+
 class DetectWidget(QWidget):
     """Detect lesions in the selected image (see docs/plugin.md)."""
+
+    CANCELLED = "Cancelled; nothing changed."
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -47,9 +53,7 @@ class DetectWidget(QWidget):
         self.user_chose_model = False  # else the model follows the image's task (mc / ma)
         self._cancelled = False
         self._overlay = None
-        self._tick = QTimer(self)
-        self._tick.setInterval(250)
-        self._tick.timeout.connect(self._on_tick)
+        self._tick = _ui.timer(250, self._on_tick, parent=self)
 
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Models in the registry folder; classical detectors stand in")
@@ -247,7 +251,6 @@ class DetectWidget(QWidget):
         if kind == "model":
             _torch.start_torch_import()  # no-op when already started
         image = np.asarray(img.data, dtype=np.float32)
-        est = self._estimate_s(image.shape[0] * image.shape[1])
         self.net_progress = 0.0 if kind == "model" else None
 
         def work():
@@ -261,13 +264,14 @@ class DetectWidget(QWidget):
                 d = _api.load_detector(ref)
             elif d is None:
                 d = _api.classical_detector(ref)
-            eta = f", about {est:.0f} s" if est else ""
-            yield (-1, f"running {d.name} on {image.shape[0]}×{image.shape[1]} px (H×W){eta}…")
+            yield (-1, f"running {d.name} on {image.shape[0]}×{image.shape[1]} px (H×W)…")
             t0 = time.perf_counter()
-            raw = d.raw(image, self._set_net_progress if kind == "model" else None)
+            try:
+                raw = d.raw(image, self._on_net_progress if kind == "model" else None)
+            except DetectionCancelled:
+                return None
             return d, raw, time.perf_counter() - t0
 
-        self._run_estimate = est
         self.busy, self._cancelled = True, False
         self.detect_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
@@ -275,76 +279,66 @@ class DetectWidget(QWidget):
         self.worker = create_worker(work)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda res: self._on_raw(img, res))
-        self.worker.errored.connect(self._on_error)
+        self.worker.errored.connect(lambda exc: self._end(f"Detection failed: {exc}"))
         self.worker.finished.connect(self._on_finished)
         self.worker.start()
 
-    def _set_net_progress(self, fraction: float) -> None:
+    def _on_net_progress(self, fraction: float) -> None:
+        """In the worker, after each convolution: a cancel stops the forward pass here."""
+        if self._cancelled:
+            raise DetectionCancelled
         self.net_progress = fraction
-
-    def _estimate_s(self, n_pixels: int) -> float | None:
-        """Seconds a network run should take, from this session's last run (pixels / s)."""
-        rate = getattr(self, "_px_per_s", None)
-        return n_pixels / rate if rate else None
 
     def _on_progress(self, item):
         pct, text = item
         self.run_label.setText(text)
         if pct >= 0:
-            self.progress.setRange(0, 100)
             self.progress.setValue(int(pct))
             return
-        # the network run: one forward pass, followed by the tick
-        self._run_started, self._run_text = time.perf_counter(), text
+        self._run_started, self.run_text = time.perf_counter(), text  # the network run
         self._tick.start()
         self._on_tick()
 
     def _on_tick(self):
         """While the network runs: the share of its convolutions done (a GravityNet), else a
-        bar from the measured speed, else a busy indicator; and the elapsed time."""
-        t = time.perf_counter() - getattr(self, "_run_started", time.perf_counter())
-        est = getattr(self, "_run_estimate", None)
-        self.progress.setRange(0, 0 if self.net_progress is None and not est else 100)
-        if self.net_progress is not None:
-            self.progress.setValue(10 + int(88 * self.net_progress))
-        elif est:
-            self.progress.setValue(min(95, 10 + int(85 * t / est)))
-        self.run_label.setText(f"{getattr(self, '_run_text', '')} {t:.0f} s")
+        busy indicator; and the elapsed time."""
+        t = time.perf_counter() - self._run_started
+        self.progress.setRange(0, 0 if self.net_progress is None else 100)
+        self.progress.setValue(10 + int(88 * (self.net_progress or 0.0)))
+        self.run_label.setText(f"{self.run_text} {t:.0f} s")
 
     def _on_raw(self, img, res):
-        if self._cancelled:
-            self.run_label.setText("Cancelled; nothing changed.")
+        if self._cancelled or res is None:
             return
         detector, raw, seconds = res
-        if self.net_progress is not None and seconds > 0:
-            self._px_per_s = np.prod(img.data.shape[:2]) / seconds
         if self.session.detector is not detector:
             self.session.set_detector(detector)
         self.device_label.setText(f"Device: {_torch.device_name(detector)}")
         self.session.raw_cache[(img.unique_id, self.session.detector_key())] = raw
         self.session.save_raw(img, raw)
-        self.progress.setRange(0, 100)
-        self.progress.setValue(100)
         n = self.update_detections(img)
-        self.run_label.setText(f"{detector.name}: {n} detections in {seconds:.2f} s")
+        self._end(f"{detector.name}: {n} detections in {seconds:.2f} s", 100)
 
-    def _on_error(self, exc):
+    def _end(self, text: str, percent: int = 0) -> None:
+        self._tick.stop()
         self.progress.setRange(0, 100)
-        self.progress.setValue(0)
-        self.run_label.setText(f"Detection failed: {exc}")
+        self.progress.setValue(percent)
+        self.run_label.setText(text)
 
     def _on_finished(self):
-        self._tick.stop()
+        if self._cancelled:  # a cancelled worker returns nothing
+            self._end(self.CANCELLED)
         self.busy, self.worker = False, None
         self.detect_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
 
     def cancel(self) -> None:
-        """Discard the running detection (the forward pass cannot be interrupted)."""
+        """Stop the running detection: between loading steps, or inside the forward pass at
+        its next convolution; nothing of it is kept."""
         if self.worker is not None:
             self._cancelled = True
             self.worker.quit()
-            self.run_label.setText("Cancelling…")
+            self._end("Cancelling…", self.progress.value())
 
     # ------------------------------------------------------------------ live γ / NMS
     def _set_param_widgets(self, params: dict) -> None:

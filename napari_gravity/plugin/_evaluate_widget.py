@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from qtpy.QtWidgets import QCheckBox, QComboBox, QWidget
 
-from . import _api, _ui
-from . import review as rv
+from . import _api, _ui, datasets
 from ._session import DOCK_WIDTH, ROLE_KEY, get_session, image_path_of
-from .sidecar import SidecarError, gt_csv_path, read_review, sidecar_path
 
 SENS_FPPI = (0.5, 1, 2, 4, 8)
 
@@ -26,17 +22,7 @@ def layer_detections(session, image_layer) -> tuple[np.ndarray, np.ndarray]:
     det = session.detections_layer(image_layer, create=False)
     if det is None:
         return np.zeros((0, 2)), np.zeros(0)
-    return model_points(det.data, det.features)
-
-
-def model_points(points, features, threshold: float | None = None):
-    """The model's points (and scores) of a review: all, or those ≥ ``threshold`` not rejected."""
-    f = rv.clean_features(features, len(points))
-    keep = f["source"] == "model"
-    if threshold is not None:
-        keep &= (f["status"] != "rejected") & (f["score"] >= threshold)
-    keep = keep.to_numpy()
-    return np.asarray(points, float).reshape(-1, 2)[keep], f["score"].to_numpy(float)[keep]
+    return datasets.model_points(det.data, det.features)
 
 
 def layer_ground_truth(session, image_layer, default_radius=3.0):
@@ -47,22 +33,6 @@ def layer_ground_truth(session, image_layer, default_radius=3.0):
     f = gt.features if len(gt.features) == len(pts) else pd.DataFrame(index=range(len(pts)))
     radii = f["radius"].to_numpy(float) if "radius" in f else np.full(len(pts), default_radius)
     return _api.PointTable(pts, radii, f).lesions(default_radius)
-
-
-def folder_items(paths, default_radius=3.0) -> dict[str, tuple]:
-    """Images of the queue that have both a review sidecar and a ground-truth CSV."""
-    out = {}
-    for p in paths:
-        side, gt = sidecar_path(p), gt_csv_path(p)
-        if not (side.exists() and gt.exists()):
-            continue
-        try:
-            rev = read_review(side)
-        except SidecarError:
-            continue
-        gt_pts, gt_radii = _api.read_points_csv(gt).lesions(default_radius)
-        out[Path(p).name] = (*model_points(rev.points, rev.features), gt_pts, gt_radii)
-    return out
 
 
 class EvaluateWidget(QWidget):
@@ -131,7 +101,7 @@ class EvaluateWidget(QWidget):
             if self.scope.currentIndex() == 0:
                 items = self._current_items()
             else:
-                items = folder_items(self.session.queue)
+                items = datasets.evaluation_items(self.session.queue)
             if not items:
                 self.result_label.setText(
                     "Nothing to evaluate: needs detections and ground truth "
@@ -220,7 +190,9 @@ class EvaluateWidget(QWidget):
         gt = layer_ground_truth(self.session, img)
         if det is None or gt is None:
             return {}
-        pts, scores = model_points(det.data, det.features, self.session.params["threshold"])
+        pts, scores = datasets.model_points(
+            det.data, det.features, self.session.params["threshold"]
+        )
         labels, hit = _api.match(pts, scores, gt[0], gt[1])
         groups = {
             "TP": (pts[labels == 1], "#009e73", "square"),

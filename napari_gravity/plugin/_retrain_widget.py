@@ -8,104 +8,24 @@ runs it on the next image of the queue (or the current one).
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLineEdit, QPlainTextEdit, QProgressBar, QSpinBox, QWidget
 
 from napari_gravity.core.model_io import read_model_metadata
 
 from . import _api, _ui
-from . import review as rv
-from ._reader import is_points_csv
 from ._session import DOCK_WIDTH, get_session, image_path_of
-from .runner import TrainingRun, train_command
-from .sidecar import SidecarError, gt_csv_path, read_review, sidecar_path
+from .datasets import (
+    MIN_HOLDOUT_IMAGES,
+    TrainingImage,
+    finetune_run,
+    reviewed_images,
+)
+from .runner import TrainingRun
 
 POLL_MS = 250
 DEFAULT_RADIUS = 3.0
-
-
-@dataclass
-class TrainingImage:
-    path: Path
-    points: np.ndarray
-    radii: np.ndarray
-
-
-def runs_dir() -> Path:
-    root = os.environ.get("GRAVITY_RUNS") or Path.home() / ".napari-gravity" / "runs"
-    return Path(root)
-
-
-def reviewed_images(paths) -> list[TrainingImage]:
-    """Images whose review is usable for training, with their lesion points.
-
-    An image counts when its sidecar says ``done`` (no pending point left) or when its
-    accepted points were promoted to a ground-truth CSV. Its lesions are the ground-truth
-    CSV rows (not pending / rejected) plus the sidecar's accepted / added points.
-    """
-    out = []
-    seen = set()
-    for p in paths:
-        p = Path(p)
-        if str(p) in seen:
-            continue
-        seen.add(str(p))
-        side, gt = sidecar_path(p), gt_csv_path(p)
-        try:
-            rev = read_review(side) if side.exists() else None
-        except SidecarError:
-            rev = None
-        has_gt = gt.exists() and is_points_csv(gt)
-        if rev is None or not (rev.status == "done" or (has_gt and rev.status != "unreviewed")):
-            continue
-        pts, radii = np.zeros((0, 2)), np.zeros(0)
-        if has_gt:
-            pts, radii = _api.read_points_csv(gt).lesions(DEFAULT_RADIUS)
-        extra = rv.new_points(rev.points[rv.lesion_mask(rev.features)], pts, DEFAULT_RADIUS)
-        pts = np.concatenate([pts.reshape(-1, 2), extra])
-        radii = np.concatenate([radii, np.full(len(extra), DEFAULT_RADIUS)])
-        out.append(TrainingImage(p, pts, radii))
-    return out
-
-
-MIN_HOLDOUT_IMAGES = 4  # fewer reviewed images: train on all, no independent validation
-
-
-def image_id(im: TrainingImage) -> str:
-    """The trainer's image id of a training image (its file stem in the dataset folder)."""
-    return im.path.stem
-
-
-def split_holdout(images: list[TrainingImage]) -> tuple[list, list]:
-    """(train, held out): with ``MIN_HOLDOUT_IMAGES`` or more, a quarter of the images (those
-    with lesions first, the last by name) are held out for validation; else none."""
-    if len(images) < MIN_HOLDOUT_IMAGES:
-        return list(images), []
-    n_val = max(1, round(len(images) / 4))
-    order = sorted(images, key=lambda i: (len(i.points) > 0, i.path.name))
-    held = {id(i) for i in order[-n_val:]}
-    return [i for i in images if id(i) not in held], [i for i in images if id(i) in held]
-
-
-def build_dataset(images: list[TrainingImage], folder: Path) -> Path:
-    """A folder dataset (``IMG.<ext>`` + ``IMG.csv``) of the reviewed images for the trainer."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for im in images:
-        dest = folder / im.path.name
-        try:
-            os.symlink(im.path.resolve(), dest)
-        except OSError:
-            shutil.copy2(im.path, dest)
-        _api.write_points_csv(gt_csv_path(dest), im.points, im.radii)
-    return folder
 
 
 class RetrainWidget(QWidget):
@@ -162,9 +82,7 @@ class RetrainWidget(QWidget):
             self.log,
             width=DOCK_WIDTH,
         )
-        self.timer = QTimer(self)
-        self.timer.setInterval(POLL_MS)
-        self.timer.timeout.connect(self.poll)
+        self.timer = _ui.timer(POLL_MS, self.poll, parent=self)
         self._set_choice_visible(False)
         self.session.saved.connect(self._on_saved)
         self.refresh()
@@ -221,31 +139,15 @@ class RetrainWidget(QWidget):
             return None
         self.parent_model = init
         parent_thr = read_model_metadata(init, strict=False).get("threshold")
-        run_dir = runs_dir() / time.strftime("finetune-%Y%m%d-%H%M%S")
-        n = 1
-        while run_dir.exists():
-            run_dir = run_dir.with_name(run_dir.name.split("~")[0] + f"~{n}")
-            n += 1
-        train, held_out = split_holdout(imgs)
-        self.held_out = held_out
-        data_dir = build_dataset(imgs, run_dir / "data")
-        overrides = {
-            "data.root": data_dir,
-            "data.format": "folder",
-            "data.synthetic": "null",
-            "data.splits": "null",
-            "data.train_ids": json.dumps([image_id(i) for i in train]),
-            "data.val_ids": json.dumps([image_id(i) for i in held_out]),
-        }
-        if not held_out and isinstance(parent_thr, (int, float)):
-            # validation would run on the training images: keep the parent's operating point
-            overrides["eval.fixed_threshold"] = float(parent_thr)
-        cmd = train_command(
-            self.config_edit.text().strip() or "finetune", run_dir, init=init, overrides=overrides
+        cmd, run_dir, held_out = finetune_run(
+            imgs,
+            init,
+            self.config_edit.text().strip(),
+            self.epochs_spin.value(),
+            self.name_edit.text(),
+            parent_thr,
         )
-        cmd += ["--epochs", str(self.epochs_spin.value()), "--no-progress"]
-        name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in self.name_edit.text())
-        cmd += ["--register", name or "finetuned"]
+        self.held_out = held_out
         self.run = TrainingRun(cmd, run_dir)
         self.new_model = None
         self.new_label = None
@@ -343,7 +245,6 @@ class RetrainWidget(QWidget):
             return
         self.new_model = Path(path)
         self.new_label = label
-        self.session.retrained.emit(str(path))
         if run.cancel_outcome == "too_late":
             self.state_label.setText(
                 f"Cancel came too late: the run had already finished and registered "

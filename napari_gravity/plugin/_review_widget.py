@@ -11,40 +11,10 @@ from qtpy.QtWidgets import QCheckBox, QFileDialog, QListWidget, QListWidgetItem,
 from . import _style, _ui
 from . import review as rv
 from ._session import DOCK_WIDTH, get_session, image_path_of, role_of
-from .sidecar import IMAGE_SUFFIXES, SidecarError, read_review, read_status, sidecar_path
+from .datasets import folder_images, order_queue
+from .sidecar import read_status, sidecar_path
 
 STATUS_MARK = {"unreviewed": "○", "in_progress": "◐", "done": "●"}
-
-
-def folder_images(folder: str | Path) -> list[Path]:
-    """Images of a folder (our suffixes), sorted by name; masks are skipped."""
-    folder = Path(folder)
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith(".mask")
-    )
-
-
-def order_queue(paths: list[Path], by_uncertainty: bool) -> list[Path]:
-    """Name order, or: images needing most review first (sidecar uncertainty, then
-    unreviewed ones by name, done ones last)."""
-    if not by_uncertainty:
-        return list(paths)
-
-    def key(p: Path):
-        side = sidecar_path(p)
-        if not side.exists():
-            return (1, 0.0, p.name)
-        try:
-            rev = read_review(side)
-        except SidecarError:
-            return (1, 0.0, p.name)
-        if rev.status == "done":
-            return (2, 0.0, p.name)
-        return (0, -rv.uncertainty(rev.features), p.name)
-
-    return sorted(paths, key=key)
 
 
 class ReviewWidget(QWidget):

@@ -10,9 +10,8 @@ call each other: they talk through the session's signals. ``LayerReview`` keeps 
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import threading
-import time
 import weakref
 from collections import OrderedDict
 from pathlib import Path
@@ -21,11 +20,19 @@ import numpy as np
 import pandas as pd
 from napari.layers import Image
 from psygnal import Signal
-from qtpy.QtCore import QTimer
 
-from . import _api, _style
+from . import _api, _style, _ui
 from . import review as rv
-from .sidecar import Review, gt_csv_path, image_stem, sidecar_path, write_review
+from .sidecar import (
+    Review,
+    backup_file,
+    gt_csv_path,
+    load_raw,
+    raw_path,
+    save_raw,
+    sidecar_path,
+    write_review,
+)
 
 ROLE_KEY = "gravity"
 AUTOSAVE_MS = 300
@@ -63,24 +70,6 @@ def layer_kwargs(role: str, image_name: str, image_path: str | None, size=POINT_
     return {**kw, "features": pd.DataFrame({"radius": np.zeros(0)})}
 
 
-def raw_path(image_path: str) -> Path:
-    """``IMG.raw.npz``: the cached raw output of the model that made the review."""
-    stem = image_stem(image_path)
-    return stem.with_name(stem.name + ".raw.npz")
-
-
-def backup_file(path: Path) -> Path | None:
-    """Copy an existing file to ``NAME.bak-YYYYmmdd-HHMMSS[-n]`` (never overwriting one)."""
-    if not path.exists():
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    dest, n = path.with_name(f"{path.name}.bak-{stamp}"), 1
-    while dest.exists():
-        dest, n = path.with_name(f"{path.name}.bak-{stamp}-{n}"), n + 1
-    shutil.copy2(path, dest)
-    return dest
-
-
 class RawCache(OrderedDict):
     """(image layer ``unique_id``, detector key) → raw output, least recently used out first."""
 
@@ -115,12 +104,8 @@ class LayerReview:
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         self.undo_stack = rv.UndoStack()
         self.touched = False
-        self.last_saved: float | None = None
         self._busy = False
-        self._timer = QTimer()
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(AUTOSAVE_MS)
-        self._timer.timeout.connect(self.save_now)
+        self._timer = _ui.timer(AUTOSAVE_MS, self.save_now, single=True)
         layer.feature_defaults = dict(rv.USER_DEFAULTS)
         layer.events.data.connect(self._on_data)
         self.recolor()
@@ -144,11 +129,8 @@ class LayerReview:
                 feats = self.layer.features.copy()
                 for col, val in rv.USER_DEFAULTS.items():
                     feats.loc[feats.index[n_before:], col] = val
-                self._busy = True
-                try:
+                with self._quiet():
                     self.layer.features = rv.clean_features(feats, len(self.layer.data))
-                finally:
-                    self._busy = False
             self.touched = True
             self.recolor()
             self.changed()
@@ -164,15 +146,12 @@ class LayerReview:
         if label is not None:
             self.undo_stack.push(layer.data, self.features, label)
         data = np.asarray(data, dtype=float).reshape(-1, 2)
-        self._busy = True
-        try:
+        with self._quiet():
             selected = set(layer.selected_data)
             layer.data = data
             layer.features = rv.clean_features(features, len(data))
             layer.selected_data = {i for i in selected if i < len(data)}
             self.recolor()
-        finally:
-            self._busy = False
         self.touched = self.touched or touched
         refit = getattr(self.session, "schedule_marker_fit", None)
         if refit is not None:
@@ -183,15 +162,19 @@ class LayerReview:
         layer = self.layer
         if len(layer.data) == 0:
             return
-        feats = self.features
-        was, self._busy = self._busy, True
-        try:
-            if list(layer.features.columns) != list(feats.columns) or len(layer.features) != len(
-                feats
-            ):
+        feats, old = self.features, layer.features
+        with self._quiet():
+            if list(old.columns) != list(feats.columns) or len(old) != len(feats):
                 layer.features = feats
             layer.face_color = "transparent"
             layer.border_color = _style.border_colors(feats)
+
+    @contextlib.contextmanager
+    def _quiet(self):
+        """Our own edits of the layer: not user edits (no undo entry, no re-entry)."""
+        was, self._busy = self._busy, True
+        try:
+            yield
         finally:
             self._busy = was
 
@@ -271,7 +254,6 @@ class LayerReview:
             detector=self.session.detector_info(),
         )
         write_review(path, review)
-        self.last_saved = time.time()
         self.session.saved.emit(str(path))
         return path
 
@@ -287,7 +269,6 @@ class GravitySession:
     detector_changed = Signal(object)
     saved = Signal(str)
     detections_updated = Signal(object, float)  # layer, milliseconds
-    retrained = Signal(str)  # path of the new model version
     params_changed = Signal(dict)  # γ / NMS restored from a sidecar
     model_selected = Signal(object)  # (kind, ref) picked in the Detect dock
     use_model = Signal(str)  # run this model file on the current image (from Retrain)
@@ -305,10 +286,7 @@ class GravitySession:
         self.model_selected.connect(lambda sel: setattr(self, "selected_model", sel))
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self._on_removed)
-        self._zoom_timer = QTimer()
-        self._zoom_timer.setSingleShot(True)
-        self._zoom_timer.setInterval(60)
-        self._zoom_timer.timeout.connect(self.fit_marker_sizes)
+        self._zoom_timer = _ui.timer(60, self.fit_marker_sizes, single=True)
         viewer.camera.events.zoom.connect(self.schedule_marker_fit)
         for layer in list(viewer.layers):
             self._attach_if_detections(layer)
@@ -468,7 +446,7 @@ class GravitySession:
         path = image_path_of(image_layer)
         if raw is not None or not path or not raw_path(path).exists():
             return raw
-        saved = _api.load_raw(raw_path(path), np.shape(image_layer.data))
+        saved = load_raw(raw_path(path), np.shape(image_layer.data))
         made_by = (saved.detector or {}) if saved is not None else {}
         if saved is None or (self.detector is not None and self.detector.path != made_by["path"]):
             return None
@@ -485,7 +463,7 @@ class GravitySession:
 
         def work():
             try:
-                _api.save_raw(raw_path(path), raw, info)
+                save_raw(raw_path(path), raw, info)
             except OSError:
                 pass  # a read-only folder: γ needs a new Detect after reopening
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
@@ -36,6 +37,14 @@ def button(text: str, slot=None, *, bold=False, tip: str | None = None, enabled=
         w.clicked.connect(slot)
     w.setEnabled(enabled)
     return w
+
+
+def timer(ms: int, slot, *, single=False, parent=None) -> QTimer:
+    t = QTimer(parent)
+    t.setInterval(ms)
+    t.setSingleShot(single)
+    t.timeout.connect(slot)
+    return t
 
 
 def spin(lo: float, hi: float, step: float, decimals=2, suffix: str = "") -> QDoubleSpinBox:

@@ -1,4 +1,5 @@
-"""The review sidecar ``IMG.review.json``: the plugin's autosave of one image's review.
+"""The review sidecar ``IMG.review.json``: the plugin's autosave of one image's review, and
+the files beside it (``IMG.csv`` backups, the model's raw output ``IMG.raw.npz``).
 
 Written atomically (temporary file in the same folder, then ``os.replace``) so a
 crash leaves either the previous or the new file, never a torn one.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_gravity.fileio import atomic_write_text
+from napari_gravity.fileio import atomic_write, atomic_write_text
 
 from .review import clean_features
 
@@ -39,6 +41,24 @@ def sidecar_path(image_path: str | os.PathLike) -> Path:
 
 def gt_csv_path(image_path: str | os.PathLike) -> Path:
     return image_stem(image_path).with_name(image_stem(image_path).name + ".csv")
+
+
+def raw_path(image_path: str | os.PathLike) -> Path:
+    """``IMG.raw.npz``: the cached raw output of the model that made the review."""
+    stem = image_stem(image_path)
+    return stem.with_name(stem.name + ".raw.npz")
+
+
+def backup_file(path: Path) -> Path | None:
+    """Copy an existing file to ``NAME.bak-YYYYmmdd-HHMMSS[-n]`` (never overwriting one)."""
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest, n = path.with_name(f"{path.name}.bak-{stamp}"), 1
+    while dest.exists():
+        dest, n = path.with_name(f"{path.name}.bak-{stamp}-{n}"), n + 1
+    shutil.copy2(path, dest)
+    return dest
 
 
 @dataclass
@@ -120,3 +140,57 @@ def read_status(image_path: str | os.PathLike) -> str:
         return read_review(p).status
     except SidecarError:
         return "unreviewed"
+
+
+def _model_stamp(path) -> list[int]:
+    st = os.stat(path)
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def save_raw(path: str | os.PathLike, raw, detector: dict) -> Path | None:
+    """Cache a model's raw output beside the review (atomic), so a reopened image's γ / NMS are
+    live without a new Detect. Only the candidates scoring ≥ the raw output's floor are kept."""
+    if raw.gravity_points is None or not detector.get("path"):
+        return None
+    keep = np.asarray(raw.scores) >= raw.floor
+    arrays = {
+        k: np.asarray(getattr(raw, k), np.float32)[keep]
+        for k in ("points", "scores", "gravity_points")
+    }
+    arrays.update(
+        image_shape=np.asarray(raw.image_shape, np.int64),
+        floor=np.float64(raw.floor),
+        detector=np.array(json.dumps({**detector, "stamp": _model_stamp(detector["path"])})),
+    )
+    if raw.mask is not None:
+        arrays["mask"] = np.packbits(np.asarray(raw.mask, bool))
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
+    return Path(path)
+
+
+def load_raw(path: str | os.PathLike, image_shape=None):
+    """A cached raw output (``_api.Candidates``), or None when missing, unreadable or stale (the
+    model file changed, or the image has another shape)."""
+    from ._api import Candidates
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            det = json.loads(str(z["detector"]))
+            shape = tuple(int(v) for v in z["image_shape"])
+            mask = None
+            if "mask" in z.files:
+                mask = np.unpackbits(z["mask"], count=shape[0] * shape[1]).astype(bool)
+            raw = Candidates(
+                z["points"], z["scores"], shape, None if mask is None else mask.reshape(shape),
+                z["gravity_points"], det, float(z["floor"]),
+            )  # fmt: skip
+        if image_shape is not None and tuple(image_shape[:2]) != shape:
+            return None
+        return raw if _model_stamp(det["path"]) == list(det.get("stamp", [])) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -229,7 +229,7 @@ def test_trainer_starts_from_any_working_directory(tmp_path, monkeypatch):
 
 
 def test_queue_orders_by_uncertainty(tmp_path):
-    from napari_gravity.plugin._review_widget import folder_images, order_queue
+    from napari_gravity.plugin.datasets import folder_images, order_queue
 
     names = ["a.png", "b.png", "c.png", "d.png", "a.mask.png"]
     for n in names:

@@ -24,7 +24,7 @@ from napari.utils.interactions import (
     mouse_release_callbacks,
 )
 
-from napari_gravity.plugin import _session
+from napari_gravity.plugin import _session, _ui
 from napari_gravity.plugin import review as rv
 from napari_gravity.plugin.sidecar import read_review, sidecar_path
 
@@ -103,7 +103,7 @@ def _same(a, b) -> bool:
 
 @pytest.fixture
 def review(tmp_path, monkeypatch):
-    monkeypatch.setattr(_session, "QTimer", ManualTimer)
+    monkeypatch.setattr(_ui, "QTimer", ManualTimer)  # the timers _ui.timer makes
     writes = []
     real = _session.write_review
     monkeypatch.setattr(_session, "write_review", lambda p, r: writes.append(r) or real(p, r))

@@ -122,7 +122,7 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     img = viewer.layers["synthetic mammogram"]
     assert det.selected_model() == ("model", str(default_model_path()))
     run_detect(qtbot, det)
-    assert "512×512 px (H×W)" in det._run_text
+    assert "512×512 px (H×W)" in det.run_text
     # real progress: the share of the forward pass's convolutions done (not a fixed 30 %)
     assert det.net_progress == pytest.approx(1.0)
     session = det.session
@@ -167,6 +167,38 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     qtbot.keyClick(canvas, "a")
     assert layer.features["status"].tolist().count("accepted") == 1
     assert layer.selected_data == {0}
+
+
+def test_cancel_stops_the_forward_pass_and_keeps_nothing(
+    make_napari_viewer, qtbot, gravity_env, tiny_model
+):
+    """Cancel during Detect on a large image: the worker ends inside the forward pass (at the
+    next convolution, not after the whole pass) and nothing of the run is kept."""
+    viewer, w = open_gui(make_napari_viewer)
+    det = w["Detect lesions"]
+    rng = np.random.default_rng(0)
+    img = viewer.add_image(rng.random((2048, 2048), dtype=np.float32), name="big")
+    viewer.layers.selection.active = img
+    det.use_model_file(str(tiny_model))
+    det.run_detection()
+    qtbot.waitUntil(lambda: (det.net_progress or 0.0) > 0.0, timeout=120_000)
+    t0 = time.perf_counter()
+    det.cancel_btn.click()
+    qtbot.waitUntil(lambda: not det.busy, timeout=60_000)
+    stopped_s = time.perf_counter() - t0
+    session = det.session
+    print(f"cancel: stopped {stopped_s:.2f} s after the click, at {det.net_progress:.0%}")
+    assert det.net_progress < 1.0  # the pass did not run to its end
+    assert det.run_label.text() == det.CANCELLED
+    assert session.detector is None and len(session.raw_cache) == 0
+    assert session.detections_layer(img, create=False) is None
+    assert stopped_s < 10
+    # the next Detect (a small image: seconds) is a normal full run
+    small = viewer.add_image(rng.random((256, 256), dtype=np.float32), name="small")
+    viewer.layers.selection.active = small
+    run_detect(qtbot, det)
+    assert det.net_progress == pytest.approx(1.0) and "detections in" in det.run_label.text()
+    assert session.detections_layer(img, create=False) is None  # still nothing for "big"
 
 
 def test_markers_are_visible_outline_only_and_colour_blind_safe(make_napari_viewer, qtbot):
@@ -407,8 +439,8 @@ def test_reopened_review_has_live_gamma_and_promote_writes_only_news(
     make_napari_viewer, qtbot, gravity_env, tiny_model, image_folder
 ):
     from napari_gravity.plugin import _api
-    from napari_gravity.plugin._session import get_session, raw_path
-    from napari_gravity.plugin.sidecar import gt_csv_path
+    from napari_gravity.plugin._session import get_session
+    from napari_gravity.plugin.sidecar import gt_csv_path, raw_path
 
     viewer, w = open_gui(make_napari_viewer)
     det, rev_w = w["Detect lesions"], w["Review"]
