@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..types import Detections
-from .config import GravityConfig
+from .config import GravityConfig, postprocess_defaults
 from .model import GravityNet
 from .normalize import normalize_image
 from .postprocess import inside_image, inside_mask, nms_keep, nms_keep_torch
@@ -248,9 +248,8 @@ class Predictor:
         loaded = load_model(path, device=dev)
         pred = cls(loaded.model, loaded.config, dev, **kw)
         pred.metadata = loaded.metadata
-        thr = loaded.metadata.get("threshold")
-        if isinstance(thr, (int, float)) and 0 <= thr <= 1:
-            pred.config = pred.config.replace(threshold=float(thr))
+        params = postprocess_defaults(loaded.config, loaded.metadata)
+        pred.config = pred.config.replace(threshold=params["threshold"])
         return pred
 
     # ------------------------------------------------------------------ network
