@@ -201,34 +201,3 @@ def match(points, scores, gt_points, gt_radii) -> tuple[np.ndarray, np.ndarray]:
     hit = np.zeros(len(np.asarray(gt_points).reshape(-1, 2)), dtype=bool)
     hit[m.lesion[m.lesion >= 0]] = True
     return m.labels, hit
-
-
-def compare_models(models: dict[str, str], images: list[tuple]) -> dict[str, dict]:
-    """Each model on the same held-out images: AUFROC and, at the model's own γ, sensitivity
-    and false positives per image. ``images``: (path, gt points (y, x), gt radii)."""
-    from napari_gravity.data.readers import read_image
-
-    out: dict[str, dict] = {}
-    for label, path in models.items():
-        det = load_detector(path)
-        p = det.defaults
-        items, tp, fp, n_les = {}, 0, 0, 0
-        for k, (img_path, gpts, gradii) in enumerate(images):
-            image = np.asarray(read_image(img_path).image, dtype=np.float32)
-            d = detections(det.raw(image), 0.0, p["nms_box"], p["nms_iou"])
-            gpts = np.asarray(gpts, float).reshape(-1, 2)
-            items[f"{k}:{Path(img_path).name}"] = (d.points, d.scores, gpts, gradii)
-            keep = d.scores >= p["threshold"]
-            labels, hit = match(d.points[keep], d.scores[keep], gpts, gradii)
-            tp, fp, n_les = tp + int(hit.sum()), fp + int((labels != 1).sum()), n_les + len(gpts)
-        rep, _ = evaluate(items)
-        out[label] = {
-            "aufroc": float(rep["aufroc"]),
-            "max_fppi": float(rep["max_fppi"]),
-            "threshold": float(p["threshold"]),
-            "sensitivity": tp / n_les if n_les else float("nan"),
-            "fp_per_image": fp / max(len(images), 1),
-            "n_images": len(images),
-            "n_lesions": n_les,
-        }
-    return out

@@ -9,10 +9,10 @@ import numpy as np
 from magicgui.widgets import create_widget
 from napari.layers import Image
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QProgressBar, QSlider, QWidget
+from qtpy.QtWidgets import QComboBox, QFileDialog, QProgressBar, QSlider
 
 from . import _api, _torch, _ui
-from ._session import DOCK_WIDTH, ROLE_KEY, get_session, image_path_of
+from ._session import ROLE_KEY, Dock, image_path_of
 from .runner import lower_priority
 
 SLIDER_STEPS = 1000
@@ -37,15 +37,13 @@ class DetectionCancelled(Exception):
     """Raised in the worker by the progress callback when the user pressed Cancel."""
 
 
-class DetectWidget(QWidget):
+class DetectWidget(Dock):
     """Detect lesions in the selected image (see docs/plugin.md)."""
 
     CANCELLED = "Cancelled; nothing changed."
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
+        super().__init__(napari_viewer)
         self.worker = None
         self.busy = False
         self.last_update_ms: float | None = None
@@ -70,7 +68,7 @@ class DetectWidget(QWidget):
         self.thr_label = _ui.label("0.50")
         self.box_spin = _ui.spin(1.0, 64.0, 1.0, decimals=0, suffix=" px")
         self.iou_spin = _ui.spin(0.0, 1.0, 0.05)
-        self.overlay_check = QCheckBox("Show moved gravity points")
+        self.overlay_check = _ui.checkbox("Show moved gravity points", self._update_overlay)
         self.latency_label = _ui.label(style=_ui.MUTED)
         open_btn = _ui.button("Open…", self._open_model, tip="Load a model file (.safetensors)")
         _ui.stack(
@@ -99,7 +97,6 @@ class DetectWidget(QWidget):
                 self.latency_label,
                 form=True,
             ),
-            width=DOCK_WIDTH,
         )
 
         self._set_param_widgets(self.session.params)
@@ -108,14 +105,12 @@ class DetectWidget(QWidget):
         self.model_combo.activated.connect(self._on_user_choice)
         for w in (self.thr_slider, self.box_spin, self.iou_spin):
             w.valueChanged.connect(self._on_params)
-        self.overlay_check.toggled.connect(self._update_overlay)
         self.image_combo.changed.connect(lambda img: self.choose_model_for_image(img))
         self.viewer.layers.selection.events.active.connect(self._on_active)
         self.session.detector_changed.connect(self._on_detector_changed)
         self.session.params_changed.connect(self._set_param_widgets)
         self.session.use_model.connect(self.run_model)
         self._on_model_selected()
-        self.reset_choices()
         QTimer.singleShot(0, self.reset_choices)  # docked by then: the combo finds its viewer
         _torch.start_torch_import()  # in the background: Detect never waits on the GUI thread
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from qtpy.QtWidgets import QCheckBox, QComboBox, QWidget
+from qtpy.QtWidgets import QComboBox
 
 from . import _api, _ui, datasets
-from ._session import DOCK_WIDTH, ROLE_KEY, get_session, image_path_of
-
-SENS_FPPI = (0.5, 1, 2, 4, 8)
+from ._session import ROLE_KEY, Dock, image_path_of
 
 
 def layer_detections(session, image_layer) -> tuple[np.ndarray, np.ndarray]:
@@ -35,23 +33,20 @@ def layer_ground_truth(session, image_layer, default_radius=3.0):
     return _api.PointTable(pts, radii, f).lesions(default_radius)
 
 
-class EvaluateWidget(QWidget):
+class EvaluateWidget(Dock):
     """FROC / sensitivity at FPpI in a dock (see docs/plugin.md)."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
+        super().__init__(napari_viewer)
         self.report: dict | None = None
         self._evaluated: str | None = None  # the image the shown result belongs to
         self.scope = QComboBox()
         self.scope.addItems(["Current image", "Folder queue"])
         self.run_btn = _ui.button("Evaluate", self.evaluate, bold=True)
-        self.show_check = QCheckBox("Show TP / FP / FN on the image")
-        self.show_check.setChecked(True)
+        self.show_check = _ui.checkbox("Show TP / FP / FN on the image", checked=True)
         self.result_label = _ui.label()
         self.figure = Figure(figsize=(3.6, 2.8), dpi=90, facecolor="#262930")
         self.canvas = FigureCanvasQTAgg(self.figure)
@@ -62,7 +57,6 @@ class EvaluateWidget(QWidget):
             self.show_check,
             self.canvas,
             self.result_label,
-            width=DOCK_WIDTH,
         )
         self.viewer.layers.selection.events.active.connect(self._on_active)
         self.viewer.layers.events.removed.connect(self._on_active)

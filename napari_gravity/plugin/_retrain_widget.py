@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtWidgets import QLineEdit, QPlainTextEdit, QProgressBar, QSpinBox, QWidget
+from qtpy.QtWidgets import QLineEdit, QPlainTextEdit, QProgressBar, QSpinBox
 
 from napari_gravity.core.model_io import read_model_metadata
 
-from . import _api, _ui
-from ._session import DOCK_WIDTH, get_session, image_path_of
+from . import _ui
+from ._session import Dock, image_path_of
 from .datasets import (
     MIN_HOLDOUT_IMAGES,
     TrainingImage,
+    compare_models,
     finetune_run,
     reviewed_images,
 )
@@ -28,13 +29,11 @@ POLL_MS = 250
 DEFAULT_RADIUS = 3.0
 
 
-class RetrainWidget(QWidget):
+class RetrainWidget(Dock):
     """Fine-tune the current model on the corrections (see docs/plugin.md)."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
+        super().__init__(napari_viewer)
         self.run: TrainingRun | None = None
         self.new_model: Path | None = None
         self.parent_model: str | None = None
@@ -80,7 +79,6 @@ class RetrainWidget(QWidget):
             self.compare_label,
             [self.use_btn, self.keep_btn],
             self.log,
-            width=DOCK_WIDTH,
         )
         self.timer = _ui.timer(POLL_MS, self.poll, parent=self)
         self._set_choice_visible(False)
@@ -98,24 +96,20 @@ class RetrainWidget(QWidget):
         return list(dict.fromkeys(paths))
 
     def training_images(self) -> list[TrainingImage]:
-        for rev in list(self.session.reviews.values()):
-            rev.flush()
+        self.session.flush_reviews()
         return reviewed_images(self.candidate_paths())
 
     def refresh(self) -> list[TrainingImage]:
         imgs = self.training_images()
         n_pts = sum(len(i.points) for i in imgs)
         names = ", ".join(i.path.name for i in imgs[:4]) + (" …" if len(imgs) > 4 else "")
-        if imgs:
-            self.summary_label.setText(
-                f"<b>{len(imgs)}</b> image(s), <b>{n_pts}</b> lesion points<br>"
-                f"<span style='color:#9aa'>{names}</span>"
-            )
-        else:
-            self.summary_label.setText(
-                "No reviewed image yet: finish a review (no pending points) or promote "
-                "accepted points to ground truth."
-            )
+        self.summary_label.setText(
+            f"<b>{len(imgs)}</b> image(s), <b>{n_pts}</b> lesion points<br>"
+            f"<span style='color:#9aa'>{names}</span>"
+            if imgs
+            else "No reviewed image yet: finish a review (no pending points) or promote "
+            "accepted points to ground truth."
+        )
         return imgs
 
     # ------------------------------------------------------------------ run
@@ -139,19 +133,10 @@ class RetrainWidget(QWidget):
             return None
         self.parent_model = init
         parent_thr = read_model_metadata(init, strict=False).get("threshold")
-        cmd, run_dir, held_out = finetune_run(
-            imgs,
-            init,
-            self.config_edit.text().strip(),
-            self.epochs_spin.value(),
-            self.name_edit.text(),
-            parent_thr,
-        )
-        self.held_out = held_out
-        self.run = TrainingRun(cmd, run_dir)
-        self.new_model = None
-        self.new_label = None
-        self.comparison = None
+        how = (self.config_edit.text().strip(), self.epochs_spin.value(), self.name_edit.text())
+        cmd, run_dir, held_out = finetune_run(imgs, init, *how, parent_thr)
+        self.held_out, self.run = held_out, TrainingRun(cmd, run_dir)
+        self.new_model = self.new_label = self.comparison = None
         self._set_choice_visible(False)
         try:
             self.run.start()
@@ -271,7 +256,7 @@ class RetrainWidget(QWidget):
         models = {"current": self.parent_model, "new": str(self.new_model)}
         self.compare_label.setText(f"Comparing on {len(images)} held-out image(s)…")
         self._compare_worker = create_worker(
-            _api.compare_models, models, images, _progress={"desc": "Comparing models"}
+            compare_models, models, images, _progress={"desc": "Comparing models"}
         )
         self._compare_worker.returned.connect(self._on_compared)
         self._compare_worker.errored.connect(

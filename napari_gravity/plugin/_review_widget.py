@@ -6,24 +6,22 @@ import time
 from pathlib import Path
 
 from napari.layers import Image
-from qtpy.QtWidgets import QCheckBox, QFileDialog, QListWidget, QListWidgetItem, QWidget
+from qtpy.QtWidgets import QFileDialog, QListWidget, QListWidgetItem
 
 from . import _style, _ui
 from . import review as rv
-from ._session import DOCK_WIDTH, get_session, image_path_of, role_of
+from ._session import Dock, image_path_of, role_of
 from .datasets import folder_images, order_queue
 from .sidecar import read_status, sidecar_path
 
 STATUS_MARK = {"unreviewed": "○", "in_progress": "◐", "done": "●"}
 
 
-class ReviewWidget(QWidget):
+class ReviewWidget(Dock):
     """Review the detections of the current image (see docs/plugin.md)."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
+        super().__init__(napari_viewer)
         self.queue: list[Path] = []
         self.queue_pos = -1
         self._folder: Path | None = None
@@ -33,38 +31,38 @@ class ReviewWidget(QWidget):
 
         self.counts_label = _ui.label("No detections yet.")
         self.saved_label = _ui.label(style=_ui.MUTED)
-        self.accept_btn = _ui.button("Accept  [a]", act(lambda r: r.accept_selected()))
-        self.reject_btn = _ui.button("Reject  [r]", act(lambda r: r.reject_selected()))
-        self.next_btn = _ui.button(
-            "Next pending  [n]", act(lambda r: r.select_next_pending(self.viewer))
-        )
         self.undo_btn = _ui.button("Undo  [u]", act(lambda r: r.undo()))
-        self.add_btn = _ui.button(
-            "Add missed lesion",
-            self._add_mode,
-            tip="Switch the detections layer to 'add points' (source: user)",
-        )
-        self.delete_btn = _ui.button("Delete selected", self._delete)
         self.accept_all_btn = _ui.button(
             "Accept all ≥ γ", act(lambda r: r.accept_above(self.session.params["threshold"]))
         )
-        self.save_btn = _ui.button("Save now", act(lambda r: r.save_now()))
-        self.promote_btn = _ui.button("Promote accepted to ground truth", self.promote, bold=True)
-        self.scores_check = QCheckBox("Show scores")
-        self.scores_check.setToolTip("Write each detection's score next to it")
-        self.uncertainty_check = QCheckBox("Most uncertain first")
+        self.scores_check = _ui.checkbox(
+            "Show scores", self.session.set_show_scores, tip="Write each score next to its ring"
+        )
+        self.uncertainty_check = _ui.checkbox(
+            "Most uncertain first", lambda _: self.set_folder(self._folder)
+        )
         self.queue_list = QListWidget()
         self.queue_list.setMaximumHeight(150)
+        add_tip = "Switch the detections layer to 'add points' (source: user)"
         _ui.stack(
             self,
             _ui.group(
                 "Review",
                 self.counts_label,
-                [self.accept_btn, self.reject_btn],
-                [self.next_btn, self.undo_btn],
-                [self.add_btn, self.delete_btn],
-                [self.accept_all_btn, self.save_btn],
-                self.promote_btn,
+                [
+                    _ui.button("Accept  [a]", act(lambda r: r.accept_selected())),
+                    _ui.button("Reject  [r]", act(lambda r: r.reject_selected())),
+                ],
+                [
+                    _ui.button("Next pending  [n]", act(lambda r: r.select_next_pending())),
+                    self.undo_btn,
+                ],
+                [
+                    _ui.button("Add missed lesion", act(self._add_mode), tip=add_tip),
+                    _ui.button("Delete selected", act(lambda r: r.layer.remove_selected())),
+                ],
+                [self.accept_all_btn, _ui.button("Save now", act(lambda r: r.save_now()))],
+                _ui.button("Promote accepted to ground truth", self.promote, bold=True),
                 self.scores_check,
                 self.saved_label,
             ),
@@ -77,10 +75,7 @@ class ReviewWidget(QWidget):
                     _ui.button("Next image ▶", lambda: self.step_image(+1)),
                 ],
             ),
-            width=DOCK_WIDTH,
         )
-        self.scores_check.toggled.connect(self.session.set_show_scores)
-        self.uncertainty_check.toggled.connect(lambda _: self.set_folder(self._folder))
         self.queue_list.itemDoubleClicked.connect(
             lambda item: self.open_queue_item(self.queue_list.row(item))
         )
@@ -100,17 +95,9 @@ class ReviewWidget(QWidget):
         self._refresh()
         return out
 
-    def _add_mode(self):
-        rev = self.session.current_review()
-        if rev is None:
-            return
+    def _add_mode(self, rev):
         self.viewer.layers.selection.active = rev.layer
         rev.layer.mode = "add"
-
-    def _delete(self):
-        rev = self.session.current_review()
-        if rev is not None and rev.layer.selected_data:
-            rev.layer.remove_selected()
 
     def promote(self):
         img = self.session.current_image_layer()
@@ -183,7 +170,7 @@ class ReviewWidget(QWidget):
     def open_queue_item(self, pos: int):
         if not (0 <= pos < len(self.queue)):
             return None
-        self.flush_all()
+        self.session.flush_reviews()
         path = self.queue[pos]
         self.queue_pos = pos
         self.queue_list.setCurrentRow(pos)
@@ -208,7 +195,3 @@ class ReviewWidget(QWidget):
         if self.queue_pos < 0:
             pos = 0
         return self.open_queue_item(pos)
-
-    def flush_all(self):
-        for rev in list(self.session.reviews.values()):
-            rev.flush()

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from napari.layers import Image
 from psygnal import Signal
+from qtpy.QtWidgets import QWidget
 
 from . import _api, _style, _ui
 from . import review as rv
@@ -207,12 +208,13 @@ class LayerReview:
         above = f["score"].to_numpy(float) >= threshold
         return self.set_status(np.flatnonzero(pending & above), "accepted")
 
-    def select_next_pending(self, viewer=None) -> int | None:
+    def select_next_pending(self) -> int | None:
         sel = sorted(self.layer.selected_data)
         i = rv.next_pending(self.features, sel[0] if sel else None)
         if i is None:
             return None
         self.layer.selected_data = {i}
+        viewer = getattr(self.session, "viewer", None)
         if viewer is not None:
             viewer.camera.center = tuple(self.layer.data[i])
             canvas = getattr(getattr(viewer, "canvas", None), "size", None) or (600, 600)
@@ -327,20 +329,14 @@ class GravitySession:
         rev.touched = _info(layer).get("review_status", "unreviewed") != "unreviewed"
         self.restore_params(_info(layer).get("params") or {})
         self.reviews[layer.unique_id] = rev
-        actions = {
-            "a": lambda r: r.accept_selected(),
-            "r": lambda r: r.reject_selected(),
-            "n": lambda r: r.select_next_pending(self.viewer),
-            "u": lambda r: r.undo(),
-            "Control-z": lambda r: r.undo(),
-        }
-        for key, act in actions.items():
-            layer.bind_key(key, self._key_action(act), overwrite=True)
+        keys = {"a": "accept_selected", "r": "reject_selected", "n": "select_next_pending"}
+        for key, action in {**keys, "u": "undo", "Control-z": "undo"}.items():
+            layer.bind_key(key, self._key_action(action), overwrite=True)
         self._apply_score_text(layer)
         return rev
 
-    def _key_action(self, act):
-        return lambda layer: act(self.review_for(layer))
+    def _key_action(self, action: str):
+        return lambda layer: getattr(self.review_for(layer), action)()
 
     def set_show_scores(self, on: bool) -> None:
         """Show (or hide) each detection's score as a text label."""
@@ -352,6 +348,11 @@ class GravitySession:
         if self.show_scores:
             layer.text = dict(_style.SCORE_TEXT)
         layer.text.visible = self.show_scores
+
+    def flush_reviews(self) -> None:
+        """Write every pending autosave now."""
+        for rev in list(self.reviews.values()):
+            rev.flush()
 
     def review_for(self, layer) -> LayerReview | None:
         if layer is None:
@@ -408,14 +409,8 @@ class GravitySession:
 
     def restore_params(self, params: dict) -> None:
         """Take γ / NMS saved with a review (sidecar) as the live parameters."""
-        new = {
-            k: float(v)
-            for k, v in params.items()
-            if k in _api.DEFAULT_PARAMS
-            and isinstance(v, (int, float))
-            and not isinstance(v, bool)
-            and v >= 0
-        }
+        ok = {k: v for k, v in params.items() if type(v) in (int, float) and v >= 0}
+        new = {k: float(v) for k, v in ok.items() if k in _api.DEFAULT_PARAMS}
         if new:
             self.params.update(new)
             self.params_changed.emit(dict(self.params))
@@ -515,3 +510,13 @@ def get_session(viewer) -> GravitySession:
         activate()  # our reader / writer become napari's defaults for our files
         sess = _SESSIONS[hash(viewer)] = GravitySession(viewer)
     return sess
+
+
+class Dock(QWidget):
+    """Base of the plugin's docks: the viewer napari hands in, and its session."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.setMaximumWidth(DOCK_WIDTH)  # the docks never squeeze the canvas

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
@@ -47,6 +48,15 @@ def timer(ms: int, slot, *, single=False, parent=None) -> QTimer:
     return t
 
 
+def checkbox(text: str, slot=None, *, checked=False, tip: str | None = None) -> QCheckBox:
+    w = QCheckBox(text)
+    w.setChecked(checked)
+    w.setToolTip(tip or "")
+    if slot is not None:
+        w.toggled.connect(slot)
+    return w
+
+
 def spin(lo: float, hi: float, step: float, decimals=2, suffix: str = "") -> QDoubleSpinBox:
     w = QDoubleSpinBox()
     w.setRange(lo, hi)
@@ -88,12 +98,10 @@ def group(title: str, *items, form=False) -> QGroupBox:
     return box
 
 
-def stack(parent: QWidget, *items, width: int | None = None) -> QVBoxLayout:
+def stack(parent: QWidget, *items) -> QVBoxLayout:
     """``parent``'s layout: ``items`` top to bottom, then a stretch."""
     lay = QVBoxLayout(parent)
     for item in items:
         _add(lay, item)
     lay.addStretch(1)
-    if width:
-        parent.setMaximumWidth(width)
     return lay

@@ -177,3 +177,34 @@ def finetune_run(images, init, config, epochs, name, parent_threshold=None):
     cmd = train_command(config or "finetune", run_dir, init=init, overrides=overrides)
     name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name) or "finetuned"
     return [*cmd, "--epochs", str(epochs), "--no-progress", "--register", name], run_dir, held_out
+
+
+def compare_models(models: dict[str, str], images: list[tuple]) -> dict[str, dict]:
+    """Each model on the same held-out images: AUFROC and, at the model's own γ, sensitivity
+    and false positives per image. ``images``: (path, gt points (y, x), gt radii)."""
+    from napari_gravity.data.readers import read_image
+
+    out: dict[str, dict] = {}
+    for label, path in models.items():
+        det = _api.load_detector(path)
+        p = det.defaults
+        items, tp, fp, n_les = {}, 0, 0, 0
+        for k, (img_path, gpts, gradii) in enumerate(images):
+            image = np.asarray(read_image(img_path).image, dtype=np.float32)
+            d = _api.detections(det.raw(image), 0.0, p["nms_box"], p["nms_iou"])
+            gpts = np.asarray(gpts, float).reshape(-1, 2)
+            items[f"{k}:{Path(img_path).name}"] = (d.points, d.scores, gpts, gradii)
+            keep = d.scores >= p["threshold"]
+            labels, hit = _api.match(d.points[keep], d.scores[keep], gpts, gradii)
+            tp, fp, n_les = tp + int(hit.sum()), fp + int((labels != 1).sum()), n_les + len(gpts)
+        rep, _ = _api.evaluate(items)
+        out[label] = {
+            "aufroc": float(rep["aufroc"]),
+            "max_fppi": float(rep["max_fppi"]),
+            "threshold": float(p["threshold"]),
+            "sensitivity": tp / n_les if n_les else float("nan"),
+            "fp_per_image": fp / max(len(images), 1),
+            "n_images": len(images),
+            "n_lesions": n_les,
+        }
+    return out
