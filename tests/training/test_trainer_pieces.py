@@ -311,3 +311,29 @@ def test_net_defaults_and_the_retinanet_net_are_typed(tmp_path):
         validate_config(
             {"model": "retinanet", "data": {"root": "d"}, "net": {"anchor_sizes": [8]}}, "x.yaml"
         )
+
+
+def test_export_writes_the_best_weights_with_the_validation_threshold(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, export_fp16=True)
+    calls: list[tuple] = []
+
+    class Exporting(TinyAdapter):
+        def load_weights(self, path):
+            calls.append(("load", Path(path)))
+
+        def save(self, path, metadata, threshold, fp16=False):
+            calls.append(("save", Path(path), metadata["metrics"], threshold, fp16))
+            return Path(path)
+
+    monkeypatch.setattr(loop, "git_commit", lambda: "abc")
+    run = _run(tmp_path, cfg, Exporting())
+    state = loop.TrainState(best_aufroc=0.7, best_epoch=2, best_threshold=0.35)
+    assert loop.export(run, state, epochs_done=3) is None and calls == []  # no best yet
+    (tmp_path / "best.safetensors").write_bytes(b"x")
+    assert loop.export(run, state, epochs_done=3) == tmp_path / "model.safetensors"
+    metrics = {"val_aufroc": 0.7, "best_epoch": 2, "target_fppi": 1.0}
+    assert calls == [
+        ("load", tmp_path / "best.safetensors"),
+        ("save", tmp_path / "model.safetensors", metrics, 0.35, True),
+    ]
+    assert run.metadata(3, None)["provenance"]["epochs"] == 3
