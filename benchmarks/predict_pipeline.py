@@ -161,6 +161,7 @@ def main(argv=None) -> int:
             for w, b in configs[rep % len(configs) :] + configs[: rep % len(configs)]:
                 print(f"... round {rep + 1}: --workers {w} --batch-size {b}", flush=True)
                 r = predict(model, folder, tmp / f"out_w{w}_b{b}", w, b, a.device)
+                r["load_average_1min"] = round(os.getloadavg()[0], 2)
                 trials[(w, b)].append(r)
                 print(f"    {r['wall_s']:.1f} s, {r['images_per_s']:.3f} images/s", flush=True)
     runs = []
@@ -182,8 +183,15 @@ def main(argv=None) -> int:
             }
         )
     base = next(r for r in runs if r["workers"] == 0 and r["batch_size"] == 1)
-    for r in runs:
+    base_walls = trials[(base["workers"], base["batch_size"])]
+    for r, rs in zip(runs, trials.values(), strict=True):
         r["speedup_vs_workers0_batch1"] = base["wall_s"] / r["wall_s"]
+        # the same ratio within each round (configurations of a round run back to back, so a
+        # load change on a shared machine between rounds cancels), then the median
+        per_round = [b0["wall_s"] / x["wall_s"] for b0, x in zip(base_walls, rs, strict=True)]
+        r["speedup_per_round"] = per_round
+        r["speedup_median_of_rounds"] = float(np.median(per_round))
+        r["load_average_1min_each"] = [x["load_average_1min"] for x in rs]
     dev = torch.device(a.device)
     env = {
         "device": str(dev),
@@ -217,13 +225,13 @@ def main(argv=None) -> int:
     )
     print(
         f"{'workers':>7} {'batch':>5} {'wall s':>8} {'img/s':>7} {'net+post s/img':>15} "
-        f"{'outside s':>9} {'speed-up':>8}"
+        f"{'outside s':>9} {'speed-up':>8} {'per round':>9}"
     )
     for r in runs:
         print(
             f"{r['workers']:>7} {r['batch_size']:>5} {r['wall_s']:>8.1f} {r['images_per_s']:>7.3f} "
             f"{r['network_and_post_s_per_image']:>15.2f} {r['outside_network_s']:>9.2f} "
-            f"{r['speedup_vs_workers0_batch1']:>8.2f}"
+            f"{r['speedup_vs_workers0_batch1']:>8.2f} {r['speedup_median_of_rounds']:>9.2f}"
         )
     out = Path(a.out or Path(__file__).parent / "results" / f"predict_pipeline_{dev.type}.json")
     from napari_gravity.fileio import atomic_write_text
