@@ -77,7 +77,8 @@ def _coarse_mask(
 def breast_mask(image: np.ndarray, *, threshold: float | None = None) -> np.ndarray:
     """Breast region: threshold between air and tissue, largest component, holes filled.
 
-    An image without a dark surround (a patch inside the breast) gets an all-True mask.
+    An image without a dark surround (a patch inside the breast) gets an all-True mask; the
+    bright border strip of a scanned film is left out.
     The default threshold sits a fifth of the way from the air level (2nd percentile) to
     the Otsu threshold, so fatty tissue near the skin line stays inside. Computed on a
     downsampled copy (≤ 1024 px) for speed.
@@ -92,6 +93,12 @@ def breast_mask(image: np.ndarray, *, threshold: float | None = None) -> np.ndar
     m = ndi.binary_opening(m, iterations=2)
     if not m.any():
         m = small > threshold
+    # a scanned film's bright border (a strip a few px wide along its edges) touches the
+    # breast at the chest wall: find the breast's body after a strong opening, then keep the
+    # lightly opened mask only near it, which drops the strip and keeps the skin line
+    body = ndi.binary_opening(m, iterations=6)
+    if body.any():
+        m &= ndi.binary_dilation(_largest_component(body), iterations=8)
     m = ndi.binary_fill_holes(_largest_component(m))
     return _upsample(m, f, img.shape)
 
