@@ -151,10 +151,6 @@ class _Section(BaseModel):
         extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True
     )
 
-    def values(self) -> list[Any]:
-        """The section's values in field order (read-only iteration, as over a mapping)."""
-        return list(self.model_dump().values())
-
 
 class DataConfig(_Section):
     """Where the images come from, splits and tiles."""
