@@ -2,9 +2,8 @@
 
 Only what needs adapting lives here: detectors behind one protocol (``raw(image, progress)``
 gives candidates whose ``select(γ, box, iou, mask)`` re-applies the post-processing without a
-network run), point tables with features, and FROC on
-plain point sets. Everything else the docks import from its home. Imports are lazy so the
-reader and the manifest stay cheap.
+network run), point tables with features, and FROC on plain point sets. Everything else the
+docks import from its home. Imports are lazy so the reader and the manifest stay cheap.
 """
 
 from __future__ import annotations

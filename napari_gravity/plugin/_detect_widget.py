@@ -127,7 +127,7 @@ class DetectWidget(Dock):
             models = []
             self.run_label.setText(f"Model registry unavailable: {exc}")
         cur = self.session.detector
-        if cur is not None and cur.kind == "model" and cur.path not in [p for _, p in models]:
+        if cur is not None and cur.path and cur.path not in [p for _, p in models]:
             models.append((f"{Path(cur.path).stem} (file)", cur.path))
         for label, p in models:
             combo.addItem(label, ("model", p))

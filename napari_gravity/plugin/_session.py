@@ -474,16 +474,15 @@ class GravitySession:
             return 0, None
         new_pts = np.asarray(rev.layer.data, dtype=float)[rv.lesion_mask(rev.features)]
         gt = self.gt_layer(image_layer)
-        old_pts = np.asarray(gt.data, dtype=float).reshape(-1, 2)
-        old = _api.PointTable(old_pts, np.full(len(old_pts), default_radius), gt.features)
-        if "radius" in gt.features and len(gt.features) == len(old_pts):
-            old.radii = gt.features["radius"].to_numpy(dtype=float)
+        old_pts, f = np.asarray(gt.data, dtype=float).reshape(-1, 2), gt.features
+        has_radius = "radius" in f and len(f) == len(old_pts)
+        old_radii = f["radius"].to_numpy(float) if has_radius else np.full(len(old_pts), np.nan)
         new_pts = rv.new_points(new_pts, old_pts, default_radius)
         rev.flush()
         if len(new_pts) == 0:  # nothing new: no rewrite, no backup
             return 0, None
         pts = np.concatenate([old_pts, new_pts])
-        radii = np.concatenate([old.radii, np.full(len(new_pts), default_radius)])
+        radii = np.concatenate([old_radii, np.full(len(new_pts), default_radius)])
         radii = np.where(np.isfinite(radii), radii, default_radius)
         gt.data = pts
         gt.features = pd.DataFrame({"radius": radii})
