@@ -25,7 +25,7 @@ import torch
 from ..types import Detections
 from .config import GravityConfig, postprocess_defaults
 from .model import GravityNet
-from .normalize import normalize_image
+from .normalize import as_float_image, local_contrast, normalize_image
 from .postprocess import inside_image, inside_mask, nms_keep, nms_keep_torch
 
 DEFAULT_FLOOR = 1e-3
@@ -373,6 +373,16 @@ class Predictor:
             progress(1.0)
         return results  # type: ignore[return-value]
 
+    def _normalized(self, image: np.ndarray, method: str) -> torch.Tensor:
+        """The normalised image on the device; ``"local"`` is computed there (on a GPU the host
+        only checks the pixels and copies them, from pinned memory)."""
+        if method != "local":
+            return torch.from_numpy(normalize_image(image, method)).to(self.device)
+        t = torch.from_numpy(as_float_image(image))
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        return local_contrast(t)
+
     def _forward(
         self,
         images: list[np.ndarray],
@@ -395,8 +405,8 @@ class Predictor:
             )
         # normalised on the whole image (its statistics), then cropped
         y0, y1, x0, x1 = box if box is not None else (0, shape[0], 0, shape[1])
-        x = torch.stack([torch.from_numpy(normalize_image(im, norm)) for im in images])
-        x = x[:, None, y0:y1, x0:x1].to(self.device).contiguous(memory_format=torch.channels_last)
+        x = torch.stack([self._normalized(im, norm) for im in images])
+        x = x[:, None, y0:y1, x0:x1].contiguous(memory_format=torch.channels_last)
         with self._autocast(), _forward_progress(model, progress, lo, hi):
             if box is None:
                 return model(x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage as ndi
 
 from napari_gravity.core.normalize import normalize_image
@@ -76,10 +77,39 @@ def test_block_smoothing_matches_scipy_block_mean_and_bilinear_resampling(shape,
     yy = (np.arange(h) + 0.5) / k - 0.5
     xx = (np.arange(w) + 0.5) / k - 0.5
     ref = ndi.map_coordinates(small, np.meshgrid(yy, xx, indexing="ij"), order=1, mode="nearest")
-    got = _smooth(x, sigma)
+    got = _smooth(torch.from_numpy(x), sigma).numpy()
     assert got.shape == x.shape and got.dtype == np.float32
     assert np.abs(got - ref).max() < 1e-3 * np.abs(ref).max()
     full = ndi.gaussian_filter(x.astype(np.float64), sigma, mode="reflect")
     m = int(2 * sigma)  # away from the borders (reflect vs. the block padding)
     inner = (slice(m, h - m), slice(m, w - m))
     assert np.abs(got[inner] - full[inner]).max() < 0.02 * x.std()
+
+
+@pytest.mark.parametrize("shape,sigma", [((40, 50), 2.5), ((7, 9), 3.0), ((1, 30), 1.2)])
+def test_gaussian_equals_scipy_reflect_even_when_the_kernel_outgrows_the_image(shape, sigma):
+    from napari_gravity.core.normalize import _gaussian_conv
+
+    x = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    ref = ndi.gaussian_filter(x.astype(np.float64), sigma, mode="reflect")
+    got = _gaussian_conv(torch.from_numpy(x), sigma).numpy()  # the GPU's way, run here
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10])
+def test_the_gpu_median_is_numpys_percentile_50(n, monkeypatch):
+    from napari_gravity.core import normalize
+
+    x = np.random.default_rng(n).normal(size=n).astype(np.float32)
+
+    class OnGpu:  # a tensor that says it is elsewhere: _median takes its kthvalue branch
+        device = torch.device("cuda")
+
+        def __init__(self, t):
+            self.t = t
+
+        def flatten(self):
+            return self.t.flatten()
+
+    got = normalize._median(OnGpu(torch.from_numpy(x)))
+    assert got == pytest.approx(float(np.percentile(x, 50)), abs=1e-6)
