@@ -17,6 +17,7 @@ import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,13 +36,25 @@ MIN_CROP_SAVING = 0.1
 Progress = Callable[[float], None]
 
 
+_HASH_POOL: ThreadPoolExecutor | None = None
+
+
 def image_key(image: np.ndarray) -> str:
-    """Content hash of an image (shape, dtype and bytes)."""
+    """Content key of an image (shape, dtype and every byte): SHA-1 (hardware-accelerated on
+    current CPUs) of four slices hashed in parallel for images over 8 MB, then of their digests."""
+    global _HASH_POOL
     a = np.ascontiguousarray(image)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{a.shape}{a.dtype}".encode())
-    h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
+    data = memoryview(a).cast("B")
+    n = len(data)
+    parts = 4 if n > (8 << 20) else 1
+    slices = [data[i * n // parts : (i + 1) * n // parts] for i in range(parts)]
+    if parts > 1:
+        if _HASH_POOL is None:
+            _HASH_POOL = ThreadPoolExecutor(parts, thread_name_prefix="image-key")
+        digests = list(_HASH_POOL.map(lambda b: hashlib.sha1(b).digest(), slices))
+    else:
+        digests = [hashlib.sha1(slices[0]).digest()]
+    return hashlib.sha1(f"{a.shape}{a.dtype}".encode() + b"".join(digests)).hexdigest()
 
 
 @dataclass

@@ -148,3 +148,19 @@ def test_progress_rises_to_one_and_a_raise_cancels_without_caching(net):
     finally:
         h.remove()
     assert calls == [1]
+
+
+def test_image_key_sees_every_byte_shape_and_dtype():
+    from napari_gravity.core.predictor import image_key
+
+    a = np.random.default_rng(0).uniform(0, 1, (1500, 1600)).astype(np.float32)  # > 8 MB
+    k = image_key(a)
+    assert image_key(a.copy()) == k
+    for idx in [(0, 0), (400, 5), (800, 1599), (1499, 1599)]:  # one pixel in each slice
+        b = a.copy()
+        b[idx] += 1.0
+        assert image_key(b) != k
+    assert image_key(a.reshape(1600, 1500)) != k
+    assert image_key(a.astype(np.float64)) != image_key(a)
+    small = a[:10, :10]
+    assert image_key(small) == image_key(small.copy()) != image_key(small.T)
