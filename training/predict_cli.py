@@ -64,8 +64,13 @@ class PredictError(ValueError):
 
 
 def default_workers() -> int:
-    """min(4, CPU count - 1): one core is left to the process running the network."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """min(4, CPUs - 1): one core is left to the process running the network. Under torchrun
+    the CPUs are shared by the node's ranks (``LOCAL_WORLD_SIZE``)."""
+    try:
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        ranks = 1
+    return max(0, min(4, (os.cpu_count() or 1) // ranks - 1))
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -116,7 +121,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="processes that read images and compute masks while the network runs "
-        f"(default min(4, CPUs - 1) = {default_workers()} here; 0 = read in this process)",
+        f"(default min(4, CPUs per rank - 1) = {default_workers()} here; 0 = read in this "
+        "process)",
     )
     p.add_argument(
         "--resume",

@@ -326,3 +326,16 @@ def test_resume_over_damaged_state_predicts_again_without_a_traceback(tmp_path, 
     assert (out / "predictions.csv").read_text() == first
     s = json.loads((out / "summary.json").read_text())
     assert s["pipeline"]["resumed_images"] == 0 and s["n_images"] == 3
+
+
+@pytest.mark.parametrize(
+    ("cpus", "local_ranks", "expected"),
+    [(16, None, 4), (16, "8", 1), (16, "2", 4), (2, None, 1), (1, None, 0), (4, "bad", 3)],
+)
+def test_default_workers_leave_a_core_per_rank(monkeypatch, cpus, local_ranks, expected):
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    if local_ranks is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
+    assert predict_cli.default_workers() == expected
