@@ -228,38 +228,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_shards_merge_into_the_single_process_csv(tmp_path, model_file):
-    """Two gloo ranks on the CPU (as torchrun starts them: RANK / WORLD_SIZE / MASTER_*), each
-    a shard, merged by rank 0 = one process over the same folder (both in subprocesses with one
-    thread, so the float work is the same)."""
-    folder = _images(tmp_path / "in", broken=True)
+def _env() -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRAVITY_NO_PROGRESS": "1"}
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "training", *_args(model_file, folder, None, "--workers", "0")]
-    single = subprocess.run(
-        [*cmd[:7], str(tmp_path / "single"), *cmd[8:]],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert single.returncode == 1, single.stderr[-2000:]  # broken.tif
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(k, None)
+    return env
+
+
+def _torchrun(argv: list[str], n: int = 2) -> list[tuple[int, str]]:
+    """``gravity ARGV`` in N processes as torchrun starts them (RANK / WORLD_SIZE / MASTER_*,
+    gloo on the CPU): [(exit status, stderr)] per rank."""
     port = str(_free_port())
     procs = []
-    for rank in range(2):
-        renv = {
-            **env,
+    for rank in range(n):
+        env = {
+            **_env(),
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": port,
             "RANK": str(rank),
             "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
+            "WORLD_SIZE": str(n),
         }
         procs.append(
             subprocess.Popen(
-                [*cmd[:7], str(tmp_path / "ddp"), *cmd[8:]],
-                env=renv,
+                [sys.executable, "-m", "training", *argv],
+                env=env,
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -267,20 +260,77 @@ def test_torchrun_shards_merge_into_the_single_process_csv(tmp_path, model_file)
             )
         )
     outs = [p.communicate(timeout=240) for p in procs]
-    for p, (_, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 1, err[-2000:]  # every rank reports the run's status
+    return [(p.returncode, err) for p, (_, err) in zip(procs, outs, strict=True)]
+
+
+def _close_to_api(csv_path: Path, model_file, folder: Path, threshold: float) -> None:
+    got = read_predictions_csv(csv_path)
+    pred = Predictor.from_file(model_file, device="cpu")
+    names = sorted(p.stem for p in folder.glob("*.tif") if p.name != "broken.tif")
+    assert list(got) == names
+    for name in names:
+        det = pred.detect(read_image(folder / f"{name}.tif").image, threshold=threshold)
+        assert len(got[name]) == len(det) > 0
+        np.testing.assert_allclose(got[name].points, det.points, atol=2e-3)
+        np.testing.assert_allclose(got[name].scores, det.scores, rtol=1e-4, atol=1e-6)
+
+
+def test_torchrun_shards_merge_into_the_single_process_csv(tmp_path, model_file):
+    """Two ranks, each a shard, merged by rank 0 = one process over the same folder (both in
+    subprocesses with one thread, so the float work is the same)."""
+    folder = _images(tmp_path / "in", broken=True)
     merged, one = tmp_path / "ddp", tmp_path / "single"
+    single = subprocess.run(
+        [sys.executable, "-m", "training", *_args(model_file, folder, one, "--workers", "0")],
+        env=_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert single.returncode == 1, single.stderr[-2000:]  # broken.tif
+    ranks = _torchrun(_args(model_file, folder, merged, "--workers", "0"))
+    for rc, err in ranks:
+        assert rc == 1, err[-2000:]  # every rank reports the run's status
     text = (merged / "predictions.csv").read_text()
     assert text == (one / "predictions.csv").read_text()
-    assert text == _reference(model_file, folder, 0.0, tmp_path)
+    _close_to_api(merged / "predictions.csv", model_file, folder, 0.0)
     assert _rows(merged) == _rows(one)
     s = json.loads((merged / "summary.json").read_text())
     assert s["pipeline"]["world_size"] == 2 and [f["image"] for f in s["failed"]] == ["broken"]
     assert _no_state_left(merged)
     # each rank predicted its own shard: broken.tif (index 2 of a, b, broken, c, d, e) was rank 0's
-    assert "skipped" in outs[0][1] and "skipped" not in outs[1][1]
+    assert "skipped" in ranks[0][1] and "skipped" not in ranks[1][1]
     with (merged / "predictions.csv").open() as fh:
         assert {r["image"] for r in csv.DictReader(fh)} == set(SHAPES)
+
+
+def test_torchrun_resumes_a_crashed_single_process_run(tmp_path, model_file, monkeypatch):
+    """A single process crashes after three images; two ranks --resume: rank 0 consolidates,
+    the ranks share the two images left, the merge holds all five."""
+    folder = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    real_image = predict_cli._Stream.image
+    calls = []
+
+    def crashing(self, iid, det, row):
+        calls.append(iid)
+        real_image(self, iid, det, row)
+        if len(calls) == 3:
+            raise _Crash
+
+    monkeypatch.setattr(predict_cli._Stream, "image", crashing)
+    with pytest.raises(_Crash):
+        main(_args(model_file, folder, out, "--workers", "0"))
+    assert list(read_predictions_csv(out / "predictions.csv")) == ["a", "b", "c"]
+    ranks = _torchrun(_args(model_file, folder, out, "--workers", "0", "--resume"))
+    for rc, err in ranks:
+        assert rc == 0 and "3 image(s) already done" in err, err[-2000:]
+    _close_to_api(out / "predictions.csv", model_file, folder, 0.0)
+    s = json.loads((out / "summary.json").read_text())
+    assert [r["image"] for r in s["images"]] == sorted(SHAPES) and s["n_failed"] == 0
+    assert s["pipeline"] == {"workers": 0, "world_size": 2, "resumed_images": 3}
+    assert _no_state_left(out)
 
 
 def test_unpicklable_inputs_are_read_here_when_workers_are_spawned(tmp_path, monkeypatch, capsys):
