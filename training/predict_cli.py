@@ -566,6 +566,14 @@ def _fail(failures: list[dict[str, Any]], iid: str, path: Path, exc: BaseExcepti
 
 
 # --------------------------------------------------------------------------- streamed state
+def _fingerprint(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a model file (hex, first 16 digits)."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:16]
+
+
 def _csv_lines(iid: str, det: Detections) -> list[str]:
     """The rows of one image exactly as ``write_predictions_csv`` writes them."""
     from napari_gravity.evaluation.io import _check_id, _q
@@ -654,6 +662,22 @@ class _State:
                 raise PredictError(
                     f"--resume: {out} holds predictions made with other settings ({what}); "
                     "use the same settings, or another --out / no --resume to start again"
+                )
+        for spec, m in self.models.items():  # the same model files (a registry NAME moves on)
+            if not isinstance(m.get("sha256"), str):
+                continue
+            from napari_gravity.core.registry import resolve_model
+
+            try:
+                path = resolve_model(spec)
+                same = str(path) == m["path"] and _fingerprint(path) == m["sha256"]
+            except (ValueError, OSError):
+                same = False
+            if not same:
+                raise PredictError(
+                    f"--resume: {out} holds predictions of {spec} = {m['path']} "
+                    f"(sha256 {m['sha256']}), which is not the model {spec} names now; "
+                    "use another --out or no --resume to start again"
                 )
         if self.found and not self.settings:
             raise PredictError(
@@ -919,6 +943,7 @@ def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info
                 {
                     "spec": spec,
                     "path": str(model_path),
+                    "sha256": _fingerprint(model_path),
                     "name": md.get("name"),
                     "task": md.get("task"),
                     "threshold": threshold,
@@ -983,6 +1008,7 @@ def _finish(args, out, ids, settings, t0, workers, world, n_resumed) -> int:
             "task": m.get("task"),
             "threshold": m.get("threshold"),
             "name": m.get("name"),
+            "sha256": m.get("sha256"),
         }
         for spec, m in models.items()
     }

@@ -389,3 +389,23 @@ def test_default_workers_leave_a_core_per_rank(monkeypatch, cpus, local_ranks, e
     else:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
     assert predict_cli.default_workers() == expected
+
+
+def test_resume_with_another_model_file_under_the_same_name_is_refused(
+    tmp_path, model_file, capsys
+):
+    """A registry NAME (or a path) that now names other weights would mix two models."""
+    import shutil
+
+    folder = _images(tmp_path / "in", names=("a", "b"))
+    model = tmp_path / "m.safetensors"
+    shutil.copy(model_file, model)
+    out = tmp_path / "out"
+    assert main(_args(model, folder, out, threshold="1.0")) == 0
+    assert main(_args(model, folder, out, "--resume", threshold="1.0")) == 0  # same file: fine
+    torch.manual_seed(1)
+    save_model(model, GravityNet(CFG).eval(), CFG, {"threshold": 0.5})  # retrained in place
+    capsys.readouterr()
+    assert main(_args(model, folder, out, "--resume", threshold="1.0")) == 1
+    err = capsys.readouterr().err
+    assert "--resume" in err and "not the model" in err and str(model) in err
