@@ -77,7 +77,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "predict",
         help="detect lesions with a model over images or folders",
-        description="Run a GravityNet (or RetinaNet comparator) model over image files/folders.",
+        description="Run a GravityNet (or RetinaNet comparator) model over image files/folders. "
+        "Results stream to DIR/predictions.csv (--resume continues an interrupted run). Under "
+        "torchrun (e.g. torchrun --nproc_per_node 8 -m training predict ...) each rank predicts "
+        "a shard of the images and rank 0 merges them into the one CSV; DIR must be shared.",
     )
     p.add_argument(
         "model",
