@@ -434,7 +434,7 @@ def predict_stream(
             return
         t0 = time.perf_counter()
         try:  # one forward pass per shape
-            raws = detector.raw_batch([r.image for r in pending])
+            raws = detector.raw_batch([r.image for r in pending], [r.mask for r in pending])
         except (ValueError, MemoryError, RuntimeError) as exc:
             if _worker_died(exc):
                 raise
