@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from napari_gravity.core.normalize import normalize_image
-from napari_gravity.core.predictor import Predictor, crop_box
+from napari_gravity.core.predictor import Predictor, crop_box, interactive_floor
 from napari_gravity.core.registry import default_model_path
 from napari_gravity.data.masks import tissue_mask
 
@@ -127,7 +127,7 @@ def time_image(name, img, args, path) -> dict:
                 f()
                 times[k].append(time.perf_counter() - t)
         # post-processing, timed directly: decode of all N points, then γ/NMS/mask
-        post, slider, nms_change = [], [], []
+        post, slider, nms_change, nms_gui = [], [], [], []
         logits, offsets = new._forward([img], img.shape, box, None, 0.0, 1.0)
         gp = new.model.points_for(img.shape, new.device)
         c = new.config
@@ -142,6 +142,10 @@ def time_image(name, img, args, path) -> dict:
             t = time.perf_counter()
             new.from_raw(raw, mask, threshold=thr, nms_box=c.nms_box + 2)  # an NMS change
             nms_change.append(time.perf_counter() - t)
+            raw.floor = interactive_floor(thr)  # what the GUI's Predictor keeps
+            t = time.perf_counter()
+            new.from_raw(raw, mask, threshold=thr, nms_box=c.nms_box + 4)
+            nms_gui.append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["torchvision ResNet-18 forward (reference)"]
     now = med["now: default_mc detect with breast mask"]
@@ -156,6 +160,9 @@ def time_image(name, img, args, path) -> dict:
         "seconds_postprocess": statistics.median(post),
         "seconds_gamma_change": statistics.median(slider),
         "seconds_nms_change": statistics.median(nms_change),
+        "seconds_nms_change_gui_floor": statistics.median(nms_gui),
+        "gui_floor": interactive_floor(thr),
+        "candidates_above_gui_floor": int((raw.scores >= interactive_floor(thr)).sum()),
         "candidates_above_floor": int((raw.scores >= raw.floor).sum()),
         "detect_plus_mask_seconds": total,
         "ratio_detect_with_mask_to_resnet18": total / ref,
@@ -243,7 +250,7 @@ def main() -> int:
         print(f"\n{r['image']}: breast {r['breast_fraction']:.0%}, crop {r['crop_fraction']:.0%}")
         for k, v in r["seconds_median"].items():
             print(f"  {k:52s} {v:7.2f} s")
-        for k in ("postprocess", "gamma_change", "nms_change"):
+        for k in ("postprocess", "gamma_change", "nms_change", "nms_change_gui_floor"):
             print(f"  {'stage: ' + k.replace('_', ' '):52s} {r['seconds_' + k]:7.3f} s")
         print(
             f"  detect+mask / ResNet-18 = {r['ratio_detect_with_mask_to_resnet18']:.2f} "

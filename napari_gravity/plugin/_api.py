@@ -137,13 +137,14 @@ class ModelDetector(Detector):
 def load_detector(path: str | os.PathLike, device: str = "auto") -> ModelDetector:
     """A GravityNet ``Predictor`` for a model file (its metadata threshold as default γ)."""
     block_triton_in_gui()
-    from napari_gravity.core.predictor import Predictor
+    from napari_gravity.core.predictor import Predictor, interactive_floor
 
     pred = Predictor.from_file(path, device=device)
     meta = dict(getattr(pred, "metadata", {}) or {})
     cfg = pred.config
     thr = meta.get("threshold", getattr(cfg, "threshold", None))
     defaults = {"threshold": float(0.5 if thr is None else thr), "nms_box": float(cfg.nms_box)}
+    pred.floor = interactive_floor(defaults["threshold"])  # NMS changes stay interactive
     p = Path(path)
     label = p.stem
     if p.stem[:1] in ("v", "V") and p.stem[1:].isdigit() and p.parent.name not in ("", "."):

@@ -164,3 +164,20 @@ def test_image_key_sees_every_byte_shape_and_dtype():
     assert image_key(a.astype(np.float64)) != image_key(a)
     small = a[:10, :10]
     assert image_key(small) == image_key(small.copy()) != image_key(small.T)
+
+
+def test_interactive_floor_by_hand_and_exact_below_it(net):
+    from napari_gravity.core.predictor import interactive_floor
+
+    assert interactive_floor(0.78) == 0.1  # capped
+    assert interactive_floor(0.2) == pytest.approx(0.05)
+    assert interactive_floor(0.0) == 1e-3
+    img = _image(4)
+    low = Predictor(net, device="cpu", amp=False)
+    gui = Predictor(net, device="cpu", amp=False, floor=interactive_floor(0.5))
+    for thr in (0.6, 0.2, 0.05):  # above and below the GUI's floor of 0.125
+        a = low.detect(img, threshold=thr)
+        b = gui.detect(img, threshold=thr)
+        np.testing.assert_array_equal(a.points, b.points)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    assert len(low.detect(img, threshold=0.05)) > len(low.detect(img, threshold=0.2)) > 0
