@@ -9,8 +9,7 @@ devices and readers, so that a model cannot learn one recipe:
   ``skimage.data.retina()``), rotated by 90° steps and flipped;
 - acquisition: pixel spacing (MC 50-100 µm, MA field-of-view scale 0.7-1.3, by resampling),
   PSF blur, quantum / electronic / film-grain noise, gain, gamma or log (film) response,
-  bit depth 10-16 (MC) and JPEG quality 60-95 (MA); unlabelled sharp specks after the blur
-  (MC: film dust, defective pixels — negatives the model must learn to ignore).
+  bit depth 10-16 (MC) and JPEG quality 60-95 (MA).
 
 The family of an image is fixed by the caller, so a benchmark can hold whole families out.
 """
@@ -74,21 +73,6 @@ def _orient(
 
 
 # --------------------------------------------------------------------------- mammograms
-def _add_specks(img: np.ndarray, rng: np.random.Generator, s: float) -> int:
-    """Unlabelled specks sharper than the image's blur, anywhere (breast or air): film dust,
-    dead or hot detector pixels, scanner defects. 0-6 on average per image, 1 px or 2×2 px,
-    3-12 background standard deviations ``s``, mostly bright. Being sharper than the PSF every
-    lesion went through is what tells them from the smallest calcifications. Returns the count."""
-    n = int(rng.poisson(rng.uniform(0, 6)))
-    h, w = img.shape
-    for _ in range(n):
-        y, x = int(rng.integers(h - 1)), int(rng.integers(w - 1))
-        size = 2 if rng.uniform() < 0.3 else 1
-        sign = 1.0 if rng.uniform() < 0.8 else -1.0
-        img[y : y + size, x : x + size] += sign * float(rng.uniform(3, 12)) * s
-    return n
-
-
 def diverse_mammogram(
     shape: tuple[int, int] = (384, 384),
     seed: int | np.random.Generator | None = None,
@@ -164,7 +148,6 @@ def diverse_mammogram(
     if rng.uniform() < 0.3:
         grain = ndi.gaussian_filter(rng.normal(0, 1, shape), 0.8)
         img = img + grain / (grain.std() + 1e-9) * float(rng.uniform(0.1, 0.4)) * s2
-    _add_specks(img, rng, s2)
     # detector response / processing: gamma or film log response, then a 10-16-bit range
     vals = img[mask] if mask.any() else img.ravel()
     a, b = np.percentile(vals, [0.1, 99.9])
