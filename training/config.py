@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -234,19 +233,15 @@ class LocatedError(ValueError):
         self.key, self.message = key, message
 
 
-_GRAVITY_ERROR = re.compile(r"GravityConfig\.(\w+): (.*)", re.S)
-_RETINA_ERROR = re.compile(r"net\.(\w+): (.*)", re.S)
-
-
 def _gravity_net(net: dict[str, Any]) -> Any:
-    from napari_gravity.core.config import GravityConfig
+    from napari_gravity.core.config import ConfigFieldError, GravityConfig
 
     try:
         out = GravityConfig.from_dict(net)
-    except (TypeError, ValueError) as exc:  # "GravityConfig.step: ..." names the field
-        m = _GRAVITY_ERROR.match(str(exc))
-        text = str(exc).removeprefix("GravityConfig: ")
-        raise LocatedError(m.group(1), m.group(2)) if m else LocatedError(None, text) from None
+    except ConfigFieldError as exc:
+        raise LocatedError(exc.field, exc.detail) from None
+    except (TypeError, ValueError) as exc:
+        raise LocatedError(None, str(exc).removeprefix("GravityConfig: ")) from None
     if out.head_channels > MAX_HEAD_CHANNELS:
         raise LocatedError(
             "head_channels", f"must be <= {MAX_HEAD_CHANNELS}, got {out.head_channels}"
@@ -255,13 +250,15 @@ def _gravity_net(net: dict[str, Any]) -> Any:
 
 
 def _retina_net(net: dict[str, Any]) -> Any:
+    from napari_gravity.core.config import ConfigFieldError
     from training.retinanet import RetinaNetConfig
 
     try:
         return RetinaNetConfig.from_dict(net)
+    except ConfigFieldError as exc:
+        raise LocatedError(exc.field, exc.detail) from None
     except (TypeError, ValueError) as exc:
-        m = _RETINA_ERROR.match(str(exc))
-        raise LocatedError(m.group(1), m.group(2)) if m else LocatedError(None, str(exc)) from None
+        raise LocatedError(None, str(exc)) from None
 
 
 class TrainConfig(BaseModel):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_gravity.core.config import ConfigFieldError
 from napari_gravity.types import Detections
 
 RETINA_DEFAULTS: dict[str, Any] = {
@@ -37,34 +38,37 @@ _BACKBONES = ("resnet18", "resnet34", "resnet50")
 
 
 def validate_retinanet_net(net: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults and check the ``net`` section of a RetinaNet config (errors name the key)."""
+    """Fill defaults and check the ``net`` section of a RetinaNet config (errors are
+    ``ConfigFieldError`` naming ``net.KEY``)."""
+
+    def bad(key: str, detail: str) -> ConfigFieldError:
+        return ConfigFieldError(key, detail, owner="net")
+
     unknown = sorted(set(net) - set(RETINA_DEFAULTS))
     if unknown:
-        raise ValueError(
-            f"net.{unknown[0]}: unknown key for model: retinanet; known: {', '.join(sorted(RETINA_DEFAULTS))}"
-        )
+        known = ", ".join(sorted(RETINA_DEFAULTS))
+        raise bad(unknown[0], f"unknown key for model: retinanet; known: {known}")
     out = {**RETINA_DEFAULTS, **net}
     if out["backbone"] not in _BACKBONES:
-        raise ValueError(f"net.backbone: {out['backbone']!r} is not one of {_BACKBONES}")
+        raise bad("backbone", f"{out['backbone']!r} is not one of {_BACKBONES}")
     a = out["anchor_sizes"]
     if not (
         isinstance(a, list)
         and len(a) == 5
         and all(isinstance(v, (int, float)) and v > 0 for v in a)
     ):
-        raise ValueError(f"net.anchor_sizes: must be 5 positive sizes (P3-P7), got {a!r}")
+        raise bad("anchor_sizes", f"must be 5 positive sizes (P3-P7), got {a!r}")
     for key in ("min_box_radius", "score_thresh", "box_nms_iou", "threshold"):
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ValueError(f"net.{key}: must be a number >= 0, got {v!r}")
+            raise bad(key, f"must be a number >= 0, got {v!r}")
         out[key] = float(v)
     if out["normalization"] not in ("minmax", "percentile", "none"):
-        raise ValueError(
-            f"net.normalization: {out['normalization']!r} is not minmax/percentile/none"
-        )
+        raise bad("normalization", f"{out['normalization']!r} is not minmax/percentile/none")
     if not isinstance(out["detections_per_img"], int) or out["detections_per_img"] < 1:
-        raise ValueError(
-            f"net.detections_per_img: must be a positive integer, got {out['detections_per_img']!r}"
+        raise bad(
+            "detections_per_img",
+            f"must be a positive integer, got {out['detections_per_img']!r}",
         )
     return out
 

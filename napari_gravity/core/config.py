@@ -24,6 +24,15 @@ HEAD_NORMS = (None, "gn")
 NORMALIZATIONS = ("minmax", "percentile", "local", "none")
 
 
+class ConfigFieldError(ValueError):
+    """A configuration value that fails validation: ``field`` names it, ``detail`` says why;
+    ``str()`` is ``"{owner}.{field}: {detail}"``."""
+
+    def __init__(self, field: str, detail: str, owner: str = "GravityConfig") -> None:
+        super().__init__(f"{owner}.{field}: {detail}")
+        self.field, self.detail = field, detail
+
+
 @dataclass
 class GravityConfig:
     """GravityNet configuration.
@@ -77,8 +86,8 @@ class GravityConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        def bad(field: str, msg: str) -> ValueError:
-            return ValueError(f"GravityConfig.{field}: {msg}")
+        def bad(field: str, msg: str) -> ConfigFieldError:
+            return ConfigFieldError(field, msg)
 
         if self.backbone not in BACKBONES:
             raise bad("backbone", f"{self.backbone!r} is not one of {', '.join(BACKBONES)}")

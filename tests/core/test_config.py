@@ -57,3 +57,13 @@ def test_step_bound_depends_on_stride():
     GravityConfig(stride=8, step=6)
     with pytest.raises(ValueError, match="K-2 = 14"):
         GravityConfig(stride=16, step=15)
+
+
+def test_a_bad_field_is_named_by_the_error_itself():
+    from napari_gravity.core.config import ConfigFieldError
+
+    with pytest.raises(ConfigFieldError) as info:
+        GravityConfig(step=99, stride=8)
+    assert info.value.field == "step" and "K-2" in info.value.detail
+    assert str(info.value).startswith("GravityConfig.step: ")
+    assert isinstance(info.value, ValueError)  # callers catching ValueError still do
