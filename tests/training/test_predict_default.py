@@ -60,3 +60,35 @@ def test_format_inbreast_predicts_in_the_data_sets_frame_and_ids(tmp_path):
         det = pred.detect(s.image, mask=s.mask, threshold=0.05)
         mine = sorted((float(r["y"]), float(r["x"])) for r in rows if r["image"] == ref.image_id)
         assert np.allclose(mine, sorted(map(tuple, det.points)), atol=1e-3)
+
+
+def test_bf16_is_opt_in_recorded_and_close_to_fp32(tmp_path):
+    """--bf16 reaches the Predictor (CPU autocast), is part of the run's settings, and its
+    scores stay within bf16 rounding of the fp32 run's on the same detections."""
+    import csv
+
+    from napari_gravity.data.synthetic import synth_mammogram
+    from training.predict_cli import load_detector
+
+    det, *_ = load_detector("default_mc", "cpu", cpu_bf16=True)
+    assert det.cpu_bf16 and not load_detector("default_mc", "cpu")[0].cpu_bf16
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "b.png", synth_mammogram((192, 192), 5).image.astype(np.uint16))
+    rows = {}
+    for flag in ([], ["--bf16"]):
+        out = tmp_path / f"out{len(flag)}"
+        args = ["predict", "default_mc", str(folder), "--out", str(out), "--device", "cpu"]
+        assert main([*args, "--threshold", "0.3", "--no-progress", *flag]) == 0
+        with open(out / "predictions.csv", newline="") as fh:
+            rows[bool(flag)] = {
+                (round(float(r["y"])), round(float(r["x"]))): float(r["score"])
+                for r in csv.DictReader(fh)
+                if r["score"]
+            }
+        settings = json.loads((out / "summary.json").read_text())["settings"]
+        assert settings.get("bf16", False) is bool(flag)
+    common = set(rows[False]) & set(rows[True])
+    assert len(common) >= 0.8 * max(len(rows[False]), 1) and rows[False]
+    assert max(abs(rows[False][k] - rows[True][k]) for k in common) < 0.05
+    assert any(rows[False][k] != rows[True][k] for k in common)  # bf16 did run
