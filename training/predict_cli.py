@@ -885,15 +885,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         paths = collect_images(args.inputs)
         ids = image_ids(paths)
-    from training.distributed import cleanup, setup_distributed
+    from training.distributed import barrier, cleanup, setup_distributed
 
     kind = _device_kind(args.device)
     info = setup_distributed(kind)
     device = f"cuda:{info.local_rank}" if info.enabled and kind == "cuda" else args.device
     try:
-        return _run(args, paths, ids, device, workers, info)
+        rc = _run(args, paths, ids, device, workers, info)
+        barrier(info)  # every rank leaves together
     finally:
         cleanup(info)
+    if info.initialised_here:
+        # a torchrun rank ends here, its files written and closed: leaving through the C++
+        # static destructors of gloo's threads sometimes aborts the process ("terminate called
+        # without an active exception", exit -6, about 1 run in 20 here) after the work is done
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info) -> int:
