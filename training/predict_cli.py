@@ -335,6 +335,10 @@ def _identity(x: Any) -> Any:
 
 
 def _worker_died(exc: BaseException) -> bool:
+    """A reader process's death as the main process sees it: PyTorch's RuntimeError, or, when
+    the death cuts a transfer short, the pipe's ConnectionError / EOFError."""
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return True
     return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
 
 
@@ -513,7 +517,7 @@ def predict_each(
 
     try:
         go(list(range(len(paths))), workers)
-    except RuntimeError as exc:
+    except (RuntimeError, ConnectionError, EOFError) as exc:
         if workers <= 0 or not _worker_died(exc):
             raise
         rest = [k for k, i in enumerate(ids) if i not in handled]
