@@ -192,6 +192,4 @@ def local_contrast(x: torch.Tensor) -> torch.Tensor:
 def _local_contrast(img: np.ndarray) -> np.ndarray:
     import torch
 
-    if img.ndim != 2:
-        raise ValueError(f"normalize_image: 'local' needs a 2-D image, got shape {img.shape}")
     return local_contrast(torch.from_numpy(np.ascontiguousarray(img, np.float32))).numpy()

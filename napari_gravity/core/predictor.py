@@ -346,8 +346,9 @@ class Predictor:
 
         ``mask``: the network sees only the mask's bounding box grown by ``crop_margin`` (points
         whose gravity point lies outside it score 0; the output's ``mask`` is not set: one
-        output serves every mask with the same crop). ``progress(fraction)`` is called as the forward pass advances and with 1.0 at
-        the end; an exception it raises stops the run and propagates (nothing is cached)."""
+        output serves every mask with the same crop). ``progress(fraction)`` is called as the
+        forward pass advances and with 1.0 at the end; an exception it raises stops the run and
+        propagates (nothing is cached)."""
         return self.raw_batch([image], None if mask is None else [mask], progress)[0]
 
     @torch.inference_mode()
@@ -420,8 +421,8 @@ class Predictor:
         only (``None``: everywhere; empty: nowhere) and -inf logits / zero offsets elsewhere."""
         norm = self.config.normalization
         model, s = self.model, self.config.stride
+        hf, wf = -(-shape[0] // s), -(-shape[1] // s)  # the image's feature cells
         if box is not None and box[1] <= box[0]:  # empty mask: no forward pass at all
-            hf, wf = -(-shape[0] // s), -(-shape[1] // s)
             n = hf * wf * model.num_points_per_cell
             return (
                 torch.full((len(images), n), -math.inf, device=self.device),
@@ -436,7 +437,6 @@ class Predictor:
                 return model(x)
             cls, reg = model.head_maps(model.features(x))
         # paste the crop's maps into image-sized ones
-        hf, wf = -(-shape[0] // s), -(-shape[1] // s)
         r0, c0 = y0 // s, x0 // s
         hc, wc = min(cls.shape[-2], hf - r0), min(cls.shape[-1], wf - c0)
         full_cls = cls.new_full((*cls.shape[:2], hf, wf), -math.inf)

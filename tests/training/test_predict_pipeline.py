@@ -65,6 +65,19 @@ def _reference(model_file, folder: Path, threshold: float, tmp: Path) -> str:
     return write_predictions_csv(tmp / "reference.csv", preds).read_text()
 
 
+def _count_detections(monkeypatch) -> list:
+    """The shapes of the images ``Predictor.detect`` runs on from now on."""
+    detected = []
+    real_detect = Predictor.detect
+
+    def counting(self, image, *a, **k):
+        detected.append(image.shape)
+        return real_detect(self, image, *a, **k)
+
+    monkeypatch.setattr(Predictor, "detect", counting)
+    return detected
+
+
 def _args(model, folder, out, *extra, threshold="0.0"):
     return [
         "predict",
@@ -160,14 +173,7 @@ def test_a_crash_leaves_a_valid_csv_and_resume_finishes(tmp_path, model_file, mo
     assert main(_args(model_file, folder, out, "--resume", threshold="0.5")) == 1
     err = capsys.readouterr().err
     assert "--resume" in err and "other settings" in err and "threshold" in err
-    detected = []
-    real_detect = Predictor.detect
-
-    def counting(self, image, *a, **k):
-        detected.append(image.shape)
-        return real_detect(self, image, *a, **k)
-
-    monkeypatch.setattr(Predictor, "detect", counting)
+    detected = _count_detections(monkeypatch)
     assert main(_args(model_file, folder, out, "--resume", "--workers", "1")) == 0
     assert len(detected) == 2  # d and e; a, b and c (journalled) are kept
     assert (out / "predictions.csv").read_text() == ref
@@ -183,14 +189,7 @@ def test_resume_of_a_finished_run_predicts_only_new_images(tmp_path, model_file,
     assert main(_args(model_file, folder, out, threshold="1.0")) == 0
     assert (out / "predictions.csv").read_text() == "image,y,x,score\na,,,\nb,,,\nc,,,\n"
     _images(folder, names=("d",))
-    detected = []
-    real_detect = Predictor.detect
-
-    def counting(self, image, *a, **k):
-        detected.append(image.shape)
-        return real_detect(self, image, *a, **k)
-
-    monkeypatch.setattr(Predictor, "detect", counting)
+    detected = _count_detections(monkeypatch)
     assert main(_args(model_file, folder, out, "--resume", threshold="1.0")) == 0
     assert detected == [SHAPES["d"]]
     assert (out / "predictions.csv").read_text() == "image,y,x,score\na,,,\nb,,,\nc,,,\nd,,,\n"
