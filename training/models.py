@@ -81,7 +81,8 @@ class GravityAdapter:
     def detector(self, device: torch.device):
         from napari_gravity.core.predictor import Predictor
 
-        return Predictor(self.model, self.config, device=str(device))
+        # the live training model keeps its memory format (train.channels_last decides it)
+        return Predictor(self.model, self.config, device=str(device), channels_last=None)
 
     def net_config(self) -> dict[str, Any]:
         return self.config.to_dict()

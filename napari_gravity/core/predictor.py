@@ -237,7 +237,9 @@ class Predictor:
     ``detect(image, mask=None)``).
 
     ``amp``: bf16/fp16 autocast on CUDA. ``cpu_bf16``: bf16 autocast on the CPU (opt-in: ~1.7x
-    faster where the CPU has native bf16, scores differ from fp32 by ~1e-2)."""
+    faster where the CPU has native bf16, scores differ from fp32 by ~1e-2). ``channels_last``:
+    convert the model's weights (in place) to channels-last; ``None`` leaves the memory format
+    alone (a trainer validating its live model keeps the layout it trains in)."""
 
     def __init__(
         self,
@@ -250,11 +252,13 @@ class Predictor:
         amp: bool = True,
         cpu_bf16: bool = False,
         cache_size: int = 4,
+        channels_last: bool | None = True,
     ):
         self.config = config or model.config
         self.device = _resolve_device(device)
-        # channels-last convolutions: ~1.7x faster on a 2-core AVX-512 CPU as well as on GPUs
-        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.model = model.to(self.device).eval()
+        if channels_last:  # ~1.4x faster on a 2-core AVX-512 CPU as well as on GPUs
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.name = name or f"GravityNet ({self.config.backbone}, step {self.config.step})"
         self.floor = float(floor)
         self.amp = bool(amp)

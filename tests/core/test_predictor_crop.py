@@ -181,3 +181,16 @@ def test_interactive_floor_by_hand_and_exact_below_it(net):
         np.testing.assert_array_equal(a.points, b.points)
         np.testing.assert_array_equal(a.scores, b.scores)
     assert len(low.detect(img, threshold=0.05)) > len(low.detect(img, threshold=0.2)) > 0
+
+
+def test_channels_last_is_a_choice_and_none_leaves_the_model_alone():
+    def layout(m):
+        w = m.backbone.layer1[0].conv1.weight  # 64 input channels: the layouts differ
+        return w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+    cfg = GravityConfig(backbone="resnet18", step=4, stride=8, head_channels=32)
+    model = GravityNet(cfg)
+    Predictor(model, device="cpu", channels_last=None)
+    assert not layout(model)  # a trainer's live model keeps its layout
+    Predictor(model, device="cpu")
+    assert layout(model)
