@@ -70,9 +70,7 @@ def cbis_film() -> np.ndarray:
 
 def _old_predictor(path: str) -> Predictor:
     """The path before issue 10: contiguous fp32 model, whole image, mask applied afterwards."""
-    pred = Predictor.from_file(path, device="cpu")
-    pred.model = pred.model.to(memory_format=torch.contiguous_format)
-    return pred
+    return Predictor.from_file(path, device="cpu", channels_last=False)
 
 
 def old_detect(pred: Predictor, img: np.ndarray, mask: np.ndarray | None, **kw):
