@@ -9,6 +9,7 @@ same code path as prediction), and how to save a model file. GravityNet uses the
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -81,8 +82,10 @@ class GravityAdapter:
     def detector(self, device: torch.device):
         from napari_gravity.core.predictor import Predictor
 
-        # the live training model keeps its memory format (train.channels_last decides it)
-        return Predictor(self.model, self.config, device=str(device), channels_last=None)
+        # a copy: the Predictor lays its model out as inference does (channels-last), so the
+        # validation scores are those of the exported model, while the live training model
+        # keeps the memory format train.channels_last gave it
+        return Predictor(copy.deepcopy(self.model), self.config, device=str(device))
 
     def net_config(self) -> dict[str, Any]:
         return self.config.to_dict()
