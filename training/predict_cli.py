@@ -515,19 +515,24 @@ def predict_each(
                 on_failed(ev)
                 handled.add(ev["image"])
 
-    try:
-        go(list(range(len(paths))), workers)
-    except (RuntimeError, ConnectionError, EOFError) as exc:
-        if workers <= 0 or not _worker_died(exc):
-            raise
-        rest = [k for k, i in enumerate(ids) if i not in handled]
-        print(
-            f"gravity predict: a reader process died ({str(exc)[:200]}); reading the other "
-            f"{len(rest)} image(s) in this process",
-            file=sys.stderr,
-            flush=True,
-        )
-        go(rest, 0)
+    todo, n_workers = list(range(len(paths))), workers
+    for attempt in range(3):
+        try:
+            go(todo, n_workers)
+            return
+        except (RuntimeError, ConnectionError, EOFError) as exc:
+            # the death may surface twice: a broken pipe first, then PyTorch's SIGCHLD error
+            # once this process already reads in-process; each time, go on with what is left
+            if workers <= 0 or not _worker_died(exc) or attempt == 2:
+                raise
+            todo, n_workers = [k for k, i in enumerate(ids) if i not in handled], 0
+            if attempt == 0:
+                print(
+                    f"gravity predict: a reader process died ({str(exc)[:200]}); reading the "
+                    f"other {len(todo)} image(s) in this process",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 def predict_paths(
