@@ -8,18 +8,27 @@ DOCKS = ("Detect lesions", "Review", "Evaluate", "Retrain")
 
 
 def open_viewer(sample: str | None = "mammogram", paths=(), show: bool = True):
-    """A napari viewer with the four docks (Detect and Review tabbed on the right)."""
+    """A napari viewer with the four docks (Detect and Review tabbed on the right).
+
+    torch is imported in the background while napari starts, and the window shows only once
+    it is in: the GUI never stalls on the import later (see ``_torch``)."""
     import napari
 
+    from . import _torch
     from ._prefs import activate
 
     activate()
-    viewer = napari.Viewer(title="napari-gravity", show=show)
+    _torch.keep_triton_out()
+    _torch.start_torch_import()
+    viewer = napari.Viewer(title="napari-gravity", show=False)
     docks = {}
     for name in DOCKS:
         dock, widget = viewer.window.add_plugin_dock_widget("napari-gravity", name)
         docks[name] = (dock, widget)
     arrange(viewer, docks)
+    _torch.finish_import_before_showing()
+    if show:
+        viewer.window.show()
     for path in paths:
         viewer.open(path, plugin=None)  # as File > Open: the preferred reader (ours, see _prefs)
     if sample and not paths:

@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 
 
+def keep_triton_out() -> None:
+    """Make ``import triton`` fail cleanly in this process (see ``block_triton_in_gui``), whether
+    or not a Qt application exists yet; ``GRAVITY_ALLOW_TRITON=1`` turns this off."""
+    if "triton" not in sys.modules and os.environ.get("GRAVITY_ALLOW_TRITON") != "1":
+        sys.modules["triton"] = None
+
+
 def block_triton_in_gui() -> None:
     """Keep torch from importing triton inside a running Qt GUI.
 
@@ -24,7 +31,7 @@ def block_triton_in_gui() -> None:
     except Exception:  # no Qt: nothing to protect
         return
     if QApplication.instance() is not None:
-        sys.modules["triton"] = None  # torch treats this as "triton not installed"
+        keep_triton_out()  # torch treats a None module as "triton not installed"
 
 
 def _dlopen_torch_libraries() -> None:
@@ -114,6 +121,19 @@ def preload_torch() -> None:
     """Import torch / torchvision now, in the calling thread (scripts and tests)."""
     start_torch_import()
     wait_for_torch()
+
+
+def finish_import_before_showing() -> None:
+    """For a launcher: wait for the background import before the window appears.
+
+    Importing torch costs ~2 s of CPU and, even in a background thread, holds the GIL in
+    stretches of 50-300 ms (extension modules initialising), which stall a visible GUI's event
+    loop; done while the window is still hidden, no stall is ever seen. An import error is
+    left for ``wait_for_torch`` to report where a model is loaded."""
+    try:
+        wait_for_torch()
+    except RuntimeError:
+        pass
 
 
 def device_name(detector=None) -> str:

@@ -22,9 +22,13 @@ SCRIPT = textwrap.dedent(
     import re, sys, threading, time, traceback
     # a widget call (Qt lays out / paints in C++, GIL released) on top of the stack is Qt's time
     QT_CALL = re.compile(r"\\.(set[A-Z]\\w*|add\\w*|clear|show|hide|repaint|update)\\(")
-    from napari_gravity.plugin.__main__ import open_viewer
+    import napari
+    from napari_gravity.plugin.__main__ import DOCKS
     assert "torch" not in sys.modules
-    viewer, docks = open_viewer(None, [sys.argv[2]], show=True)
+    # as a user does in plain napari: the viewer first, then the docks from the Plugins menu
+    viewer = napari.Viewer(show=True)
+    docks = {n: viewer.window.add_plugin_dock_widget("napari-gravity", n) for n in DOCKS}
+    viewer.open(sys.argv[2], plugin=None)
     from qtpy.QtCore import QEventLoop, QTimer
     # the event loop's stalls from here on: torch imports in the background, then Detect
     gaps, ours, last = [], [], [time.perf_counter()]
@@ -83,3 +87,37 @@ def test_model_loads_inside_gui_without_crash(tmp_path, tiny_model, image_folder
     _, _, max_ms, _, _stalls, _, in_plugin = lag.split()
     assert int(in_plugin) == 0, out.stdout[-3000:]
     assert float(max_ms) < 1000, lag
+
+
+LAUNCHER = textwrap.dedent(
+    """
+    import sys
+    import napari
+    from napari_gravity.plugin import _torch
+    from napari_gravity.plugin.__main__ import open_viewer
+    assert "torch" not in sys.modules
+    seen = []
+    import napari._qt.qt_main_window as qmw
+    show = qmw.Window.show
+    def spy(self, *a, **k):  # torch's state at the moment the window appears
+        seen.append(_torch.torch_ready())
+        return show(self, *a, **k)
+    qmw.Window.show = spy
+    viewer, docks = open_viewer(None, show=True)
+    print("SHOWN_WITH_TORCH", seen, viewer.window._qt_window.isVisible(), flush=True)
+    viewer.close()
+    """
+)
+
+
+def test_the_launcher_shows_its_window_only_with_torch_imported(tmp_path):
+    """``python -m napari_gravity.plugin`` imports torch while napari starts and shows the window
+    after: the import's GIL-holding stretches (50-300 ms each) never stall a visible GUI."""
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER)
+    env = dict(os.environ, GRAVITY_SAMPLES=str(tmp_path), GRAVITY_MODELS=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=170, env=env
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "SHOWN_WITH_TORCH [True] True" in out.stdout, out.stdout[-2000:]

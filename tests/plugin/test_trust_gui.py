@@ -6,6 +6,7 @@ Run: QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/pytes
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -19,11 +20,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def open_gui(make_napari_viewer, show=True):
+    """The viewer and docks as the launcher (``open_viewer``) makes them: torch imported while
+    the window is still hidden."""
+    from napari_gravity.plugin import _torch
     from napari_gravity.plugin.__main__ import DOCKS, arrange
 
-    viewer = make_napari_viewer(show=show)
+    _torch.keep_triton_out()
+    _torch.start_torch_import()
+    viewer = make_napari_viewer(show=False)
     docks = {n: viewer.window.add_plugin_dock_widget("napari-gravity", n) for n in DOCKS}
     arrange(viewer, docks, size=(1400, 1000))
+    _torch.finish_import_before_showing()
+    if show:
+        viewer.window.show()
     return viewer, {n: w for n, (_d, w) in docks.items()}
 
 
@@ -49,6 +58,7 @@ class LagMeter:
 
         self.gaps: list[float] = []
         self.ours: list[str] = []  # stacks sampled in plugin code during a stall
+        self.any_stack: list[str] = []  # every stack sampled during a stall (diagnostics)
         self._last = time.perf_counter()
         self._stop = False
         self.timer = QTimer()
@@ -70,6 +80,7 @@ class LagMeter:
                 continue
             frame = sys._current_frames().get(main_id)
             stack = traceback.extract_stack(frame) if frame is not None else []
+            self.any_stack.append("".join(traceback.format_list(stack[-8:])))
             ours = [i for i, f in enumerate(stack) if "napari_gravity" in f.filename]
             # plugin code, or what it called (torch, numpy, I/O), at the top of the stack; a
             # synchronous Qt repaint it triggered (napari / vispy drawing) is not counted
@@ -94,6 +105,8 @@ class LagMeter:
         self._stop = True
         self.timer.stop()
         gaps = np.asarray(self.gaps) * 1000
+        if os.environ.get("GRAVITY_LAG_DUMP"):  # every stall's GUI-thread stack, for diagnosis
+            print("\n=== stall stacks ===\n" + "\n---\n".join(dict.fromkeys(self.any_stack)))
         return {
             "max_ms": round(float(gaps.max(initial=0)), 1),
             "p99_ms": round(float(np.percentile(gaps, 99)) if len(gaps) else 0.0, 1),
@@ -292,7 +305,9 @@ def mark_reviewed(paths):
 
 
 HAS_TINY = (ROOT / "training" / "configs" / "tiny.yaml").exists()
-LAG_MS = 1000  # overall stall bound on a 2-core box shared with other jobs (idle: < 100 ms)
+#: overall stall bound on a 2-core box shared with other jobs (the issue's bar, 100 ms, holds on an
+#: idle one: ``GRAVITY_LAG_MS=100``, as benchmarks/gui_lag.py runs it)
+LAG_MS = float(os.environ.get("GRAVITY_LAG_MS", "1000"))
 
 
 @pytest.mark.skipif(not HAS_TINY, reason="training/configs/tiny.yaml not available")
@@ -337,8 +352,9 @@ def test_cancel_registers_nothing_and_the_gui_never_stalls(
     # --- Detect, then γ / NMS changes, while a 10 ms timer watches the event loop
     meter = LagMeter().start()
     run_detect(qtbot, det)
-    for n in (5, 40, 15):
+    for n in (5, 40, 15):  # one change per event-loop turn, as a reader's slider / spin box
         det.set_threshold(0.3 + 0.01 * n)
+        qtbot.wait(20)
         det.box_spin.setValue(7 + n % 9)
         qtbot.wait(20)
     lag["detect"] = meter.stop()
