@@ -444,8 +444,16 @@ def predict_stream(
         if not pending:
             return
         t0 = time.perf_counter()
-        try:  # one forward pass per shape
-            raws = detector.raw_batch([r.image for r in pending], [r.mask for r in pending])
+        images, masks = [r.image for r in pending], [r.mask for r in pending]
+        try:  # one forward pass per shape; a Predictor post-processes on its device
+            if hasattr(detector, "detect_batch"):
+                dets = detector.detect_batch(images, masks, **kwargs)
+            else:
+                raws = detector.raw_batch(images, masks)
+                dets = [
+                    detector.from_raw(raw, mask=m, **kwargs)
+                    for raw, m in zip(raws, masks, strict=True)
+                ]
         except (ValueError, MemoryError, RuntimeError) as exc:
             if _worker_died(exc):
                 raise
@@ -454,8 +462,7 @@ def predict_stream(
             pending.clear()
             return
         dt = (time.perf_counter() - t0) / len(pending)
-        for r, raw in zip(pending, raws, strict=True):
-            det = detector.from_raw(raw, mask=r.mask, **kwargs)
+        for r, det in zip(pending, dets, strict=True):
             yield (
                 "image",
                 (r.image_id, det, _row(r.image_id, r.path, r.image.shape, det, r.mask, dt)),

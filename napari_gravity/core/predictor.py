@@ -8,6 +8,12 @@ callback follows the forward pass convolution by convolution (raise in it to can
 and ``from_raw`` post-process from the cache: the NMS over the candidates above a small floor
 score is computed once per (L, IoU) and a threshold change is a mask on that kept set (exact for
 every γ ≥ floor, see :mod:`napari_gravity.core.postprocess`).
+
+``detect`` / ``detect_batch`` (``postprocess="device"``, the default) take a lean path instead:
+decode, threshold, NMS and the mask filter run where the network's outputs are (the GPU, or the
+CPU) and only the survivors are copied to host arrays; nothing is cached (the GUI's live
+re-thresholding uses ``raw``), and no content hash is computed unless ``raw`` filled the cache. The detections equal ``from_raw(raw(...))`` (tested); on a 2-core
+CPU a full mammogram at the operating γ is ~20 % faster this way (no 532k-point host copies).
 """
 
 from __future__ import annotations
@@ -226,6 +232,37 @@ def _forward_progress(model: torch.nn.Module, progress: Progress | None, lo: flo
             h.remove()
 
 
+def _pixel_torch(p: torch.Tensor) -> torch.Tensor:
+    """The pixel of float points, ``floor(p + 0.5)`` computed exactly (as ``geometry._pixel``)."""
+    f = torch.floor(p)
+    return (f + ((p - f) >= 0.5).to(f.dtype)).long()
+
+
+def select_on_device(
+    points: torch.Tensor,
+    scores: torch.Tensor,
+    shape: tuple[int, int],
+    threshold: float,
+    box: float,
+    iou: float,
+    mask: torch.Tensor | None = None,
+) -> Detections:
+    """Detections of one image's decoded candidates, computed where the tensors live: the NMS
+    over the candidates ≥ ``threshold`` inside the image, then the mask filter (as
+    ``RawOutput.select``: a point outside the mask still suppresses its neighbours), sorted by
+    decreasing score; only the survivors reach the host."""
+    h, w = int(shape[0]), int(shape[1])
+    y, x = points[:, 0], points[:, 1]
+    valid = (scores >= threshold) & (y >= -0.5) & (y < h - 0.5) & (x >= -0.5) & (x < w - 0.5)
+    keep = nms_keep_torch(points, scores, box, iou, valid=valid, extent=(h, w))
+    idx = torch.nonzero(keep).flatten()
+    if mask is not None and idx.numel():
+        rc = _pixel_torch(points[idx])
+        idx = idx[mask[rc[:, 0], rc[:, 1]]]
+    idx = idx[torch.argsort(-scores[idx], stable=True)]
+    return Detections(points=points[idx].cpu().numpy(), scores=scores[idx].cpu().numpy())
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -239,7 +276,10 @@ class Predictor:
     ``amp``: bf16/fp16 autocast on CUDA. ``cpu_bf16``: bf16 autocast on the CPU (opt-in: ~1.7x
     faster where the CPU has native bf16, scores differ from fp32 by ~1e-2). ``channels_last``:
     convert the model's weights (in place) to channels-last; ``None`` leaves the memory format
-    alone (a trainer validating its live model keeps the layout it trains in)."""
+    alone (a trainer validating its live model keeps the layout it trains in).
+    ``postprocess``: how ``detect`` / ``detect_batch`` decode and run the NMS — ``"device"``
+    (with the outputs, on the GPU or CPU; only survivors are copied; ``"auto"`` is the same) or
+    ``"host"`` (through ``raw``'s cache: a repeated image is not recomputed)."""
 
     def __init__(
         self,
@@ -253,7 +293,10 @@ class Predictor:
         cpu_bf16: bool = False,
         cache_size: int = 4,
         channels_last: bool | None = True,
+        postprocess: str = "auto",
     ):
+        if postprocess not in ("auto", "device", "host"):
+            raise ValueError(f"postprocess must be 'auto', 'device' or 'host', got {postprocess!r}")
         self.config = config or model.config
         self.device = _resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -266,6 +309,7 @@ class Predictor:
         self.cache_size = int(cache_size)
         # on a GPU, raw() also runs the NMS for the configured (L, IoU) there and seeds the cache
         self.device_nms = self.device.type == "cuda"
+        self.postprocess_on_device = postprocess != "host"
         self._cache: OrderedDict[str, RawOutput] = OrderedDict()
 
     @classmethod
@@ -483,4 +527,63 @@ class Predictor:
         nms_iou: float | None = None,
     ) -> Detections:
         """Detections of one image; with ``mask`` the network runs on the mask's crop only."""
+        if self.postprocess_on_device:
+            masks = None if mask is None else [mask]
+            return self.detect_batch([image], masks, threshold, nms_box, nms_iou)[0]
         return self.from_raw(self.raw(image, mask), mask, threshold, nms_box, nms_iou)
+
+    @torch.inference_mode()
+    def detect_batch(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None] | None = None,
+        threshold: float | None = None,
+        nms_box: float | None = None,
+        nms_iou: float | None = None,
+        progress: Progress | None = None,
+    ) -> list[Detections]:
+        """Detections of several images; those with the same shape and crop share one forward
+        pass. With ``postprocess_on_device`` the decoding, NMS and mask run on the device and only
+        the survivors are copied (nothing is cached); otherwise ``from_raw(raw_batch(...))``."""
+        imgs = [self._check(im) for im in images]
+        masks = [None] * len(imgs) if masks is None else list(masks)
+        if len(masks) != len(imgs):
+            raise ValueError(f"detect_batch: {len(imgs)} images but {len(masks)} masks")
+        for im, m in zip(imgs, masks, strict=True):
+            if m is not None and np.asarray(m).shape != im.shape:
+                raise ValueError(
+                    f"mask shape {np.asarray(m).shape} does not match image shape {im.shape}"
+                )
+        c = self.config
+        thr = c.threshold if threshold is None else float(threshold)
+        box = c.nms_box if nms_box is None else float(nms_box)
+        iou = c.nms_iou if nms_iou is None else float(nms_iou)
+        if not self.postprocess_on_device:
+            raws = self.raw_batch(imgs, masks, progress)
+            return [self.from_raw(r, m, thr, box, iou) for r, m in zip(raws, masks, strict=True)]
+        s, margin = c.stride, self.crop_margin
+        groups: dict[tuple, list[int]] = {}
+        out: list[Detections | None] = [None] * len(imgs)
+        for i, (im, m) in enumerate(zip(imgs, masks, strict=True)):
+            b = None if margin is None else crop_box(m, im.shape, s, margin)
+            # an image whose raw output is cached (raw() was called) is not recomputed; with an
+            # empty cache (batch prediction) no content hash is computed at all
+            hit = self._cache.get(f"{image_key(im)}|{b}") if self._cache else None
+            if hit is not None:
+                out[i] = self.from_raw(hit, m, thr, box, iou)
+            else:
+                groups.setdefault((im.shape, b), []).append(i)
+        for g, ((shape, box_px), idx) in enumerate(groups.items()):
+            lo, hi = g / len(groups), (g + 1) / len(groups)
+            logits, offsets = self._forward([imgs[i] for i in idx], shape, box_px, progress, lo, hi)
+            gp = self.model.points_for(shape, self.device)
+            for b, i in enumerate(idx):
+                pts = gp + offsets[b].float() * c.d_h
+                sc = torch.sigmoid(logits[b].float())
+                m = masks[i]
+                mt = None if m is None else torch.from_numpy(np.asarray(m, dtype=bool))
+                mt = None if mt is None else mt.to(self.device, non_blocking=True)
+                out[i] = select_on_device(pts, sc, shape, thr, box, iou, mt)
+        if progress is not None:
+            progress(1.0)
+        return out  # type: ignore[return-value]
