@@ -34,6 +34,9 @@ def main() -> int:
     ap.add_argument("--version", type=int, required=True)
     ap.add_argument("--calibrate", metavar="BENCHMARK", help="re-choose NMS and γ on its val split")
     ap.add_argument("--file", help="the model file to ship (default RUN/model.safetensors)")
+    ap.add_argument("--parent", help="the model it was fine-tuned from (default: from scratch)")
+    ap.add_argument("--data", help="what it trained on (default: the robustness recipe's text)")
+    ap.add_argument("--recipe", help="the training command, for the card")
     args = ap.parse_args()
 
     from napari_gravity.core.model_io import read_model_metadata
@@ -86,8 +89,10 @@ def main() -> int:
         "training": {
             "config": md.get("provenance", {}).get("config_file")
             or f"training/configs/robust_{args.task}_cpu.yaml",
-            "data": rob.get("recipe", {}).get("description"),
-            "from_scratch": True,
+            "data": args.data or rob.get("recipe", {}).get("description"),
+            "from_scratch": not args.parent,
+            **({"fine_tuned_from": args.parent} if args.parent else {}),
+            **({"command": args.recipe} if args.recipe else {}),
             "epochs_run": len(epochs),
             "best_epoch": best[-1]["epoch"] if best else None,
             "val_aufroc_10": round(best[-1]["val_aufroc"], 4) if best else None,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import io
 import json
 import logging
@@ -118,7 +119,10 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+@functools.cache
 def git_commit() -> str | None:
+    """The commit of the code this process runs: read once, when training starts (a commit made
+    while a run goes on does not change its provenance)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
@@ -812,6 +816,7 @@ def _train(
     events: EventLog,
     dist_info: tdist.DistInfo,
 ) -> TrainResult:
+    git_commit()  # provenance: the code as it is now, not at export time
     checkpoint = ckpt.load_checkpoint(run_dir / "checkpoint.pt") if resume else None
     if checkpoint is not None and init is not None:
         log.info("--resume: the checkpoint's weights take precedence over --init")
