@@ -97,6 +97,8 @@ def start_torch_import() -> None:
 
             import napari_gravity.core.model_io
             import napari_gravity.core.predictor  # noqa: F401
+
+            settle_heap(collect=False)  # a collection here would hold the GIL ~0.3 s
         except BaseException as exc:  # reported by wait_for_torch
             _TORCH_ERROR.append(exc)
 
@@ -123,17 +125,32 @@ def preload_torch() -> None:
     wait_for_torch()
 
 
+def settle_heap(collect: bool = True) -> None:
+    """Move everything alive now (napari, Qt, torch: millions of objects) out of reach of the
+    cyclic garbage collector (``gc.freeze``). A full collection of that heap holds the GIL for
+    120-300 ms, which froze the GUI at random moments (during Detect's model load, say); later
+    collections only walk objects made afterwards. ``collect`` first frees what is garbage now
+    (itself a 0.3 s pause: only while no window shows)."""
+    import gc
+
+    if collect:
+        gc.collect()
+    gc.freeze()
+
+
 def finish_import_before_showing() -> None:
     """For a launcher: wait for the background import before the window appears.
 
     Importing torch costs ~2 s of CPU and, even in a background thread, holds the GIL in
-    stretches of 50-300 ms (extension modules initialising), which stall a visible GUI's event
-    loop; done while the window is still hidden, no stall is ever seen. An import error is
+    stretches of 50-300 ms (extension modules initialising, full garbage collections of the
+    growing heap), which stall a visible GUI's event loop; done while the window is still hidden,
+    no stall is seen. Then the heap is settled (``settle_heap``). An import error is
     left for ``wait_for_torch`` to report where a model is loaded."""
     try:
         wait_for_torch()
     except RuntimeError:
         pass
+    settle_heap(collect=True)
 
 
 def device_name(detector=None) -> str:

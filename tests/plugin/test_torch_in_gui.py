@@ -105,6 +105,8 @@ LAUNCHER = textwrap.dedent(
     qmw.Window.show = spy
     viewer, docks = open_viewer(None, show=True)
     print("SHOWN_WITH_TORCH", seen, viewer.window._qt_window.isVisible(), flush=True)
+    import gc  # the startup heap is out of the collector's reach (full collections: 0.1-0.3 s)
+    print("FROZEN", gc.get_freeze_count() > 10000, flush=True)
     viewer.close()
     """
 )
@@ -121,3 +123,4 @@ def test_the_launcher_shows_its_window_only_with_torch_imported(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "SHOWN_WITH_TORCH [True] True" in out.stdout, out.stdout[-2000:]
+    assert "FROZEN True" in out.stdout, out.stdout[-2000:]

@@ -80,7 +80,16 @@ class LagMeter:
                 continue
             frame = sys._current_frames().get(main_id)
             stack = traceback.extract_stack(frame) if frame is not None else []
-            self.any_stack.append("".join(traceback.format_list(stack[-8:])))
+            if os.environ.get("GRAVITY_LAG_DUMP"):  # every thread's top frames, for diagnosis
+                tops = []
+                for tid, fr in sys._current_frames().items():
+                    st = traceback.extract_stack(fr)[-3:]
+                    tops.append(
+                        f"[{tid}] " + " | ".join(f"{f.filename[-40:]}:{f.lineno}" for f in st)
+                    )
+                self.any_stack.append(
+                    f"{1000 * (time.perf_counter() - self._last):.0f} ms\n" + "\n".join(tops)
+                )
             ours = [i for i, f in enumerate(stack) if "napari_gravity" in f.filename]
             # plugin code, or what it called (torch, numpy, I/O), at the top of the stack; a
             # synchronous Qt repaint it triggered (napari / vispy drawing) is not counted
