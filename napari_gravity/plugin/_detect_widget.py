@@ -9,7 +9,7 @@ import numpy as np
 from magicgui.widgets import create_widget
 from napari.layers import Image
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QFileDialog, QProgressBar, QSlider
+from qtpy.QtWidgets import QComboBox, QFileDialog, QSlider
 
 from . import _api, _torch, _ui
 from ._session import ROLE_KEY, Dock, image_path_of
@@ -61,7 +61,7 @@ class DetectWidget(Dock):
         self.image_combo = create_widget(annotation=Image, label="Image")
         self.detect_btn = _ui.button("Detect", self.run_detection, bold=True)
         self.cancel_btn = _ui.button("Cancel", self.cancel, enabled=False)
-        self.progress = QProgressBar()
+        self.progress = _ui.ProgressBar()
         self.run_label = _ui.label()
         self.thr_slider = QSlider(Qt.Orientation.Horizontal)
         self.thr_slider.setRange(0, SLIDER_STEPS)

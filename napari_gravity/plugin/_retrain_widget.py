@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtWidgets import QLineEdit, QPlainTextEdit, QProgressBar, QSpinBox
+from qtpy.QtWidgets import QLineEdit, QPlainTextEdit, QSpinBox
 
 from napari_gravity.core.model_io import read_model_metadata
 
@@ -51,7 +51,7 @@ class RetrainWidget(Dock):
         self.name_edit.setToolTip("Registry name of the new model version")
         self.launch_btn = _ui.button("Fine-tune on my corrections", self.launch, bold=True)
         self.cancel_btn = _ui.button("Cancel", self.cancel, enabled=False)
-        self.progress = QProgressBar()
+        self.progress = _ui.ProgressBar()
         self.progress.setRange(0, 1000)
         self.state_label, self.val_label, self.compare_label = (_ui.label() for _ in range(3))
         self.use_btn = _ui.button("Use new model", self.use_new_model, bold=True)

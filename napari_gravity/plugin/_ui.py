@@ -11,12 +11,31 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLayout,
+    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 MUTED = "color: #9aa;"
+
+
+class ProgressBar(QProgressBar):
+    """A progress bar whose new value is drawn with the next paint, not at once.
+
+    ``QProgressBar.setValue`` repaints synchronously; in napari's window, which holds an OpenGL
+    canvas, a repaint composes the whole window (~40 ms under software OpenGL), so a bar moved
+    by a timer or a worker added that to the event loop's stalls. Here the repaint is deferred
+    (updates off while the value changes; turning them back on schedules an ordinary update)."""
+
+    def setValue(self, value: int) -> None:
+        if value == self.value():
+            return
+        self.setUpdatesEnabled(False)
+        try:
+            super().setValue(value)
+        finally:
+            self.setUpdatesEnabled(True)
 
 
 def label(text: str = "", style: str | None = None) -> QLabel:
