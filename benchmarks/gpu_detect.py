@@ -66,15 +66,24 @@ def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
     return time.perf_counter() - t
 
 
-def single_image(pred: Predictor, host: Predictor, img, mask, repeats: int) -> dict:
-    """Interleaved medians of every single-image variant and stage."""
-    sync = _sync_for(pred.device)
-    c, model = pred.config, pred.model
+def _crop_input(pred: Predictor, img, mask):
+    """(crop box, the network's input on the device): the normalised image cut to the breast
+    box, channels-last, as ``Predictor`` feeds it."""
+    c = pred.config
     box = crop_box(mask, img.shape, c.stride, pred.crop_margin)
     y0, y1, x0, x1 = box or (0, img.shape[0], 0, img.shape[1])
     with torch.inference_mode():
         x = pred._normalized(img, c.normalization)[None, None, y0:y1, x0:x1]
-        x = x.contiguous(memory_format=torch.channels_last)
+        return box, x.contiguous(memory_format=torch.channels_last)
+
+
+def single_image(pred: Predictor, host: Predictor, img, mask, repeats: int) -> dict:
+    """Interleaved medians of every single-image variant and stage."""
+    sync = _sync_for(pred.device)
+    c, model = pred.config, pred.model
+    box, x = _crop_input(pred, img, mask)
+    y0, y1, x0, x1 = box or (0, img.shape[0], 0, img.shape[1])
+    with torch.inference_mode():
         gp = model.points_for(img.shape, pred.device)
     thr, nms_box, iou = c.threshold, c.nms_box, c.nms_iou
     state: dict = {}
@@ -191,12 +200,8 @@ def compiled_forward(pred: Predictor, img, mask, repeats: int) -> dict:
     """``torch.compile`` (inductor, static shape) of the crop's forward: compile time, median,
     eager median in the same run and the largest output difference."""
     sync = _sync_for(pred.device)
-    c, model = pred.config, pred.model
-    box = crop_box(mask, img.shape, c.stride, pred.crop_margin)
-    y0, y1, x0, x1 = box or (0, img.shape[0], 0, img.shape[1])
-    with torch.inference_mode():
-        x = pred._normalized(img, c.normalization)[None, None, y0:y1, x0:x1]
-        x = x.contiguous(memory_format=torch.channels_last)
+    model = pred.model
+    _box, x = _crop_input(pred, img, mask)
 
     def eager():
         with pred._autocast():
