@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from napari_gravity.core.normalize import normalize_image
+from napari_gravity.core.postprocess import decode
 from napari_gravity.core.predictor import (
     Predictor,
     crop_box,
@@ -144,7 +145,7 @@ def time_image(name, img, args, path) -> dict:
             new.from_raw(raw, mask, threshold=thr)
             post.append(time.perf_counter() - t)
             t = time.perf_counter()  # the lean path: decode + γ / NMS / mask on the tensors
-            pts = gp + offsets[0].float() * c.d_h
+            pts = decode(gp, offsets[0].float(), c.d_h)
             sc = torch.sigmoid(logits[0].float())
             select_on_device(pts, sc, img.shape, thr, c.nms_box, c.nms_iou, torch.from_numpy(mask))
             post_lean.append(time.perf_counter() - t)

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cpu_detect import cc_phantom  # noqa: E402
 
+from napari_gravity.core.postprocess import decode  # noqa: E402
 from napari_gravity.core.predictor import Predictor, crop_box, select_on_device  # noqa: E402
 from napari_gravity.core.registry import default_model_path  # noqa: E402
 from napari_gravity.data.masks import tissue_mask  # noqa: E402
@@ -97,7 +98,7 @@ def single_image(pred: Predictor, host: Predictor, img, mask, repeats: int) -> d
 
     def post_device():
         logits, offsets = state["out"]
-        pts = gp + offsets[0].float() * c.d_h
+        pts = decode(gp, offsets[0].float(), c.d_h)
         sc = torch.sigmoid(logits[0].float())
         m = torch.from_numpy(np.asarray(mask, dtype=bool)).to(pred.device, non_blocking=True)
         return select_on_device(pts, sc, img.shape, thr, nms_box, iou, m)
