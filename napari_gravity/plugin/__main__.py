@@ -7,26 +7,32 @@ import argparse
 DOCKS = ("Detect lesions", "Review", "Evaluate", "Retrain")
 
 
-def open_viewer(sample: str | None = "mammogram", paths=(), show: bool = True):
-    """A napari viewer with the four docks (Detect and Review tabbed on the right).
+def docked_viewer(make_viewer, size=(1500, 1050), **viewer_kw):
+    """(viewer, {name: (dock, widget)}): a hidden viewer from ``make_viewer(show=False, ...)``
+    with the four docks arranged, returned once torch is imported and the startup heap settled.
 
-    torch is imported in the background while napari starts, and the window shows only once
-    it is in: the GUI never stalls on the import later (see ``_torch``)."""
+    torch is imported in the background while napari builds the window; the caller shows it
+    afterwards, so the GUI never stalls on the import later (see ``_torch``)."""
+    from . import _torch
+
+    _torch.keep_triton_out()
+    _torch.start_torch_import()
+    viewer = make_viewer(show=False, **viewer_kw)
+    docks = {name: viewer.window.add_plugin_dock_widget("napari-gravity", name) for name in DOCKS}
+    arrange(viewer, docks, size)
+    _torch.finish_import_before_showing()
+    return viewer, docks
+
+
+def open_viewer(sample: str | None = "mammogram", paths=(), show: bool = True):
+    """A napari viewer with the four docks (Detect and Review tabbed on the right), shown only
+    once torch is in (``docked_viewer``)."""
     import napari
 
-    from . import _torch
     from ._prefs import activate
 
     activate()
-    _torch.keep_triton_out()
-    _torch.start_torch_import()
-    viewer = napari.Viewer(title="napari-gravity", show=False)
-    docks = {}
-    for name in DOCKS:
-        dock, widget = viewer.window.add_plugin_dock_widget("napari-gravity", name)
-        docks[name] = (dock, widget)
-    arrange(viewer, docks)
-    _torch.finish_import_before_showing()
+    viewer, docks = docked_viewer(napari.Viewer, title="napari-gravity")
     if show:
         viewer.window.show()
     for path in paths:

@@ -22,15 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def open_gui(make_napari_viewer, show=True):
     """The viewer and docks as the launcher (``open_viewer``) makes them: torch imported while
     the window is still hidden."""
-    from napari_gravity.plugin import _torch
-    from napari_gravity.plugin.__main__ import DOCKS, arrange
+    from napari_gravity.plugin.__main__ import docked_viewer
 
-    _torch.keep_triton_out()
-    _torch.start_torch_import()
-    viewer = make_napari_viewer(show=False)
-    docks = {n: viewer.window.add_plugin_dock_widget("napari-gravity", n) for n in DOCKS}
-    arrange(viewer, docks, size=(1400, 1000))
-    _torch.finish_import_before_showing()
+    viewer, docks = docked_viewer(make_napari_viewer, size=(1400, 1000))
     if show:
         viewer.window.show()
     return viewer, {n: w for n, (_d, w) in docks.items()}
@@ -114,7 +108,7 @@ class LagMeter:
         self._stop = True
         self.timer.stop()
         gaps = np.asarray(self.gaps) * 1000
-        if os.environ.get("GRAVITY_LAG_DUMP"):  # every stall's GUI-thread stack, for diagnosis
+        if os.environ.get("GRAVITY_LAG_DUMP"):  # every thread's top frames at each stall
             print("\n=== stall stacks ===\n" + "\n---\n".join(dict.fromkeys(self.any_stack)))
         return {
             "max_ms": round(float(gaps.max(initial=0)), 1),
