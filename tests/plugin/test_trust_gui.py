@@ -171,6 +171,14 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     )
     assert len(layer.data) == len(want), (len(layer.data), len(want))
     assert counts[(31, 0.1)][0] < counts[(7, 0.5)][0]
+    # no detection at γ: the dock names the best candidate below it (the core's top score)
+    gamma = det.thr_slider.value() / 1000
+    det.set_threshold(1.0)
+    assert len(layer.data) == 0
+    best = pred.detector.from_raw(raw, threshold=raw.floor, nms_box=15, nms_iou=0.2).scores[0]
+    assert f"best candidate scores {best:.2f}: lower γ" in det.latency_label.text()
+    det.set_threshold(gamma)
+    assert len(layer.data) == len(want) and "best candidate" not in det.latency_label.text()
 
     # "Show moved gravity points" adds a layer but leaves the detections selected: `a` accepts
     viewer.layers.selection.active = layer
