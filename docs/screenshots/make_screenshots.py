@@ -91,6 +91,7 @@ def main() -> int:
     os.environ["GRAVITY_NO_PROGRESS"] = "1"
 
     from napari_gravity.core.registry import default_model_path
+    from napari_gravity.plugin import _api
     from napari_gravity.plugin.__main__ import open_viewer
 
     model = args.model or (str(default_model_path()) if default_model_path() else None)
@@ -132,11 +133,20 @@ def main() -> int:
 
     # --- threshold: zoom on the densest cluster, raise γ
     raw = session.raw_cache[(img.unique_id, session.detector_key())]
+    lowered = session.detector.kind == "model" and not len(layer.data)
+    if lowered:  # nothing at γ on this film: do what the dock's hint says, lower γ
+        print(det.latency_label.text())
+        p = session.params
+        top = _api.detections(raw, raw.floor, p["nms_box"], p["nms_iou"]).scores
+        if not len(top):
+            print("no candidate above the model's floor: nothing to review")
+            return 1
+        det.set_threshold(float(top[min(len(top) - 1, 19)]))  # the best 20 candidates
     if gt is None or not len(gt):  # no ground truth: the densest cluster of detections
         centre = densest(np.asarray(layer.data), radius=60.0)
     else:
         centre = densest(gt)
-    if session.detector.kind == "model":  # raise γ above the model's default
+    if session.detector.kind == "model" and not lowered:  # raise γ above the model's default
         det.set_threshold(min(0.95, session.params["threshold"] + 0.1))
     elif gt is not None:  # classical candidates: about 1.5 per lesion
         scores = np.sort(np.asarray(raw.scores))[::-1]

@@ -380,9 +380,10 @@ class DetectWidget(Dock):
                 if len(top)
                 else f" · no candidate scores ≥ {low:g}"
             )
-        self.latency_label.setText(
+        _ui.set_wrapped_text(
+            self.latency_label,
             f"{len(dets)} detections ≥ γ{hint} · updated in {self.last_update_ms:.1f} ms "
-            "(no re-run)"
+            "(no re-run)",
         )
         self.session.detections_updated.emit(layer, self.last_update_ms)
         self._update_overlay()

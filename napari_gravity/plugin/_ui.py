@@ -47,6 +47,15 @@ def label(text: str = "", style: str | None = None) -> QLabel:
     return w
 
 
+def set_wrapped_text(w: QLabel, text: str) -> None:
+    """Set a word-wrapped label's text and reserve the height its lines need (dock layouts do
+    not follow a label's height-for-width, so a second line would be cut off)."""
+    w.setText(text)
+    need = w.heightForWidth(max(w.width(), 1))
+    if need > 0 and need != w.minimumHeight():
+        w.setMinimumHeight(need)
+
+
 def button(text: str, slot=None, *, bold=False, tip: str | None = None, enabled=True):
     w = QPushButton(text)
     if bold:

@@ -176,7 +176,10 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     det.set_threshold(1.0)
     assert len(layer.data) == 0
     best = pred.detector.from_raw(raw, threshold=raw.floor, nms_box=15, nms_iou=0.2).scores[0]
-    assert f"best candidate scores {best:.2f}: lower γ" in det.latency_label.text()
+    lbl = det.latency_label
+    assert f"best candidate scores {best:.2f}: lower γ" in lbl.text()
+    qtbot.waitUntil(lambda: lbl.height() >= lbl.heightForWidth(lbl.width()), timeout=2000)
+    assert lbl.heightForWidth(lbl.width()) > lbl.fontMetrics().lineSpacing()  # 2+ lines shown
     det.set_threshold(gamma)
     assert len(layer.data) == len(want) and "best candidate" not in det.latency_label.text()
 
