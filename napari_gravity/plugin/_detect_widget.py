@@ -371,20 +371,16 @@ class DetectWidget(Dock):
         rev = self.session.review_for(layer)
         rev.merge(dets.points, dets.scores, dedupe_radius=max(p["nms_box"] / 2.0, 1.5))
         self.last_update_ms = (time.perf_counter() - t0) * 1000.0
-        hint = ""
+        text = f"{len(dets)} detections ≥ γ · updated in {self.last_update_ms:.1f} ms (no re-run)"
         if not len(dets):  # say what lies below γ instead of a bare "0" on a real image
             low = min(raw.floor, p["threshold"])
             top = _api.detections(raw, low, p["nms_box"], p["nms_iou"])
-            hint = (
-                f" · best candidate scores {top.scores[0]:.2f}: lower γ to see candidates"
+            text = "0 detections ≥ γ · " + (
+                f"best candidate scores {top.scores[0]:.2f}: lower γ to see candidates"
                 if len(top)
-                else f" · no candidate scores ≥ {low:g}"
+                else f"no candidate scores ≥ {low:g}"
             )
-        _ui.set_wrapped_text(
-            self.latency_label,
-            f"{len(dets)} detections ≥ γ{hint} · updated in {self.last_update_ms:.1f} ms "
-            "(no re-run)",
-        )
+        _ui.set_wrapped_text(self.latency_label, text)
         self.session.detections_updated.emit(layer, self.last_update_ms)
         self._update_overlay()
         return len(dets)
