@@ -44,7 +44,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from cpu_detect import cc_phantom  # noqa: E402
 
 from napari_gravity.core.postprocess import decode  # noqa: E402
-from napari_gravity.core.predictor import Predictor, crop_box, select_on_device  # noqa: E402
+from napari_gravity.core.predictor import (  # noqa: E402
+    Predictor,
+    crop_box,
+    resolve_device,
+    select_on_device,
+)
 from napari_gravity.core.registry import default_model_path  # noqa: E402
 from napari_gravity.data.masks import tissue_mask  # noqa: E402
 
@@ -253,10 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = args.device
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(dev)
+    device = resolve_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_detect: CUDA requested but torch.cuda.is_available() is False", file=sys.stderr)
         return 2

@@ -42,7 +42,7 @@ from napari_gravity.core.postprocess import (
     nms_keep_torch,
     nms_points_torchvision,
 )
-from napari_gravity.core.predictor import RawOutput
+from napari_gravity.core.predictor import RawOutput, resolve_device
 
 CASES = [
     ("fundus 1216x1408 R50 step6", (1216, 1408), "resnet50", 6, 3.0),
@@ -275,10 +275,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    dev = a.device
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(dev)
+    device = resolve_device(a.device)
     repeats = a.repeats or (10 if device.type == "cuda" else 1)
     rng = np.random.default_rng(0)
     cases = CASES[:1] if a.quick else CASES

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import yaml
 
+from napari_gravity.core.predictor import resolve_device
 from napari_gravity.fileio import atomic_write_text
 from training import checkpoint as ckpt
 from training import data as tdata
@@ -111,7 +112,7 @@ class StopFlag:
 
 def pick_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return resolve_device(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TrainingError("--device cuda: no CUDA device is available")
     if device not in ("cpu",) and not device.startswith("cuda"):
