@@ -98,9 +98,8 @@ def _tube(yy, xx, poly: np.ndarray, r: float) -> np.ndarray:
 
 
 def thickness_map(rng: np.random.Generator, morph: str, size_mm: float, direction: float):
-    """A calcification's projected thickness (mm) on a local mm grid: ``(t, half_extent_mm)``.
-
-    ``t`` is sampled on a ``SS``-fold grid later; here a closure of (y, x) in mm is returned."""
+    """A calcification's projected thickness: ``(f, half_extent_mm)``, where ``f(yy, xx)`` gives
+    the thickness (mm) at offsets in mm from its centre (:func:`render` samples it)."""
     r = size_mm / 2.0
     if morph == "punctate":
         cen, rad = [(0.0, 0.0)], [r]
@@ -138,7 +137,7 @@ def thickness_map(rng: np.random.Generator, morph: str, size_mm: float, directio
     return (lambda yy, xx: _tube(yy, xx, poly, w)), ext
 
 
-def render(f, ext_mm: float, cy: float, cx: float, px_mm: float, shape) -> tuple:
+def render(f, ext_mm: float, cy: float, cx: float, px_mm: float) -> tuple:
     """Area-averaged thickness on the pixel grid around (cy, cx) px: ``(t, y0, x0)``."""
     half = int(np.ceil(ext_mm / px_mm)) + 2
     y0, x0 = int(np.floor(cy)) - half, int(np.floor(cx)) - half
@@ -151,6 +150,11 @@ def render(f, ext_mm: float, cy: float, cx: float, px_mm: float, shape) -> tuple
 
 
 # --------------------------------------------------------------------------- layout
+def draw_size(rng, longest: float = 0.8) -> float:
+    """Size in mm: log-normal around 0.3 mm, clipped to 0.1-``longest`` mm."""
+    return float(np.clip(np.exp(rng.normal(np.log(0.3), 0.4)), 0.1, longest))
+
+
 def layout(rng, allowed: np.ndarray, px_mm: float, lesion_free: bool):
     """``[(cy, cx, morph, size_mm, direction)]``: clusters sharing a morphology + isolated."""
     if lesion_free:
@@ -178,21 +182,12 @@ def layout(rng, allowed: np.ndarray, px_mm: float, lesion_free: bool):
             pos = c + rng.normal(0, R / 2.0, (k, 2))
             dirs = rng.uniform(0, 2 * np.pi, k)
         for p, d in zip(pos, dirs, strict=True):
-            size = float(np.exp(rng.normal(np.log(0.3), 0.4)))
-            size = float(np.clip(size, 0.1, 0.8 if morph != "linear" else 1.5))
-            out.append((p[0], p[1], morph, size, d))
+            longest = 1.5 if morph == "linear" else 0.8  # clustered casts: lengths to 1.5 mm
+            out.append((p[0], p[1], morph, draw_size(rng, longest), d))
     for _ in range(int(rng.poisson(1.0))):  # isolated ones
         p = cand[int(rng.integers(len(cand)))].astype(float)
         morph = MORPHS[int(rng.integers(3))]
-        out.append(
-            (
-                p[0],
-                p[1],
-                morph,
-                float(np.clip(rng.lognormal(np.log(0.3), 0.4), 0.1, 0.8)),
-                rng.uniform(0, 2 * np.pi),
-            )
-        )
+        out.append((p[0], p[1], morph, draw_size(rng), rng.uniform(0, 2 * np.pi)))
     # keep those inside the allowed region and apart from each other (distinct lesions)
     keep = []
     for les in out:
@@ -217,9 +212,9 @@ def make_tile(rng, films: dict, px_mm: float, cache: dict, size: int = 384):
     key = (view, px_mm)
     if key not in cache:
         img = resample(films[view], px_mm)
-        cache[key] = (img, breast_mask(img.astype(np.float32)))
-    full, fmask = cache[key]
-    inner = ndi.binary_erosion(fmask, iterations=8)
+        fmask = breast_mask(img.astype(np.float32))
+        cache[key] = (img, fmask, ndi.binary_erosion(fmask, iterations=8))
+    full, fmask, inner = cache[key]
     H, W = full.shape
     for _ in range(200):
         y, x = int(rng.integers(0, H - size)), int(rng.integers(0, W - size))
@@ -245,7 +240,7 @@ def make_tile(rng, films: dict, px_mm: float, cache: dict, size: int = 384):
     pts, radii, morphs, snrs = [], [], [], []
     for cy, cx, morph, size_mm, direction in lesions:
         f, ext = thickness_map(rng, morph, size_mm, direction)
-        t, y0, x0 = render(f, ext, cy, cx, px_mm, v.shape)
+        t, y0, x0 = render(f, ext, cy, cx, px_mm)
         if t.max() <= 0:
             continue
         snr = float(np.exp(rng.uniform(np.log(2.0), np.log(12.0))))

@@ -26,23 +26,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 GRID = (0.55, 0.6, 0.65, 0.7, 0.72, 0.74, 0.76, 0.78, 0.8, 0.85)
 
 
-def at_gamma(dets: dict, samples: dict, gamma: float) -> tuple[float, float]:
-    """(FPpI, sensitivity) of the detections scoring ≥ gamma."""
-    from napari_gravity.evaluation.froc import froc_curve
-    from napari_gravity.types import Detections
-
-    ids = list(samples)
-    kept = {
-        i: Detections(d.points[d.scores >= gamma], d.scores[d.scores >= gamma])
-        for i, d in dets.items()
-    }
-    masks = {i: s.mask for i, s in samples.items() if s.mask is not None} or None
-    res = froc_curve(kept, samples, ids, masks=masks)
-    if not len(res.fppi):
-        return 0.0, 0.0
-    return float(res.fppi[-1]), float(res.tpr[-1])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
@@ -53,9 +36,11 @@ def main() -> int:
 
     import torch
     from foreign_mc import build
+    from robustness import at_threshold
 
     from napari_gravity.core.predictor import Predictor
     from napari_gravity.data.synthetic import load_benchmark
+    from napari_gravity.evaluation.froc import froc_curve
 
     torch.set_num_threads(2)
     sets = {}
@@ -75,11 +60,14 @@ def main() -> int:
     table = {}
     for name, samples in sets.items():
         dets = {i: pred.detect(s.image, mask=s.mask, threshold=low) for i, s in samples.items()}
+        masks = {i: s.mask for i, s in samples.items() if s.mask is not None} or None
+        res = froc_curve(dets, samples, list(samples), masks=masks)
+        at = {g: at_threshold(res, g) for g in grid}
         table[name] = {
             "images": len(samples),
             "lesions": int(sum(len(s.points) for s in samples.values())),
             "fppi_sensitivity": {
-                f"{g:g}": [round(v, 4) for v in at_gamma(dets, samples, g)] for g in grid
+                f"{g:g}": [round(at[g]["fppi"], 4), round(at[g]["sensitivity"], 4)] for g in grid
             },
         }
         row = table[name]["fppi_sensitivity"]

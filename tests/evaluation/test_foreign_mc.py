@@ -17,7 +17,7 @@ def test_a_sphere_keeps_its_volume_and_centre_on_the_pixel_grid(d_mm, px_mm):
     rng = np.random.default_rng(0)
     f, ext = foreign.thickness_map(rng, "punctate", d_mm, 0.0)
     cy, cx = 20.3, 17.8  # continuous position; pixel j spans [j, j+1)
-    t, y0, x0 = foreign.render(f, ext, cy, cx, px_mm, (64, 64))
+    t, y0, x0 = foreign.render(f, ext, cy, cx, px_mm)
     volume = t.sum() * px_mm**2  # area-averaged thickness (mm) x pixel area (mm²)
     assert volume == pytest.approx(np.pi * d_mm**3 / 6, rel=0.03)
     yy, xx = np.mgrid[: t.shape[0], : t.shape[1]]
