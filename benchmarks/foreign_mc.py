@@ -311,6 +311,7 @@ def main() -> int:
     ap.add_argument("--per-spacing", type=int, default=20, help="tiles per pixel spacing")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--versus", default=None, help="a --model NAME: paired Δ of the others vs it")
     ap.add_argument("--save-tiles", default=None, help="folder for the tiles as TIFF + CSV")
     args = ap.parse_args()
 
@@ -342,7 +343,7 @@ def main() -> int:
             write_points_csv(d / f"{i}.csv", s.points, s.radii)
     methods = run_methods(samples, ids, "bright", args.model)
     t1 = time.time()
-    results = evaluate(subsets, samples, methods, args.bootstrap)
+    results = evaluate(subsets, samples, methods, args.bootstrap, args.versus)
     summary = {
         "benchmark": "foreign_mc",
         "what": __doc__.split("\n\n")[0],

@@ -136,8 +136,23 @@ def at_threshold(res, thr: float) -> dict:
     return {"threshold": float(thr), "fppi": float(res.fppi[k]), "sensitivity": float(res.tpr[k])}
 
 
-def evaluate(subsets: dict[str, list[str]], samples: dict, methods: dict, n_boot: int) -> dict:
-    """``{subset: {method: report}}`` plus paired Δ of each learned model vs best classical."""
+def _paired(cmp) -> dict:
+    return {
+        "delta": round(float(cmp.observed_delta), 4),
+        "delta_ci95": [round(v, 4) for v in cmp.delta_ci],
+        "p_value": float(cmp.p_value),
+    }
+
+
+def evaluate(
+    subsets: dict[str, list[str]],
+    samples: dict,
+    methods: dict,
+    n_boot: int,
+    versus: str | None = None,
+) -> dict:
+    """``{subset: {method: report}}`` plus paired Δ of each learned model vs best classical
+    (and vs the learned model ``versus``, e.g. the previous shipped version)."""
     from napari_gravity.evaluation.bootstrap import bootstrap_froc, compare_bootstrap
     from napari_gravity.evaluation.froc import froc_curve
 
@@ -170,12 +185,7 @@ def evaluate(subsets: dict[str, list[str]], samples: dict, methods: dict, n_boot
             if name in classical or best is None:
                 continue
             cmp = compare_bootstrap(results[name], results[best], n_boot, seed=0)
-            paired[name] = {
-                "vs": best,
-                "delta": round(float(cmp.observed_delta), 4),
-                "delta_ci95": [round(v, 4) for v in cmp.delta_ci],
-                "p_value": float(cmp.p_value),
-            }
+            paired[name] = {"vs": best, **_paired(cmp)}
         out[sub] = {
             "images": len(ids),
             "lesions": int(sum(len(samples[i].points) for i in ids)),
@@ -183,6 +193,12 @@ def evaluate(subsets: dict[str, list[str]], samples: dict, methods: dict, n_boot
             "best_classical": best,
             "paired_vs_best_classical": paired,
         }
+        if versus in rep:
+            out[sub]["paired_vs_" + versus] = {
+                name: _paired(compare_bootstrap(results[name], results[versus], n_boot, seed=0))
+                for name in rep
+                if name not in classical and name != versus
+            }
     return out
 
 
@@ -268,6 +284,7 @@ def main() -> int:
         help="another benchmark's test split for the --model models (e.g. mc-bench)",
     )
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--versus", default=None, help="a --model NAME: paired Δ of the others vs it")
     ap.add_argument(
         "--calibrate",
         action="store_true",
@@ -332,7 +349,7 @@ def main() -> int:
             "path": str(path),
         }
         print(f"[eval] LOFO {fam} done", flush=True)
-    report = evaluate(subsets, samples, methods, args.bootstrap)
+    report = evaluate(subsets, samples, methods, args.bootstrap, args.versus)
     # the models trained on all families on other benchmarks' test splits (e.g. mc-bench v1)
     extra = {}
     for spec in args.extra_test:
@@ -341,7 +358,7 @@ def main() -> int:
         es = {r.image_id: r.load() for r in erefs}
         eids = list(es)
         em = run_methods(es, eids, polarity, args.model)
-        extra[name] = evaluate({name: eids}, es, em, args.bootstrap)[name]
+        extra[name] = evaluate({name: eids}, es, em, args.bootstrap, args.versus)[name]
         print(f"[eval] extra test {name} done", flush=True)
     lofo = {}
     for fam in holdouts:
@@ -399,6 +416,14 @@ def print_table(summary: dict) -> None:
             a = f"{100 * r['aufroc_10']:6.2f} ({100 * lo:5.1f}-{100 * hi:5.1f})"
             extra = f"{at['fppi']:9.2f} {100 * at['sensitivity']:8.1f}%" if at else ""
             print(f"{sub:28s} {name:34s} {a:>22s} {extra}")
+        for key, cmps in d.items():
+            if key.startswith("paired_vs_") and key != "paired_vs_best_classical":
+                for name, c in cmps.items():
+                    lo, hi = c["delta_ci95"]
+                    print(
+                        f"{sub:28s} {name + ' Δ ' + key[10:]:34s} "
+                        f"{100 * c['delta']:+6.2f} ({100 * lo:+5.1f} to {100 * hi:+5.1f})"
+                    )
 
 
 if __name__ == "__main__":

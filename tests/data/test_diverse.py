@@ -129,3 +129,59 @@ def test_benchmark_records_one_family_per_image(tmp_path):
     train = [r["family"] for r in rows if r["split"] == "train"]
     assert train == list(MC_FAMILIES)  # in turn
     assert {r["background"] for r in rows} == {"synthetic"}
+
+
+class _MidRng:
+    """A stand-in generator: every draw is the middle of its range, noise is zero."""
+
+    def uniform(self, a=0.0, b=1.0, size=None):
+        return (a + b) / 2 if size is None else np.full(size, (a + b) / 2)
+
+    def integers(self, *args, **kwargs):
+        return 0  # the Gaussian PSF
+
+    def standard_normal(self, shape):
+        return np.zeros(shape)
+
+    def normal(self, loc, scale, shape):
+        return np.full(shape, float(loc))
+
+
+def test_exposure_chain_contrast_follows_the_film_curve():
+    from napari_gravity.data.synthetic.diverse import _exposure_chain
+
+    # density ramp 0 → 1 across x with the same small bump at 15 %, 50 % and 85 % of it
+    h, w = 64, 200
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    ramp = xx / (w - 1)
+    bump = lambda x0: 0.05 * np.exp(-((yy - 32) ** 2 + (xx - x0) ** 2) / (2 * 1.5**2))  # noqa: E731
+    xs = (30, 100, 170)
+    img = ramp + sum(bump(x) for x in xs)
+    t = _exposure_chain(_MidRng(), img, np.ones((h, w), bool))
+    flat = _exposure_chain(_MidRng(), ramp, np.ones((h, w), bool))
+    contrast = [t[32, x] - flat[32, x] for x in xs]
+    # dense calcifications stay bright after attenuation and the curve (sign kept) ...
+    assert all(c > 0 for c in contrast)
+    # ... and a sigmoid around the median density shows them best in mid-density tissue
+    assert contrast[1] > 1.5 * contrast[0] and contrast[1] > 1.5 * contrast[2]
+    # the display rises with density everywhere (a monotone characteristic curve)
+    assert np.all(np.diff(flat[32]) > 0)
+
+
+def test_exposure_images_keep_lesions_bright_and_in_range():
+    bright, total = 0, 0
+    for seed in range(8):
+        s = diverse_mammogram(
+            (192, 192), seed=seed, exposure=1.0, has_lesions=True, snr=(8.0, 12.0), real=seed % 2
+        )
+        img = s.image
+        assert np.isfinite(img).all() and img.min() >= 0 and img.max() < 2**16
+        assert np.array_equal(img, np.round(img))
+        for y, x in s.points:
+            cy, cx = round(float(y)), round(float(x))
+            yy, xx = np.ogrid[: img.shape[0], : img.shape[1]]
+            d = np.hypot(yy - cy, xx - cx)
+            ring = img[(d >= 6) & (d <= 10)]
+            total += 1
+            bright += img[max(cy - 1, 0) : cy + 2, max(cx - 1, 0) : cx + 2].max() > np.median(ring)
+    assert total > 20 and bright / total > 0.8

@@ -126,6 +126,22 @@ RECIPES: dict[str, Recipe] = {
         "(train/val: patient sfm-benign-0, test: sfm-malign-0); 20% lesion-free",
         families=("ellipsoid", "blob", "disk", "cast", "ring"),
     ),
+    "mc-exposure": Recipe(
+        "mc-exposure",
+        "mammogram-dr",
+        (384, 384),
+        {"train": 300, "val": 50, "test": 100},
+        images_per_patient=5,
+        semi_real=0.4,
+        seed=51500,
+        snr=(1.5, 20.0),
+        lesion_free=0.2,
+        description="mc-diverse with 70% of the images acquired as X-ray exposures: the "
+        "calcifications attenuate (density domain), Gaussian / heavy-tailed / glare PSF, "
+        "quantum noise ∝ √E, sigmoid film curve or gamma; the rest as mc-diverse",
+        families=("ellipsoid", "blob", "disk", "cast", "ring"),
+        options={"exposure": 0.7},
+    ),
     "ma-diverse": Recipe(
         "ma-diverse",
         "fundus-dr",

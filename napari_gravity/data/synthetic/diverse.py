@@ -84,6 +84,7 @@ def diverse_mammogram(
     has_lesions: bool | None = None,
     snr: tuple[float, float] = (1.5, 20.0),
     spacing_mm: tuple[float, float] = (0.05, 0.10),
+    exposure: float = 0.0,
     image_id: str = "",
     patient_id: str = "",
 ) -> Sample:
@@ -94,7 +95,9 @@ def diverse_mammogram(
     :func:`.semireal.mammogram_paths`), else synthetic. ``snr``: contrast in units of the
     background's high-passed std (log-uniform). The pixel spacing is drawn from ``spacing_mm``
     (uniform) and stored in ``Sample.spacing``; radii are in pixels of the returned image.
-    The image is integer valued in a random 10-16-bit range (MONOCHROME2).
+    The image is integer valued in a random 10-16-bit range (MONOCHROME2). ``exposure``: the
+    share of images acquired through :func:`_exposure_chain` (attenuation, heavy-tailed PSF,
+    √E noise, film curve) instead of the additive blur / noise / gamma chain.
     """
     rng = as_rng(seed)
     family = family or MC_FAMILIES[int(rng.integers(len(MC_FAMILIES)))]
@@ -137,6 +140,32 @@ def diverse_mammogram(
 
     # --- acquisition --------------------------------------------------------------------
     img, mask, out_p, rad = _resample(img, mask, out_p, rad, shape)
+    if exposure and rng.uniform() < exposure:
+        t = _exposure_chain(rng, img, mask)
+    else:
+        t = _display_chain(rng, img, mask)
+    bits = int(rng.choice([10, 12, 14, 16]))
+    top = 2.0**bits - 1
+    span = top * float(rng.uniform(0.3, 0.8))
+    base = float(rng.uniform(0, top - span * 1.05))
+    t = t / max(float(np.percentile(t, 99.9)), 1e-9)
+    img = np.clip(np.round(base + span * t), 0, top)
+    img, mask, out_p = _orient(rng, img, mask, out_p)
+    return Sample(
+        image=img.astype(np.float32),
+        points=out_p,
+        radii=rad,
+        mask=mask,
+        image_id=image_id,
+        patient_id=patient_id or bg.patient_id,
+        spacing=(px, px),
+    )
+
+
+def _display_chain(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Additive acquisition: Gaussian blur, quantum / electronic / grain noise, gamma or log
+    response; returns the display value (≥ 0, about 0-1 over the breast)."""
+    shape = img.shape
     img = ndi.gaussian_filter(img, float(rng.uniform(0.2, 0.9)))
     s2 = highpass_std(img, mask)
     lo = float(np.percentile(img[mask], 0.5)) if mask.any() else float(img.min())
@@ -156,22 +185,51 @@ def diverse_mammogram(
         t = np.log1p(t * float(rng.uniform(2, 20))) / np.log1p(1.0)
     else:
         t = t ** float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
-    bits = int(rng.choice([10, 12, 14, 16]))
-    top = 2.0**bits - 1
-    span = top * float(rng.uniform(0.3, 0.8))
-    base = float(rng.uniform(0, top - span * 1.05))
-    t = t / max(float(np.percentile(t, 99.9)), 1e-9)
-    img = np.clip(np.round(base + span * t), 0, top)
-    img, mask, out_p = _orient(rng, img, mask, out_p)
-    return Sample(
-        image=img.astype(np.float32),
-        points=out_p,
-        radii=rad,
-        mask=mask,
-        image_id=image_id,
-        patient_id=patient_id or bg.patient_id,
-        spacing=(px, px),
-    )
+    return t
+
+
+def _exposure_chain(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """X-ray acquisition: the image is taken as density, calcifications included, so they
+    attenuate the exposure ``E = exp(-a·v)`` rather than add to the display. The detector
+    blurs E with a Gaussian, a heavy-tailed exponential kernel or a core plus scatter glare;
+    quantum noise scales with √E (white or grain-correlated), electronic noise is white; a
+    characteristic curve (sigmoid of random centre and latitude, else gamma) maps the density
+    back, so the same calcification is faint in dense and in fatty tissue. Returns the display
+    value (≥ 0, about 0-1)."""
+    vals = img[mask] if mask.any() else img.ravel()
+    lo, hi = np.percentile(vals, [1.0, 99.5])
+    v = np.clip((img - lo) / max(hi - lo, 1e-9), -0.2, 1.5)
+    s = highpass_std(v, mask)
+    a = float(rng.uniform(1.5, 4.0))
+    e = np.exp(-a * v)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        e = ndi.gaussian_filter(e, float(rng.uniform(0.3, 1.0)))
+    elif kind == 1:
+        r = np.arange(-5, 6)
+        k = np.exp(-np.hypot(r[:, None], r[None, :]) / float(rng.uniform(0.3, 0.8)))
+        e = ndi.convolve(e, k / k.sum(), mode="reflect")
+    else:
+        glare = float(rng.uniform(0.05, 0.3))
+        core = ndi.gaussian_filter(e, float(rng.uniform(0.3, 0.8)))
+        e = (1 - glare) * core + glare * ndi.gaussian_filter(e, float(rng.uniform(3.0, 8.0)))
+    g = rng.standard_normal(e.shape)
+    if rng.uniform() < 0.5:
+        g = ndi.gaussian_filter(g, float(rng.uniform(0.5, 1.0)))
+        g /= g.std() + 1e-12
+    em = float(e[mask].mean()) if mask.any() else float(e.mean())
+    e = e + float(rng.uniform(0.05, 0.4)) * s * a * np.sqrt(np.clip(e, 0, None) * em) * g
+    e = e + rng.normal(0, float(rng.uniform(0.0, 0.1)) * s * a * em, e.shape)
+    dd = -np.log(np.clip(e, 1e-4, None)) / a
+    dv = dd[mask] if mask.any() else dd.ravel()
+    d0, d1 = np.percentile(dv, [1.0, 99.0])
+    span = max(d1 - d0, 1e-9)
+    if rng.uniform() < 0.7:
+        c = float(np.median(dv)) + float(rng.uniform(-0.1, 0.1)) * span
+        w = float(rng.uniform(0.12, 0.35)) * span
+        return 1.0 / (1.0 + np.exp(-(dd - c) / w))
+    t = np.clip((dd - d0) / span, 0, None)
+    return t ** float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
 
 
 # --------------------------------------------------------------------------- fundus
