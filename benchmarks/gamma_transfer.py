@@ -31,6 +31,7 @@ def main() -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=ROOT:SPLIT")
     ap.add_argument("--foreign-per-spacing", type=int, default=20)
+    ap.add_argument("--grid", default=None, help="comma-separated thresholds (default: GRID)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -54,7 +55,8 @@ def main() -> int:
 
     pred = Predictor.from_file(args.model, device="cpu")
     stored = float(pred.config.threshold)
-    grid = sorted({*GRID, round(stored, 4)})
+    base = [float(g) for g in args.grid.split(",")] if args.grid else GRID
+    grid = sorted({*base, round(stored, 4)})
     low = min(grid)
     t0 = time.time()
     table = {}
