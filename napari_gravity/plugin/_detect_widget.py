@@ -152,12 +152,12 @@ class DetectWidget(Dock):
         kind, ref = self.selected_model()
         self.session.model_selected.emit((kind, ref))
         if kind != "model":
-            self.meta_label.setText(f"{ref} candidates (no model needed)")
+            _ui.set_wrapped_text(self.meta_label, f"{ref} candidates (no model needed)")
             return
         try:
-            self.meta_label.setText(_describe(read_model_metadata(ref), ref))
+            _ui.set_wrapped_text(self.meta_label, _describe(read_model_metadata(ref), ref))
         except Exception as exc:
-            self.meta_label.setText(f"cannot read model: {exc}")
+            _ui.set_wrapped_text(self.meta_label, f"cannot read model: {exc}")
 
     def _open_model(self):
         path, _ = QFileDialog.getOpenFileName(self, "Open a GravityNet model", "", "*.safetensors")
@@ -199,8 +199,9 @@ class DetectWidget(Dock):
             return None
         self.model_combo.setCurrentIndex(self.model_combo.findText(want))
         why = f" — {why}" if task else ""
-        self.choice_label.setText(
-            f"Model for <b>{img.name}</b>: <b>{want}</b>{why}{note}. Pick another model to override."
+        _ui.set_wrapped_text(
+            self.choice_label,
+            f"Model for <b>{img.name}</b>: <b>{want}</b>{why}{note}. Pick another model to override.",
         )
         return want
 

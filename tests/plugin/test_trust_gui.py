@@ -459,6 +459,10 @@ def test_napari_native_files_and_the_model_follows_the_task(
         viewer.layers.selection.active = viewer.layers["img0"]
         assert det.model_combo.currentText() == "default_mc"
         assert "<b>img0</b>: <b>default_mc</b>" in det.choice_label.text()
+        # the choice and the model's description are shown whole (their wrapped lines fit)
+        for lbl in (det.choice_label, det.meta_label):
+            qtbot.waitUntil(lambda lbl=lbl: lbl.height() >= lbl.heightForWidth(lbl.width()))
+            assert lbl.heightForWidth(lbl.width()) > lbl.fontMetrics().lineSpacing()
     # once the user picks a model, the guess leaves it alone
     det.model_combo.setCurrentIndex(det.model_combo.count() - 1)
     det._on_user_choice()
