@@ -172,7 +172,7 @@ class DetectWidget(Dock):
 
     def _on_user_choice(self, *_):
         self.user_chose_model = True
-        self.choice_label.setText("")
+        _ui.set_wrapped_text(self.choice_label, "")
 
     def run_model(self, path: str) -> None:
         """Use ``path`` from now on (the user's choice) and run it on the current image."""

@@ -51,9 +51,9 @@ def set_wrapped_text(w: QLabel, text: str) -> None:
     """Set a word-wrapped label's text and reserve the height its lines need (dock layouts do
     not follow a label's height-for-width, so a second line would be cut off)."""
     w.setText(text)
-    need = w.heightForWidth(max(w.width(), 1))
-    if need > 0 and need != w.minimumHeight():
-        w.setMinimumHeight(need)
+    need = w.heightForWidth(max(w.width(), 1)) if text else 0
+    if need >= 0 and need != w.minimumHeight():
+        w.setMinimumHeight(need)  # an emptied label gives its room back
 
 
 def button(text: str, slot=None, *, bold=False, tip: str | None = None, enabled=True):

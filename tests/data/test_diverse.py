@@ -185,3 +185,32 @@ def test_exposure_images_keep_lesions_bright_and_in_range():
             total += 1
             bright += img[max(cy - 1, 0) : cy + 2, max(cx - 1, 0) : cx + 2].max() > np.median(ring)
     assert total > 20 and bright / total > 0.8
+
+
+def test_quantum_noise_dominates_texture_and_keeps_lesions_visible():
+    from napari_gravity.data.synthetic._common import highpass_std
+
+    ratios, bright, total = [], 0, 0
+    for seed in range(6):
+        kw = dict(seed=seed, has_lesions=True, snr=(6.0, 8.0), real=False)
+        quiet = diverse_mammogram((192, 192), quantum=0.0, **kw)
+        noisy = diverse_mammogram((192, 192), quantum=1.0, **kw)
+        # pixel-scale (σ 1) fluctuation against the texture scale (σ 4), same window
+        fine = [
+            highpass_std(s.image, s.mask, sigma=1.0) / highpass_std(s.image, s.mask)
+            for s in (quiet, noisy)
+        ]
+        ratios.append(fine[1] / fine[0])
+        img = ndi.gaussian_filter(noisy.image, 1.0)  # what a matched filter sees
+        for y, x in noisy.points:
+            cy, cx = round(float(y)), round(float(x))
+            yy, xx = np.ogrid[: img.shape[0], : img.shape[1]]
+            d = np.hypot(yy - cy, xx - cx)
+            total += 1
+            bright += img[max(cy - 1, 0) : cy + 2, max(cx - 1, 0) : cx + 2].max() > np.percentile(
+                img[(d >= 6) & (d <= 10)], 75
+            )
+    # the noisy images' fine-scale fluctuation is a larger share of their texture ...
+    assert np.median(ratios) > 1.3
+    # ... and their calcifications still stand out once smoothed
+    assert total > 20 and bright / total > 0.8

@@ -467,6 +467,7 @@ def test_napari_native_files_and_the_model_follows_the_task(
     det.model_combo.setCurrentIndex(det.model_combo.count() - 1)
     det._on_user_choice()
     assert det.choose_model_for_image(viewer.layers["img0"]) is None
+    assert det.choice_label.text() == "" and det.choice_label.minimumHeight() == 0  # no blank gap
 
 
 def test_reopened_review_has_live_gamma_and_promote_writes_only_news(

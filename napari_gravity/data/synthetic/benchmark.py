@@ -142,6 +142,22 @@ RECIPES: dict[str, Recipe] = {
         families=("ellipsoid", "blob", "disk", "cast", "ring"),
         options={"exposure": 0.7},
     ),
+    "mc-quantum": Recipe(
+        "mc-quantum",
+        "mammogram-dr",
+        (384, 384),
+        {"train": 300, "val": 50, "test": 100},
+        images_per_patient=5,
+        semi_real=0.4,
+        seed=61700,
+        snr=(1.5, 20.0),
+        lesion_free=0.2,
+        description="mc-diverse with half the images through the exposure chain and 60% with "
+        "pixel noise 0.5-4x the texture (white, signal-dependent; the calcifications scaled "
+        "with the total fluctuation)",
+        families=("ellipsoid", "blob", "disk", "cast", "ring"),
+        options={"exposure": 0.5, "quantum": 0.6},
+    ),
     "ma-diverse": Recipe(
         "ma-diverse",
         "fundus-dr",

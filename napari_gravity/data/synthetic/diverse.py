@@ -85,6 +85,7 @@ def diverse_mammogram(
     snr: tuple[float, float] = (1.5, 20.0),
     spacing_mm: tuple[float, float] = (0.05, 0.10),
     exposure: float = 0.0,
+    quantum: float = 0.0,
     image_id: str = "",
     patient_id: str = "",
 ) -> Sample:
@@ -97,7 +98,10 @@ def diverse_mammogram(
     (uniform) and stored in ``Sample.spacing``; radii are in pixels of the returned image.
     The image is integer valued in a random 10-16-bit range (MONOCHROME2). ``exposure``: the
     share of images acquired through :func:`_exposure_chain` (attenuation, heavy-tailed PSF,
-    √E noise, film curve) instead of the additive blur / noise / gamma chain.
+    √E noise, film curve) instead of the additive blur / noise / gamma chain. ``quantum``: the
+    share of images whose pixel noise dominates the texture (white, signal-dependent noise of
+    0.5-4× the texture's high-pass std, added to the displayed image); their calcifications are
+    made brighter by the same factor as the total fluctuation, so the SNR range still holds.
     """
     rng = as_rng(seed)
     family = family or MC_FAMILIES[int(rng.integers(len(MC_FAMILIES)))]
@@ -136,7 +140,13 @@ def diverse_mammogram(
         diameter_clip_mm=(0.10, 1.0),
     )
     psf = float(rng.uniform(0.4, 0.8))
-    out_p, rad = insert_calcifications(img, pts, rad, s, rng, snr=snr, psf_sigma=psf, family=family)
+    noise_ratio = 0.0
+    if quantum and rng.uniform() < quantum:
+        noise_ratio = float(np.exp(rng.uniform(np.log(0.5), np.log(4.0))))
+    boost = float(np.hypot(1.0, noise_ratio))
+    out_p, rad = insert_calcifications(
+        img, pts, rad, s * boost, rng, snr=snr, psf_sigma=psf, family=family
+    )
 
     # --- acquisition --------------------------------------------------------------------
     img, mask, out_p, rad = _resample(img, mask, out_p, rad, shape)
@@ -144,6 +154,8 @@ def diverse_mammogram(
         t = _exposure_chain(rng, img, mask)
     else:
         t = _display_chain(rng, img, mask)
+    if noise_ratio:
+        t = _pixel_noise(rng, t, mask, noise_ratio)
     bits = int(rng.choice([10, 12, 14, 16]))
     top = 2.0**bits - 1
     span = top * float(rng.uniform(0.3, 0.8))
@@ -186,6 +198,21 @@ def _display_chain(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) 
     else:
         t = t ** float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
     return t
+
+
+def _pixel_noise(
+    rng: np.random.Generator, t: np.ndarray, mask: np.ndarray, ratio: float
+) -> np.ndarray:
+    """Quantum-limited detector: white noise ∝ √t (mostly uncorrelated), its mean std
+    ``ratio`` × the texture's high-pass std, on the displayed values ``t``."""
+    tex = highpass_std(t, mask)
+    level = np.clip(t, 0, None)
+    mean = float(level[mask].mean()) if mask.any() else float(level.mean())
+    g = rng.standard_normal(t.shape)
+    if rng.uniform() < 0.3:
+        g = ndi.gaussian_filter(g, 0.5)
+        g /= g.std() + 1e-12
+    return t + ratio * tex * np.sqrt(level / (mean + 1e-12)) * g
 
 
 def _exposure_chain(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> np.ndarray:
