@@ -316,7 +316,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-    from robustness import evaluate, run_methods
+    from robustness import evaluate, print_subsets, run_methods
 
     torch.set_num_threads(2)
     t0 = time.time()
@@ -360,21 +360,7 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
-    names = list(methods)
-    print(f"{'subset':26s} {'n':>4s} " + " ".join(f"{n[:16]:>16s}" for n in names))
-    for sub, r in results.items():
-        row = []
-        for n in names:
-            m = r["methods"].get(n)
-            if m is None:
-                row.append(f"{'':>16s}")
-                continue
-            txt = f"{100 * m['aufroc_10']:.1f}"
-            if "at_stored_threshold" in m:
-                a = m["at_stored_threshold"]
-                txt += f" [{a['fppi']:.2f}/{100 * a['sensitivity']:.0f}%]"
-            row.append(f"{txt:>16s}")
-        print(f"{sub:26s} {r['images']:4d} " + " ".join(row))
+    print_subsets(results, list(methods), width=26)
     print("wrote", args.out)
     return 0
 

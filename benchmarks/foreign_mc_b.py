@@ -209,7 +209,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-    from robustness import evaluate, run_methods
+    from robustness import evaluate, print_subsets, run_methods
 
     torch.set_num_threads(2)
     t0 = time.time()
@@ -238,25 +238,7 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
-    names = list(methods)
-    print(f"{'subset':16s} {'n':>4s} " + " ".join(f"{n[:16]:>16s}" for n in names))
-    for sub, r in results.items():
-        row = []
-        for n in names:
-            m = r["methods"][n]
-            txt = f"{100 * m['aufroc_10']:.1f}"
-            if "at_stored_threshold" in m:
-                a = m["at_stored_threshold"]
-                txt += f" [{a['fppi']:.2f}/{100 * a['sensitivity']:.0f}%]"
-            row.append(f"{txt:>16s}")
-        print(f"{sub:16s} {r['images']:4d} " + " ".join(row))
-        for key, cmps in r.items():
-            if key.startswith("paired_vs_") and key != "paired_vs_best_classical":
-                for n, c in cmps.items():
-                    lo, hi = c["delta_ci95"]
-                    print(
-                        f"{'':21s}{n} Δ {key[10:]}: {100 * c['delta']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
-                    )
+    print_subsets(results, list(methods), width=16)
     print("wrote", args.out)
     return 0
 

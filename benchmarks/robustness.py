@@ -406,6 +406,28 @@ def main() -> int:
     return 0
 
 
+def print_subsets(results: dict, names: list[str], width: int = 26) -> None:
+    """One row per subset: AUFROC_10 % [FPpI / sensitivity at the stored γ] per method, then
+    the paired Δ against a reference model (``evaluate(..., versus=...)``) when there is one."""
+    print(f"{'subset':{width}s} {'n':>4s} " + " ".join(f"{n[:16]:>16s}" for n in names))
+    for sub, r in results.items():
+        row = []
+        for n in names:
+            m = r["methods"].get(n)
+            txt = "" if m is None else f"{100 * m['aufroc_10']:.1f}"
+            if m is not None and "at_stored_threshold" in m:
+                a = m["at_stored_threshold"]
+                txt += f" [{a['fppi']:.2f}/{100 * a['sensitivity']:.0f}%]"
+            row.append(f"{txt:>16s}")
+        print(f"{sub:{width}s} {r['images']:4d} " + " ".join(row))
+        for key, cmps in r.items():
+            if key.startswith("paired_vs_") and key != "paired_vs_best_classical":
+                for n, c in cmps.items():
+                    lo, hi = c["delta_ci95"]
+                    d = f"{100 * c['delta']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
+                    print(f"{'':{width + 5}s}{n} Δ {key[10:]}: {d}")
+
+
 def print_table(summary: dict) -> None:
     print(f"\n{summary['task'].upper()} robustness (AUFROC_10 %, 95% CI)")
     print(f"{'subset':28s} {'method':34s} {'AUFROC_10':>22s} {'FPpI@thr':>9s} {'sens@thr':>9s}")
