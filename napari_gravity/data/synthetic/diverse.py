@@ -200,6 +200,19 @@ def _display_chain(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) 
     return t
 
 
+def _noise_field(
+    rng: np.random.Generator, shape: tuple[int, ...], p_grain: float, sigma: tuple[float, float]
+) -> np.ndarray:
+    """Unit-std noise: white, or with probability ``p_grain`` grain-correlated (Gaussian σ
+    drawn from ``sigma``, then rescaled to unit std)."""
+    g = rng.standard_normal(shape)
+    if rng.uniform() < p_grain:
+        lo, hi = sigma
+        g = ndi.gaussian_filter(g, lo if lo == hi else float(rng.uniform(lo, hi)))
+        g /= g.std() + 1e-12
+    return g
+
+
 def _pixel_noise(
     rng: np.random.Generator, t: np.ndarray, mask: np.ndarray, ratio: float
 ) -> np.ndarray:
@@ -208,10 +221,7 @@ def _pixel_noise(
     tex = highpass_std(t, mask)
     level = np.clip(t, 0, None)
     mean = float(level[mask].mean()) if mask.any() else float(level.mean())
-    g = rng.standard_normal(t.shape)
-    if rng.uniform() < 0.3:
-        g = ndi.gaussian_filter(g, 0.5)
-        g /= g.std() + 1e-12
+    g = _noise_field(rng, t.shape, 0.3, (0.5, 0.5))
     return t + ratio * tex * np.sqrt(level / (mean + 1e-12)) * g
 
 
@@ -240,10 +250,7 @@ def _exposure_chain(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray)
         glare = float(rng.uniform(0.05, 0.3))
         core = ndi.gaussian_filter(e, float(rng.uniform(0.3, 0.8)))
         e = (1 - glare) * core + glare * ndi.gaussian_filter(e, float(rng.uniform(3.0, 8.0)))
-    g = rng.standard_normal(e.shape)
-    if rng.uniform() < 0.5:
-        g = ndi.gaussian_filter(g, float(rng.uniform(0.5, 1.0)))
-        g /= g.std() + 1e-12
+    g = _noise_field(rng, e.shape, 0.5, (0.5, 1.0))
     em = float(e[mask].mean()) if mask.any() else float(e.mean())
     e = e + float(rng.uniform(0.05, 0.4)) * s * a * np.sqrt(np.clip(e, 0, None) * em) * g
     e = e + rng.normal(0, float(rng.uniform(0.0, 0.1)) * s * a * em, e.shape)
