@@ -152,12 +152,12 @@ class DetectWidget(Dock):
         kind, ref = self.selected_model()
         self.session.model_selected.emit((kind, ref))
         if kind != "model":
-            _ui.set_wrapped_text(self.meta_label, f"{ref} candidates (no model needed)")
+            self.meta_label.setText(f"{ref} candidates (no model needed)")
             return
         try:
-            _ui.set_wrapped_text(self.meta_label, _describe(read_model_metadata(ref), ref))
+            self.meta_label.setText(_describe(read_model_metadata(ref), ref))
         except Exception as exc:
-            _ui.set_wrapped_text(self.meta_label, f"cannot read model: {exc}")
+            self.meta_label.setText(f"cannot read model: {exc}")
 
     def _open_model(self):
         path, _ = QFileDialog.getOpenFileName(self, "Open a GravityNet model", "", "*.safetensors")
@@ -172,7 +172,7 @@ class DetectWidget(Dock):
 
     def _on_user_choice(self, *_):
         self.user_chose_model = True
-        _ui.set_wrapped_text(self.choice_label, "")
+        self.choice_label.setText("")
 
     def run_model(self, path: str) -> None:
         """Use ``path`` from now on (the user's choice) and run it on the current image."""
@@ -199,8 +199,7 @@ class DetectWidget(Dock):
             return None
         self.model_combo.setCurrentIndex(self.model_combo.findText(want))
         why = f" — {why}" if task else ""
-        _ui.set_wrapped_text(
-            self.choice_label,
+        self.choice_label.setText(
             f"Model for <b>{img.name}</b>: <b>{want}</b>{why}{note}. Pick another model to override.",
         )
         return want
@@ -381,7 +380,7 @@ class DetectWidget(Dock):
                 if len(top)
                 else f"no candidate scores ≥ {low:g}"
             )
-        _ui.set_wrapped_text(self.latency_label, text)
+        self.latency_label.setText(text)
         self.session.detections_updated.emit(layer, self.last_update_ms)
         self._update_overlay()
         return len(dets)

@@ -38,22 +38,37 @@ class ProgressBar(QProgressBar):
             self.setUpdatesEnabled(True)
 
 
+class WrapLabel(QLabel):
+    """A word-wrapped label that reserves the height its lines need at its current width.
+
+    Dock layouts do not follow a label's height-for-width, so a second line was cut off (or a
+    height computed at an earlier, narrower width left a blank gap): the minimum height is
+    refitted whenever the text or the width changes, and an empty label takes no room."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__(text)
+        self.setWordWrap(True)
+
+    def _fit(self) -> None:
+        need = self.heightForWidth(max(self.width(), 1)) if self.text() else 0
+        if need >= 0 and need != self.minimumHeight():
+            self.setMinimumHeight(need)
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+
 def label(text: str = "", style: str | None = None) -> QLabel:
-    """A word-wrapped label."""
-    w = QLabel(text)
-    w.setWordWrap(True)
+    """A word-wrapped label (:class:`WrapLabel`)."""
+    w = WrapLabel(text)
     if style:
         w.setStyleSheet(style)
     return w
-
-
-def set_wrapped_text(w: QLabel, text: str) -> None:
-    """Set a word-wrapped label's text and reserve the height its lines need (dock layouts do
-    not follow a label's height-for-width, so a second line would be cut off)."""
-    w.setText(text)
-    need = w.heightForWidth(max(w.width(), 1)) if text else 0
-    if need >= 0 and need != w.minimumHeight():
-        w.setMinimumHeight(need)  # an emptied label gives its room back
 
 
 def button(text: str, slot=None, *, bold=False, tip: str | None = None, enabled=True):
