@@ -306,7 +306,7 @@ def build(n_per_spacing: int, seed: int, case: str = "sfm-malign-0"):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH[,tta=MODE]")
     ap.add_argument("--per-spacing", type=int, default=20, help="tiles per pixel spacing")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--bootstrap", type=int, default=1000)

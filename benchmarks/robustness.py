@@ -215,7 +215,8 @@ def detect_all(det, samples: dict, ids: list[str], threshold=None) -> dict:
 
 
 def run_methods(samples: dict, ids: list[str], polarity: str, model_specs: list[str]) -> dict:
-    """Detections of the classical candidates and of each ``NAME=PATH`` model on ``ids``."""
+    """Detections of the classical candidates and of each ``NAME=PATH`` model on ``ids``
+    (``NAME=PATH,tta=d8``: with that test-time augmentation and its calibrated γ / NMS)."""
     from napari_gravity.core.predictor import Predictor
     from napari_gravity.detectors import HessianDoG, TopHat
 
@@ -228,11 +229,13 @@ def run_methods(samples: dict, ids: list[str], polarity: str, model_specs: list[
         print(f"[eval] {name} done", flush=True)
     for spec in model_specs:
         name, _, path = spec.partition("=")
-        pred = Predictor.from_file(path, device="cpu")
+        path, _, tta = path.partition(",tta=")
+        pred = Predictor.from_file(path, device="cpu", tta=tta or "off")
         methods[name] = {
             "dets": detect_all(pred, samples, ids, threshold=pred.floor),
-            "threshold": float(pred.config.threshold),
+            "threshold": float(pred.params_for(tta or "off")["threshold"]),
             "path": path,
+            "tta": tta or "off",
         }
         print(f"[eval] {name} done", flush=True)
     return methods
@@ -273,7 +276,7 @@ def main() -> int:
         "--model",
         action="append",
         default=[],
-        metavar="NAME=PATH",
+        metavar="NAME=PATH[,tta=MODE]",
         help="models trained on all families, tested on every subset",
     )
     ap.add_argument(

@@ -59,17 +59,29 @@ def main() -> int:
     best = [e for e in events if e.get("event") == "best"]
     rob = json.loads(Path(args.robustness).read_text())
     key = args.model_key or name
-    subsets = {
-        sub: {
-            "images": d["images"],
-            "lesions": d["lesions"],
-            "model": d["methods"].get(key),
-            "best_classical": d["best_classical"],
-            "best_classical_aufroc_10": d["methods"][d["best_classical"]]["aufroc_10"],
-            "paired_vs_best_classical": d["paired_vs_best_classical"].get(key),
+
+    def subsets_of(key: str) -> dict:
+        return {
+            sub: {
+                "images": d["images"],
+                "lesions": d["lesions"],
+                "model": d["methods"].get(key),
+                "best_classical": d["best_classical"],
+                "best_classical_aufroc_10": d["methods"][d["best_classical"]]["aufroc_10"],
+                "paired_vs_best_classical": d["paired_vs_best_classical"].get(key),
+            }
+            for sub, d in {**rob["subsets"], **rob.get("extra_tests", {})}.items()
+            if key in d["methods"]
         }
-        for sub, d in {**rob["subsets"], **rob.get("extra_tests", {})}.items()
-        if key in d["methods"]
+
+    subsets = subsets_of(key)
+    tta_cards = {
+        mode: {
+            **{k: rec.get(k) for k in ("threshold", "nms_box", "nms_iou", "val_aufroc")},
+            # the same tests with this mode, where the results file has them (KEY_MODE)
+            "test_subsets": subsets_of(f"{key}_{mode}") or None,
+        }
+        for mode, rec in (md.get("tta") or {}).items()
     }
     card = {
         "name": name,
@@ -86,6 +98,18 @@ def main() -> int:
             "rule", "score at 1 false positive per image on the validation split"
         ),
         "calibration": (md.get("calibration") or {}).get("grid"),
+        **(
+            {
+                "test_time_augmentation": {
+                    "rule": "per mode: NMS by validation AUFROC, γ at 1 FPpI on the same "
+                    "validation images, the views averaged per gravity point; 'auto' (gravity "
+                    "predict, the plugin, load_predictor) uses d8 on network inputs up to 2.5 MP",
+                    **tta_cards,
+                }
+            }
+            if tta_cards
+            else {}
+        ),
         "training": {
             "config": md.get("provenance", {}).get("config_file")
             or f"training/configs/robust_{args.task}_cpu.yaml",

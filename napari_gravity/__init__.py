@@ -65,8 +65,11 @@ def load_predictor(
     ``"default_ma"`` (microaneurysms), a registered model ``NAME`` / ``NAME:vN`` (see
     :mod:`napari_gravity.core.registry`) or the path of a ``.safetensors`` model file.
     ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...; other keyword
-    arguments go to the ``Predictor`` (``floor``, ``amp``, ``cache_size``). The model file's
-    calibrated threshold becomes the predictor's default γ.
+    arguments go to the ``Predictor`` (``floor``, ``amp``, ``cache_size``, ``tta``). The model
+    file's calibrated threshold becomes the predictor's default γ. ``tta`` defaults to
+    ``"auto"`` here: 8 flipped / rotated views averaged (with their own calibrated γ) on images
+    up to 2.5 megapixels when the model file is calibrated for it, one pass otherwise; pass
+    ``tta="off"`` for one pass everywhere.
 
     Raises ``ValueError`` (a ``RegistryError``) naming the choices for an unknown model, and
     ``ModelFileError`` for a file that is not a usable model.
@@ -82,6 +85,7 @@ def load_predictor(
             f"{', '.join(map(repr, BUNDLED_MODELS))}, a model registered in {models_dir()} "
             f"(NAME or NAME:vN) or the path of a .safetensors model file ({exc})"
         ) from None
+    kwargs.setdefault("tta", "auto")
     return Predictor.from_file(path, device=device, **kwargs)
 
 

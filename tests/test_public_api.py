@@ -48,9 +48,11 @@ def test_load_predictor_equals_predictor_from_the_registry_file(name, task, imag
 
     img = image()
     pred = ng.load_predictor(name, device="cpu")
-    ref = Predictor.from_file(default_model_path(task), device="cpu")
+    ref = Predictor.from_file(default_model_path(task), device="cpu", tta="auto")
     assert isinstance(pred, ng.Predictor)
-    assert pred.config == ref.config
+    assert pred.config == ref.config and pred.tta == "auto"
+    # 8 views where the bundled model is calibrated for them (MC); MA keeps one pass
+    assert pred.tta_mode(img.shape) == ("d8" if task == "mc" else "off")
     # at the model's own operating threshold, and with everything above the cache floor (many
     # points, so the comparison is not between two empty sets)
     for thr in (None, ref.floor):

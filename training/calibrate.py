@@ -8,6 +8,11 @@ NMS re-applied from the cached raw output), keeps the pair with the best AUFROC_
 the threshold at ``target_fppi`` FPpI for it. Large lesions regress several points a few pixels
 apart; a box that merges them removes duplicates that would count as false positives.
 
+The same is done for each test-time augmentation mode asked for (``--tta``, default ``flips``
+and ``d8``: averaged views score differently from one pass, so each mode gets its own γ and
+NMS), stored as ``metadata["tta"][mode]``; a predictor with ``tta="auto"`` uses ``d8`` only
+on a model calibrated for it.
+
 ``DATA`` is a benchmark folder (its ``val/`` split) or any data set folder
 (all its images). The test split is never read.
 """
@@ -52,12 +57,13 @@ def calibrate_model(
     target_fppi: float = 1.0,
     grid: tuple[tuple[float, float], ...] | None = None,
     max_fppi: float = 10.0,
+    tta: tuple[str, ...] = ("flips", "d8"),
 ) -> dict[str, Any]:
     """Calibrate ``model`` on ``data``'s validation images and write ``out`` (fp16 weights
-    unchanged, config NMS / threshold and a ``calibration`` metadata record updated)."""
+    unchanged, config NMS / threshold and a ``calibration`` metadata record updated; one
+    ``metadata["tta"]`` record per mode in ``tta``)."""
     from napari_gravity.core.model_io import load_model, save_model
     from napari_gravity.core.predictor import Predictor
-    from napari_gravity.evaluation.froc import froc_curve
 
     loaded = load_model(model)
     task = loaded.metadata.get("task") or "mc"
@@ -65,7 +71,41 @@ def calibrate_model(
     samples = _validation_samples(Path(data))
     ids = [s.image_id or str(k) for k, s in enumerate(samples)]
     gt = dict(zip(ids, samples, strict=True))
-    pred = Predictor(loaded.model, loaded.config, device="cpu")
+    table = _grid_table(
+        Predictor(loaded.model, loaded.config, device="cpu"), gt, ids, grid, target_fppi, max_fppi
+    )
+    best = max(table, key=lambda r: r["val_aufroc"])
+    cfg = loaded.config
+    cfg.nms_box, cfg.nms_iou, cfg.threshold = best["nms_box"], best["nms_iou"], best["threshold"]
+    md = dict(loaded.metadata)
+    md["threshold"] = best["threshold"]
+    md["calibration"] = {
+        "rule": f"NMS (box, IoU) by validation AUFROC_{max_fppi:g}; threshold at "
+        f"{target_fppi:g} FPpI on the same {len(samples)} validation images",
+        "data": str(data),
+        "grid": table,
+        "chosen": best,
+    }
+    modes = {}
+    for mode in tta:
+        pred = Predictor(loaded.model, cfg, device="cpu", tta=mode)
+        rows = _grid_table(pred, gt, ids, grid, target_fppi, max_fppi)
+        chosen = max(rows, key=lambda r: r["val_aufroc"])
+        modes[mode] = {**chosen, "grid": rows}
+    if modes:
+        md["tta"] = modes
+    else:
+        md.pop("tta", None)
+    half = any(t.dtype.is_floating_point and t.dtype.itemsize == 2 for t in _tensors(model))
+    save_model(out, loaded.model, cfg, md, half=half)
+    return {**md["calibration"], "tta": md.get("tta", {})}
+
+
+def _grid_table(pred, gt: dict, ids: list[str], grid, target_fppi: float, max_fppi: float):
+    """One row per NMS (box, IoU): validation AUFROC and the threshold at ``target_fppi``
+    (the network runs once per image; the NMS is re-applied from the cached output)."""
+    from napari_gravity.evaluation.froc import froc_curve
+
     raws = {i: pred.raw(s.image) for i, s in gt.items()}
     table = []
     for box, iou in grid:
@@ -83,21 +123,7 @@ def calibrate_model(
                 "threshold": min(max(thr, 0.0), 1.0),
             }
         )
-    best = max(table, key=lambda r: r["val_aufroc"])
-    cfg = loaded.config
-    cfg.nms_box, cfg.nms_iou, cfg.threshold = best["nms_box"], best["nms_iou"], best["threshold"]
-    md = dict(loaded.metadata)
-    md["threshold"] = best["threshold"]
-    md["calibration"] = {
-        "rule": f"NMS (box, IoU) by validation AUFROC_{max_fppi:g}; threshold at "
-        f"{target_fppi:g} FPpI on the same {len(samples)} validation images",
-        "data": str(data),
-        "grid": table,
-        "chosen": best,
-    }
-    half = any(t.dtype.is_floating_point and t.dtype.itemsize == 2 for t in _tensors(model))
-    save_model(out, loaded.model, cfg, md, half=half)
-    return md["calibration"]
+    return table
 
 
 def _tensors(path: str | Path):
@@ -118,6 +144,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("data", help="benchmark folder (its val/ split) or a data set folder")
     p.add_argument("--out", required=True, help="the calibrated model file to write")
     p.add_argument("--target-fppi", type=float, default=1.0)
+    p.add_argument(
+        "--tta",
+        default="flips,d8",
+        help="test-time augmentation modes to calibrate as well: comma-separated flips / d8, "
+        "or none (default flips,d8; 12 more passes per validation image)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -132,12 +164,21 @@ def run(args: argparse.Namespace) -> int:
     src = resolve_model(args.model)
     if Path(args.out).resolve() == Path(src).resolve():
         raise CalibrationError(f"--out {args.out}: choose another file than the model itself")
-    cal = calibrate_model(src, args.data, args.out, target_fppi=args.target_fppi)
+    modes = tuple(m for m in args.tta.split(",") if m and m != "none")
+    bad = [m for m in modes if m not in ("flips", "d8")]
+    if bad:
+        raise CalibrationError(f"--tta {args.tta}: unknown mode {bad[0]!r}; use flips, d8 or none")
+    cal = calibrate_model(src, args.data, args.out, target_fppi=args.target_fppi, tta=modes)
     for row in cal["grid"]:
         mark = " <- chosen" if row == cal["chosen"] else ""
         print(
             f"  NMS box {row['nms_box']:g} IoU {row['nms_iou']:g}: val AUFROC "
             f"{100 * row['val_aufroc']:.2f} %, threshold {row['threshold']:.3f}{mark}"
+        )
+    for mode, rec in (cal.get("tta") or {}).items():
+        print(
+            f"  TTA {mode}: NMS box {rec['nms_box']:g} IoU {rec['nms_iou']:g}, val AUFROC "
+            f"{100 * rec['val_aufroc']:.2f} %, threshold {rec['threshold']:.3f}"
         )
     print(f"gravity calibrate: wrote {args.out}")
     return 0

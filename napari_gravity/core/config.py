@@ -189,3 +189,25 @@ def postprocess_defaults(
     if _valid_threshold(thr):
         out["threshold"] = float(thr)
     return out
+
+
+def tta_calibrations(metadata: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
+    """γ / NMS of each test-time augmentation mode a model file was calibrated for
+    (``metadata["tta"] = {mode: {"threshold", "nms_box", "nms_iou"}}``, written by
+    ``gravity calibrate``); entries that are not complete and valid are left out."""
+    out: dict[str, dict[str, float]] = {}
+    table = (metadata or {}).get("tta")
+    if not isinstance(table, Mapping):
+        return out
+    for mode, rec in table.items():
+        if mode not in ("flips", "d8") or not isinstance(rec, Mapping):
+            continue
+        if not _valid_threshold(rec.get("threshold")):
+            continue
+        try:
+            box, iou = float(rec["nms_box"]), float(rec["nms_iou"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if box > 0 and 0 < iou <= 1:
+            out[mode] = {"threshold": float(rec["threshold"]), "nms_box": box, "nms_iou": iou}
+    return out

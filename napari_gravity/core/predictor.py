@@ -32,16 +32,22 @@ import numpy as np
 import torch
 
 from ..types import Detections
-from .config import GravityConfig, postprocess_defaults
+from .config import GravityConfig, postprocess_defaults, tta_calibrations
 from .model import GravityNet
 from .normalize import as_float_image, local_contrast, normalize_image
 from .postprocess import decode, inside_image, inside_mask, nms_keep, nms_keep_torch
+from .tta import MODES as TTA_MODES
+from .tta import fuse_views, pad_symmetric, symmetric_size, view, views
 
 DEFAULT_FLOOR = 1e-3
 #: The highest floor an interactive session uses (see :func:`interactive_floor`).
 INTERACTIVE_FLOOR_MAX = 0.1
 #: A crop is used only when it saves at least this share of the image area.
 MIN_CROP_SAVING = 0.1
+#: ``tta="auto"``: the 8-view test-time augmentation on images whose network input (the mask's
+#: crop, else the whole image) has at most this many pixels, one pass above (a 384² tile takes
+#: ~0.3 s with 8 views on 2 CPU cores; a whole mammogram would take 8× its 3-4 s).
+TTA_AUTO_MAX_PIXELS = 2_500_000
 
 Progress = Callable[[float], None]
 
@@ -84,6 +90,7 @@ class RawOutput:
     floor: float = DEFAULT_FLOOR
     key: str = ""
     mask: np.ndarray | None = None  # tissue / FOV mask used by from_raw when none is passed
+    tta: str = "off"  # the test-time augmentation that made it (its γ / NMS are the defaults)
     _nms_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -297,9 +304,14 @@ class Predictor:
         cache_size: int = 4,
         channels_last: bool | None = True,
         postprocess: str = "auto",
+        tta: str = "off",
+        tta_params: dict[str, dict[str, float]] | None = None,
+        tta_max_pixels: float = TTA_AUTO_MAX_PIXELS,
     ):
         if postprocess not in ("auto", "device", "host"):
             raise ValueError(f"postprocess must be 'auto', 'device' or 'host', got {postprocess!r}")
+        if tta not in (*TTA_MODES, "auto"):
+            raise ValueError(f"tta must be one of {(*TTA_MODES, 'auto')}, got {tta!r}")
         self.config = config or model.config
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -314,6 +326,12 @@ class Predictor:
         self.device_nms = self.device.type == "cuda"
         self.postprocess_on_device = postprocess != "host"
         self._cache: OrderedDict[str, RawOutput] = OrderedDict()
+        #: test-time augmentation: "off", "flips", "d8" or "auto" (d8 up to ``tta_max_pixels``
+        #: where the model is calibrated for it, else off); see :mod:`.tta`
+        self.tta = tta
+        self.tta_max_pixels = float(tta_max_pixels)
+        #: γ / NMS of each TTA mode the model was calibrated for (one pass: ``config``'s)
+        self.tta_params: dict[str, dict[str, float]] = dict(tta_params or {})
 
     @classmethod
     def from_file(cls, path, device: str | torch.device = "auto", **kw) -> Predictor:
@@ -321,11 +339,40 @@ class Predictor:
 
         dev = resolve_device(device)
         loaded = load_model(path, device=dev)
+        kw.setdefault("tta_params", tta_calibrations(loaded.metadata))
         pred = cls(loaded.model, loaded.config, dev, **kw)
         pred.metadata = loaded.metadata
         params = postprocess_defaults(loaded.config, loaded.metadata)
         pred.config = pred.config.replace(threshold=params["threshold"])
         return pred
+
+    # ------------------------------------------------------------------ TTA
+    def tta_mode(self, image_shape: tuple[int, ...], mask: np.ndarray | None = None) -> str:
+        """The TTA mode used for an image of this shape (and mask): ``tta`` itself, or for
+        ``"auto"`` "d8" when the model is calibrated for it and the network input has at most
+        ``tta_max_pixels`` pixels, else "off"."""
+        if self.tta != "auto":
+            return self.tta
+        if "d8" not in self.tta_params:
+            return "off"
+        h, w = int(image_shape[-2]), int(image_shape[-1])
+        box = None
+        if mask is not None and np.asarray(mask).shape == (h, w):
+            box = self._crop_for(np.empty((h, w), np.uint8), mask)
+        area = h * w if box is None else (box[1] - box[0]) * (box[3] - box[2])
+        return "d8" if area <= self.tta_max_pixels else "off"
+
+    def params_for(self, mode: str = "off") -> dict[str, float]:
+        """γ / NMS box / IoU to use with a TTA mode: its calibration when the model file has
+        one, else the one-pass parameters (``config``'s)."""
+        c = self.config
+        if mode != "off" and mode in self.tta_params:
+            return dict(self.tta_params[mode])
+        return {
+            "threshold": float(c.threshold),
+            "nms_box": float(c.nms_box),
+            "nms_iou": float(c.nms_iou),
+        }
 
     # ------------------------------------------------------------------ network
     def _autocast(self):
@@ -421,10 +468,15 @@ class Predictor:
             masks = [None] * len(imgs)
         if len(masks) != len(imgs):
             raise ValueError(f"raw_batch: {len(imgs)} images but {len(masks)} masks")
+        modes = [self.tta_mode(im.shape, m) for im, m in zip(imgs, masks, strict=True)]
         boxes = [self._crop_for(im, m) for im, m in zip(imgs, masks, strict=True)]
-        keys = [f"{image_key(im)}|{b}" for im, b in zip(imgs, boxes, strict=True)]
+        keys = [
+            f"{image_key(im)}|{b}" + ("" if md == "off" else f"|tta={md}")
+            for im, b, md in zip(imgs, boxes, modes, strict=True)
+        ]
         results: list[RawOutput | None] = [None] * len(imgs)
         todo: dict[tuple, list[int]] = {}
+        tta_todo: list[int] = []
         first: dict[str, int] = {}  # duplicates in the list are computed once
         for i, k in enumerate(keys):
             hit = self._cache.get(k)
@@ -433,13 +485,20 @@ class Predictor:
                 results[i] = hit
             elif k not in first:
                 first[k] = i
-                todo.setdefault((imgs[i].shape, boxes[i]), []).append(i)
+                if modes[i] == "off":
+                    todo.setdefault((imgs[i].shape, boxes[i]), []).append(i)
+                else:
+                    tta_todo.append(i)
+        jobs = len(todo) + len(tta_todo)
         for g, ((shape, box), idx) in enumerate(todo.items()):
-            lo, hi = g / len(todo), (g + 1) / len(todo)
+            lo, hi = g / jobs, (g + 1) / jobs
             logits, offsets = self._forward([imgs[i] for i in idx], shape, box, progress, lo, hi)
             gp = self.model.points_for(shape, self.device)
             for b, i in enumerate(idx):
                 results[i] = self._decode(logits[b], offsets[b], gp, shape, keys[i])
+        for g, i in enumerate(tta_todo, start=len(todo)):
+            lo, hi = g / jobs, (g + 1) / jobs
+            results[i] = self._raw_tta(imgs[i], masks[i], modes[i], keys[i], progress, lo, hi)
         for i, k in enumerate(keys):
             if results[i] is None:
                 results[i] = results[first[k]]
@@ -449,6 +508,59 @@ class Predictor:
         if progress is not None:
             progress(1.0)
         return results  # type: ignore[return-value]
+
+    def _raw_tta(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray | None,
+        mode: str,
+        key: str,
+        progress: Progress | None,
+        lo: float,
+        hi: float,
+    ) -> RawOutput:
+        """The views' outputs of one image averaged per gravity point (:mod:`.tta`)."""
+        c = self.config
+        h, w = image.shape
+        size = (
+            symmetric_size(h, c.step, c.stride, c.layout),
+            symmetric_size(w, c.step, c.stride, c.layout),
+        )
+        padded, pmask = pad_symmetric(image, size, mask)
+        groups: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+        for k in views(mode):
+            v = view(padded, k)
+            vm = None if pmask is None else view(pmask, k)
+            groups.setdefault((v.shape, self._crop_for(v, vm)), []).append((k, v))
+        # a GPU runs a group's views as one batch; a CPU gains nothing from that, but memory
+        chunks = [
+            (shape, box, part[j : j + (len(part) if self.device.type == "cuda" else 1)])
+            for (shape, box), part in groups.items()
+            for j in range(0, len(part), len(part) if self.device.type == "cuda" else 1)
+        ]
+        outputs = []
+        for g, (shape, box, part) in enumerate(chunks):
+            a = lo + (hi - lo) * g / len(chunks)
+            b = lo + (hi - lo) * (g + 1) / len(chunks)
+            logits, offsets = self._forward([v for _, v in part], shape, box, progress, a, b)
+            gp = self.model.points_for(shape, self.device)
+            gp_host = gp.cpu().numpy()
+            for j, (k, _) in enumerate(part):
+                pts = decode(gp, offsets[j].float(), c.d_h).cpu().numpy()
+                sc = torch.sigmoid(logits[j].float()).cpu().numpy()
+                outputs.append((k, gp_host, pts, sc))
+        base_gp = self.model.points_for(size, "cpu").numpy()
+        points, scores = fuse_views(base_gp, outputs, size)
+        return RawOutput(
+            points=points,
+            scores=scores,
+            gravity_points=base_gp,
+            image_shape=(int(h), int(w)),
+            d_h=c.d_h,
+            floor=self.floor,
+            key=key,
+            tta=mode,
+        )
 
     def _normalized(self, image: np.ndarray, method: str) -> torch.Tensor:
         """The normalised image on the device; ``"local"`` is computed there (on a GPU the host
@@ -511,11 +623,11 @@ class Predictor:
     ) -> Detections:
         """Re-apply γ / NMS / mask to cached outputs (never runs the network). Without
         ``mask``, the raw output's own ``mask`` (if any) applies."""
-        c = self.config
+        p = self.params_for(raw.tta)
         mask = raw.mask if mask is None else mask
-        thr = c.threshold if threshold is None else float(threshold)
-        box = c.nms_box if nms_box is None else float(nms_box)
-        iou = c.nms_iou if nms_iou is None else float(nms_iou)
+        thr = p["threshold"] if threshold is None else float(threshold)
+        box = p["nms_box"] if nms_box is None else float(nms_box)
+        iou = p["nms_iou"] if nms_iou is None else float(nms_iou)
         if mask is not None and np.asarray(mask).shape != raw.image_shape:
             raise ValueError(
                 f"mask shape {np.asarray(mask).shape} does not match image shape {raw.image_shape}"
@@ -530,8 +642,9 @@ class Predictor:
         nms_box: float | None = None,
         nms_iou: float | None = None,
     ) -> Detections:
-        """Detections of one image; with ``mask`` the network runs on the mask's crop only."""
-        if self.postprocess_on_device:
+        """Detections of one image; with ``mask`` the network runs on the mask's crop only.
+        γ / NMS default to the parameters of the image's TTA mode (:meth:`params_for`)."""
+        if self.postprocess_on_device and self.tta_mode(np.shape(image), mask) == "off":
             masks = None if mask is None else [mask]
             return self.detect_batch([image], masks, threshold, nms_box, nms_iou)[0]
         return self.from_raw(self.raw(image, mask), mask, threshold, nms_box, nms_iou)
@@ -558,16 +671,22 @@ class Predictor:
                 raise ValueError(
                     f"mask shape {np.asarray(m).shape} does not match image shape {im.shape}"
                 )
-        c = self.config
-        thr = c.threshold if threshold is None else float(threshold)
-        box = c.nms_box if nms_box is None else float(nms_box)
-        iou = c.nms_iou if nms_iou is None else float(nms_iou)
         if not self.postprocess_on_device:
             raws = self.raw_batch(imgs, masks, progress)
-            return [self.from_raw(r, m, thr, box, iou) for r, m in zip(raws, masks, strict=True)]
+            return [
+                self.from_raw(r, m, threshold, nms_box, nms_iou)
+                for r, m in zip(raws, masks, strict=True)
+            ]
+        p = self.params_for("off")
+        thr = p["threshold"] if threshold is None else float(threshold)
+        box = p["nms_box"] if nms_box is None else float(nms_box)
+        iou = p["nms_iou"] if nms_iou is None else float(nms_iou)
         groups: dict[tuple, list[int]] = {}
         out: list[Detections | None] = [None] * len(imgs)
         for i, (im, m) in enumerate(zip(imgs, masks, strict=True)):
+            if self.tta_mode(im.shape, m) != "off":  # through raw(): the views are averaged there
+                out[i] = self.from_raw(self.raw(im, m), m, threshold, nms_box, nms_iou)
+                continue
             b = self._crop_for(im, m)
             # an image whose raw output is cached (raw() was called) is not recomputed; with an
             # empty cache (batch prediction) no content hash is computed at all
@@ -581,7 +700,7 @@ class Predictor:
             logits, offsets = self._forward([imgs[i] for i in idx], shape, box_px, progress, lo, hi)
             gp = self.model.points_for(shape, self.device)
             for b, i in enumerate(idx):
-                pts = decode(gp, offsets[b].float(), c.d_h)
+                pts = decode(gp, offsets[b].float(), self.config.d_h)
                 sc = torch.sigmoid(logits[b].float())
                 mt = None
                 if masks[i] is not None:

@@ -131,20 +131,31 @@ class ModelDetector(Detector):
         mask = tissue_mask(image, self.metadata.get("task"))
         raw = self.detector.raw(image, mask, progress)
         raw.mask = mask
+        # the γ / NMS calibrated for the test-time augmentation this image got become the
+        # defaults; ``mode_changed`` tells the dock to apply them
+        self.mode = getattr(raw, "tta", "off")
+        params = self.detector.params_for(self.mode)
+        self.mode_changed = any(self.defaults.get(k) != v for k, v in params.items())
+        self.defaults = {**self.defaults, **params}
         return raw
 
 
-def load_detector(path: str | os.PathLike, device: str = "auto") -> ModelDetector:
-    """A GravityNet ``Predictor`` for a model file (its metadata threshold as default γ)."""
+def load_detector(
+    path: str | os.PathLike, device: str = "auto", tta: str = "auto"
+) -> ModelDetector:
+    """A GravityNet ``Predictor`` for a model file (its metadata threshold as default γ;
+    ``tta``: the Predictor's test-time augmentation, "auto" = 8 views on images up to
+    2.5 megapixels where the model is calibrated for it)."""
     block_triton_in_gui()
     from napari_gravity.core.predictor import Predictor, interactive_floor
 
-    pred = Predictor.from_file(path, device=device)
+    pred = Predictor.from_file(path, device=device, tta=tta)
     meta = dict(getattr(pred, "metadata", {}) or {})
     cfg = pred.config
     thr = meta.get("threshold", getattr(cfg, "threshold", None))
     defaults = {"threshold": float(0.5 if thr is None else thr), "nms_box": float(cfg.nms_box)}
-    pred.floor = interactive_floor(defaults["threshold"])  # NMS changes stay interactive
+    lowest = min([defaults["threshold"], *(p["threshold"] for p in pred.tta_params.values())])
+    pred.floor = interactive_floor(lowest)  # NMS changes stay interactive in every mode
     p = Path(path)
     label = p.stem
     if p.stem[:1] in ("v", "V") and p.stem[1:].isdigit() and p.parent.name not in ("", "."):

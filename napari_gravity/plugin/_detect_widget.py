@@ -28,6 +28,9 @@ def _describe(meta: dict, path: str | None) -> str:
         prov.get("epochs") is not None and f"{prov['epochs']} epochs",
         parent and f"from {Path(str(parent)).name}",
         meta.get("threshold") is not None and f"γ {float(meta['threshold']):.2f}",
+        isinstance(meta.get("tta"), dict)
+        and "d8" in meta["tta"]
+        and f"8-view TTA γ {float(meta['tta']['d8'].get('threshold', 0)):.2f}",
         path and Path(path).name,
     ]
     return " · ".join(b for b in bits if b) or "no metadata"
@@ -307,12 +310,16 @@ class DetectWidget(Dock):
             return
         detector, raw, seconds = res
         if self.session.detector is not detector:
-            self.session.set_detector(detector)
+            self.session.set_detector(detector)  # its defaults: those of this run's TTA mode
+        elif getattr(detector, "mode_changed", False):  # another TTA mode: its calibrated γ
+            self.session.restore_params(detector.defaults)
         self.device_label.setText(f"Device: {_torch.device_name(detector)}")
         self.session.raw_cache[(img.unique_id, self.session.detector_key())] = raw
         self.session.save_raw(img, raw)
         n = self.update_detections(img)
-        self._end(f"{detector.name}: {n} detections in {seconds:.2f} s", 100)
+        views = {"d8": ", 8 views averaged", "flips": ", 4 views averaged"}
+        how = views.get(getattr(raw, "tta", "off"), "")
+        self._end(f"{detector.name}: {n} detections in {seconds:.2f} s{how}", 100)
 
     def _end(self, text: str, percent: int = 0) -> None:
         self._tick.stop()

@@ -66,3 +66,29 @@ def test_cli_refuses_to_overwrite_its_source_and_empty_data(tmp_path, bench, cap
     with pytest.raises(CalibrationError, match=r"empty|no validation|no image"):
         calibrate_model(src, empty, tmp_path / "x.safetensors")
     assert np.isfinite(read_model_metadata(src)["threshold"])
+
+
+def test_each_tta_mode_gets_its_own_calibration_that_reproduces(tmp_path, bench):
+    """Averaged views score differently from one pass: each mode's stored γ must give at most
+    the target FPpI when detection runs in that mode (a second method: fresh detections)."""
+    from napari_gravity.core.predictor import Predictor
+    from napari_gravity.data.synthetic import load_benchmark
+
+    src, out = tmp_path / "m.safetensors", tmp_path / "c.safetensors"
+    _model(src, seed=1)
+    cal = calibrate_model(src, bench, out, target_fppi=2.0, tta=("d8",))
+    assert set(cal["tta"]) == {"d8"}
+    rec = read_model_metadata(out)["tta"]["d8"]
+    assert rec["val_aufroc"] == max(r["val_aufroc"] for r in rec["grid"])
+    samples = [r.load() for r in load_benchmark(bench)["val"]]
+    gt = {s.image_id: s for s in samples}
+    d8 = Predictor.from_file(out, device="cpu", tta="d8")
+    assert d8.params_for("d8") == {k: rec[k] for k in ("threshold", "nms_box", "nms_iou")}
+    res = froc_curve({i: d8.detect(s.image, mask=s.mask) for i, s in gt.items()}, gt, list(gt))
+    assert res.fppi[-1] <= 2.0 + 1e-9
+    # "auto" takes d8 on these small images; without the record it stays at one pass
+    assert Predictor.from_file(out, device="cpu", tta="auto").tta_mode((96, 96)) == "d8"
+    calibrate_model(src, bench, tmp_path / "plain.safetensors", tta=())
+    assert "tta" not in read_model_metadata(tmp_path / "plain.safetensors")
+    plain = Predictor.from_file(tmp_path / "plain.safetensors", device="cpu", tta="auto")
+    assert plain.tta_mode((96, 96)) == "off"

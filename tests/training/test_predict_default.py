@@ -54,7 +54,7 @@ def test_format_inbreast_predicts_in_the_data_sets_frame_and_ids(tmp_path):
     with open(root / "test_ground_truth.csv", newline="") as fh:
         gt_ids = {r["image"] for r in csv.DictReader(fh)}
     assert {r["image"] for r in rows} <= gt_ids and rows
-    pred = Predictor.from_file(default_model_path("mc"), device="cpu")
+    pred = Predictor.from_file(default_model_path("mc"), device="cpu", tta="auto")  # the CLI's
     for ref in open_dataset(root / "test", format="inbreast"):
         s = ref.load()
         det = pred.detect(s.image, mask=s.mask, threshold=0.05)
@@ -95,3 +95,38 @@ def test_bf16_is_opt_in_recorded_and_close_to_fp32(tmp_path):
     assert len(common) >= 0.8 * max(len(rows[False]), 1) and rows[False]
     assert max(abs(rows[False][k] - rows[True][k]) for k in common) < 0.05
     assert any(rows[False][k] != rows[True][k] for k in common)  # bf16 did run
+
+
+def test_tta_auto_is_the_default_and_uses_its_own_calibration(tmp_path):
+    """On a tile `gravity predict` averages 8 views at the γ / NMS calibrated for them (as the
+    API's Predictor in mode d8 does); --tta off is the one-pass model at its own γ."""
+    import csv
+
+    from napari_gravity.core.predictor import Predictor
+    from napari_gravity.data.masks import tissue_mask
+    from napari_gravity.data.synthetic import synth_mammogram
+
+    image = synth_mammogram((256, 256), 11).image.astype(np.uint16)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "tile.png", image)
+    path = default_model_path("mc")
+    mask = tissue_mask(image.astype(np.float32), "mc")
+    got = {}
+    for mode in ("auto", "off"):
+        out = tmp_path / mode
+        extra = [] if mode == "auto" else ["--tta", "off"]
+        assert (
+            main(["predict", "default_mc", str(folder), "--out", str(out), "--no-progress", *extra])
+            == 0
+        )
+        with open(out / "predictions.csv", newline="") as fh:
+            got[mode] = sorted((float(r["y"]), float(r["x"])) for r in csv.DictReader(fh) if r["y"])
+        summary = json.loads((out / "summary.json").read_text())
+        info = summary["models"]["default_mc"]
+        assert info["tta"] == mode and set(info["tta_thresholds"]) == {"flips", "d8"}
+    for mode, key in (("d8", "auto"), ("off", "off")):
+        det = Predictor.from_file(path, device="cpu", tta=mode).detect(image, mask=mask)
+        api = sorted((round(float(y), 3), round(float(x), 3)) for y, x in det.points)
+        assert len(api) == len(got[key]) and np.allclose(got[key], api, atol=1e-3), mode
+    assert got["auto"] != got["off"]

@@ -1,0 +1,171 @@
+"""Test-time augmentation: view geometry, the symmetric lattice size, the per-point average (by
+hand), the dihedral equivariance it buys (an invariant a single pass lacks), and which mode and
+γ a Predictor uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_gravity.core import GravityConfig, GravityNet, Predictor
+from napari_gravity.core.gravity_points import gravity_points
+from napari_gravity.core.tta import fuse_views, symmetric_size, unview_points, view, views
+
+SHAPE = (77, 117)  # both ≡ 5 (mod 8): already symmetric for stride 8, step 4
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(5)
+    cfg = GravityConfig(
+        backbone="resnet18", step=4, stride=8, head_channels=16, nms_box=5, normalization="minmax"
+    )
+    model = GravityNet(cfg).eval()
+    with torch.no_grad():
+        model.cls_head[-1].weight.mul_(20)
+        model.reg_head[-1].weight.normal_(0, 0.05)
+    return model
+
+
+def _image(seed=0, shape=SHAPE):
+    rng = np.random.default_rng(seed)
+    img = rng.uniform(0, 50, shape).astype(np.float32)
+    img[20:30, 60:75] += 400.0  # an asymmetric bright patch
+    return img
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_unview_points_inverts_view_on_a_marked_pixel(k):
+    a = np.zeros((5, 7))
+    a[1, 5] = 1.0
+    v = view(a, k)
+    q = np.argwhere(v == 1.0).astype(float)  # where the marker went, found independently
+    assert unview_points(q, k, a.shape).tolist() == [[1.0, 5.0]]
+
+
+def test_modes_and_their_views():
+    assert (
+        views("off") == (0,) and len(views("flips")) == 4 and sorted(views("d8")) == list(range(8))
+    )
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        views("rot90")
+
+
+@pytest.mark.parametrize(
+    ("step", "stride", "layout"), [(4, 8, "paper"), (10, 32, "paper"), (10, 32, "uniform")]
+)
+def test_symmetric_size_is_the_smallest_mirror_symmetric_size(step, stride, layout):
+    def symmetric(n):
+        # every gravity point, those in the stride padding beyond the image included
+        ys = {float(y) for y in gravity_points((n, 1), step, stride=stride, layout=layout)[:, 0]}
+        return ys == {n - 1 - y for y in ys}
+
+    for n in range(1, 3 * stride):
+        s = symmetric_size(n, step, stride, layout)
+        assert s >= n and symmetric(s)
+        assert not any(symmetric(m) for m in range(n, s))
+
+
+def test_fuse_views_by_hand():
+    # a 1×5 image, lattice x = 0 and 4; view 0 (identity) and view 1 (columns flipped)
+    gp = np.array([[0.0, 0.0], [0.0, 4.0]])
+    v0 = (0, gp, np.array([[0.0, 1.0], [0.0, 3.0]]), np.array([0.2, 0.6]))
+    # view 1's point at x=0 is the image's x=4 and vice versa; its moved x 1.5 / 2 are 2.5 / 2
+    v1 = (1, gp, np.array([[0.0, 1.5], [0.0, 2.0]]), np.array([0.4, 0.0]))
+    pts, sc = fuse_views(gp, [v0, v1], (1, 5))
+    assert sc == pytest.approx([0.1, 0.5])
+    # score-weighted positions: x = (0.2·1 + 0·2) / 0.2 and (0.6·3 + 0.4·2.5) / 1.0
+    assert pts[:, 1] == pytest.approx([1.0, 2.8])
+    with pytest.raises(ValueError, match="miss the image's lattice"):
+        fuse_views(gp, [(0, gp + 1.0, gp, np.zeros(2))], (1, 5))
+
+
+def _by_point(raw):
+    """{gravity point: (score, moved point)} of a raw output."""
+    return {
+        tuple(int(v) for v in g): (float(s), p)
+        for g, s, p in zip(raw.gravity_points, raw.scores, raw.points, strict=True)
+    }
+
+
+def _equivariance_error(pred, img, k):
+    """Largest score difference between the output on view k of the image (mapped back) and
+    the output on the image itself, over the gravity points inside the image."""
+    a = _by_point(pred.raw(img))
+    vb = pred.raw(view(img, k))
+    g_back = unview_points(vb.gravity_points, k, img.shape)
+    worst = 0.0
+    for g, s in zip(g_back, vb.scores, strict=True):
+        key = tuple(int(np.rint(v)) for v in g)
+        if 0 <= key[0] < img.shape[0] and 0 <= key[1] < img.shape[1]:
+            worst = max(worst, abs(a[key][0] - float(s)))
+    return worst
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6, 7])
+def test_d8_output_is_equivariant_and_one_pass_is_not(net, k):
+    img = _image()
+    d8 = Predictor(net, device="cpu", tta="d8", cache_size=0)
+    one = Predictor(net, device="cpu", cache_size=0)
+    assert _equivariance_error(d8, img, k) < 1e-5
+    assert _equivariance_error(one, img, k) > 1e-3  # the network itself is not equivariant
+
+
+def test_d8_moved_points_follow_the_flip(net):
+    img = _image(1)
+    pred = Predictor(net, device="cpu", tta="d8", cache_size=0)
+    a = _by_point(pred.raw(img))
+    b = pred.raw(view(img, 1))
+    back = unview_points(b.points, 1, img.shape)
+    for g, p in zip(unview_points(b.gravity_points, 1, img.shape), back, strict=True):
+        key = tuple(int(np.rint(v)) for v in g)
+        if key in a and a[key][0] > 0.05:
+            assert np.abs(a[key][1] - p).max() < 1e-3
+
+
+def test_any_image_size_gives_one_candidate_per_gravity_point_inside(net):
+    img = _image(2, shape=(50, 61))  # not symmetric: padded for the views
+    pred = Predictor(net, device="cpu", tta="d8")
+    raw = pred.raw(img)
+    assert raw.image_shape == (50, 61) and raw.tta == "d8"
+    gp = raw.gravity_points
+    inside = (gp[:, 0] <= 49) & (gp[:, 1] <= 60)
+    # every lattice point of the image is there once (the padding's are dropped by select)
+    want = {
+        tuple(p)
+        for p in gravity_points((50, 61), 4, stride=8).astype(int)
+        if p[0] <= 49 and p[1] <= 60
+    }
+    assert {tuple(int(v) for v in p) for p in gp[inside]} == want
+    assert np.isfinite(raw.scores).all() and ((raw.scores >= 0) & (raw.scores <= 1)).all()
+
+
+def test_auto_mode_needs_a_calibration_and_a_small_network_input(net):
+    cal = {"d8": {"threshold": 0.9, "nms_box": 3.0, "nms_iou": 0.5}}
+    pred = Predictor(net, device="cpu", tta="auto", tta_params=cal, tta_max_pixels=77 * 117)
+    assert pred.tta_mode((77, 117)) == "d8"
+    assert pred.tta_mode((78, 117)) == "off"
+    big = np.zeros((400, 400), bool)
+    big[300:310, 300:310] = True  # a small mask: the crop decides, not the image
+    pred.tta_max_pixels = 400 * 400 - 1
+    assert pred.tta_mode((400, 400)) == "off"
+    assert pred.tta_mode((400, 400), big) == "d8"
+    assert Predictor(net, device="cpu", tta="auto").tta_mode((77, 117)) == "off"  # uncalibrated
+    with pytest.raises(ValueError, match="tta must be one of"):
+        Predictor(net, device="cpu", tta="rot")
+
+
+def test_detect_uses_the_mode_calibration(net):
+    img = _image(3)
+    thr = float(np.quantile(Predictor(net, device="cpu", tta="d8").raw(img).scores, 0.99))
+    cal = {"d8": {"threshold": thr, "nms_box": 3.0, "nms_iou": 0.5}}
+    pred = Predictor(net, device="cpu", tta="d8", tta_params=cal)
+    assert pred.params_for("d8") == cal["d8"]
+    assert pred.params_for("off")["threshold"] == pytest.approx(net.config.threshold)
+    det = pred.detect(img)
+    ref = pred.from_raw(pred.raw(img), threshold=thr, nms_box=3.0, nms_iou=0.5)
+    assert len(det.scores) and (det.scores >= thr).all()
+    np.testing.assert_array_equal(det.points, ref.points)
+    [batch] = pred.detect_batch([img])
+    np.testing.assert_array_equal(batch.points, det.points)
