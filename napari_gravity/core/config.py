@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .gravity_points import LAYOUTS, points_per_axis
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -211,3 +213,53 @@ def tta_calibrations(metadata: Mapping[str, Any] | None) -> dict[str, dict[str, 
         if box > 0 and 0 < iou <= 1:
             out[mode] = {"threshold": float(rec["threshold"]), "nms_box": box, "nms_iou": iou}
     return out
+
+
+def area_rules(metadata: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The area rule of each mode ("off" = one pass, "flips", "d8") a model file carries (written
+    by ``gravity calibrate``): ``{"fp_scores", "tissue_px", "target_fppi"}``, see
+    :func:`area_threshold`. Malformed records are left out."""
+    md = metadata or {}
+    found = {"off": (md.get("calibration") or {}).get("area_rule")}
+    tta = md.get("tta")
+    if isinstance(tta, Mapping):
+        found.update(
+            {m: (r or {}).get("area_rule") for m, r in tta.items() if isinstance(r, Mapping)}
+        )
+    out = {}
+    for mode, rule in found.items():
+        if not isinstance(rule, Mapping):
+            continue
+        try:
+            scores = np.asarray(rule["fp_scores"], dtype=np.float64).reshape(-1)
+            tissue, target = float(rule["tissue_px"]), float(rule["target_fppi"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if tissue > 0 and target > 0 and np.isfinite(scores).all():
+            out[mode] = {
+                "fp_scores": np.sort(scores)[::-1],
+                "tissue_px": tissue,
+                "target_fppi": target,
+            }
+    return out
+
+
+def area_threshold(
+    threshold: float, rule: Mapping[str, Any] | None, area_px: float | None
+) -> float:
+    """γ for an image with ``area_px`` pixels of tissue: the calibrated ``threshold`` (set at
+    ``target_fppi`` false positives per *validation image*), raised where the image is larger
+    than the validation images so that the expected number of false positives on the whole image
+    stays at ``target_fppi``. The validation set's false positives above ``threshold``
+    (``fp_scores``) over its ``tissue_px`` pixels of tissue give the false-positive density at
+    each score; an image of ``area_px`` may have ``target_fppi · tissue_px / area_px`` of them.
+    Never below ``threshold``; unchanged without a rule or an area."""
+    if rule is None or area_px is None or not area_px > 0:
+        return float(threshold)
+    scores = rule["fp_scores"]
+    allowed = rule["target_fppi"] * rule["tissue_px"] / float(area_px)
+    k = int(np.floor(allowed))
+    if k >= len(scores):
+        return float(threshold)
+    # a score strictly above the (k+1)-th highest validation FP: at most k of them reach it
+    return float(max(threshold, np.nextafter(scores[k], np.inf)))

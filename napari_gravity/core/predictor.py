@@ -32,7 +32,13 @@ import numpy as np
 import torch
 
 from ..types import Detections
-from .config import GravityConfig, postprocess_defaults, tta_calibrations
+from .config import (
+    GravityConfig,
+    area_rules,
+    area_threshold,
+    postprocess_defaults,
+    tta_calibrations,
+)
 from .model import GravityNet
 from .normalize import as_float_image, local_contrast, normalize_image
 from .postprocess import decode, inside_image, inside_mask, nms_keep, nms_keep_torch
@@ -307,6 +313,7 @@ class Predictor:
         tta: str = "off",
         tta_params: dict[str, dict[str, float]] | None = None,
         tta_max_pixels: float = TTA_AUTO_MAX_PIXELS,
+        area_rules: dict[str, dict] | None = None,
     ):
         if postprocess not in ("auto", "device", "host"):
             raise ValueError(f"postprocess must be 'auto', 'device' or 'host', got {postprocess!r}")
@@ -332,6 +339,9 @@ class Predictor:
         self.tta_max_pixels = float(tta_max_pixels)
         #: γ / NMS of each TTA mode the model was calibrated for (one pass: ``config``'s)
         self.tta_params: dict[str, dict[str, float]] = dict(tta_params or {})
+        #: per mode, what raises γ on images with more tissue than the validation images had
+        #: (:func:`.config.area_threshold`; from ``gravity calibrate``); none: γ as stored
+        self.area_rules: dict[str, dict] = dict(area_rules or {})
 
     @classmethod
     def from_file(cls, path, device: str | torch.device = "auto", **kw) -> Predictor:
@@ -340,6 +350,7 @@ class Predictor:
         dev = resolve_device(device)
         loaded = load_model(path, device=dev)
         kw.setdefault("tta_params", tta_calibrations(loaded.metadata))
+        kw.setdefault("area_rules", area_rules(loaded.metadata))
         pred = cls(loaded.model, loaded.config, dev, **kw)
         pred.metadata = loaded.metadata
         params = postprocess_defaults(loaded.config, loaded.metadata)
@@ -362,17 +373,31 @@ class Predictor:
         area = h * w if box is None else (box[1] - box[0]) * (box[3] - box[2])
         return "d8" if area <= self.tta_max_pixels else "off"
 
-    def params_for(self, mode: str = "off") -> dict[str, float]:
+    def params_for(self, mode: str = "off", area_px: float | None = None) -> dict[str, float]:
         """γ / NMS box / IoU to use with a TTA mode: its calibration when the model file has
-        one, else the one-pass parameters (``config``'s)."""
+        one, else the one-pass parameters (``config``'s). With ``area_px`` (the image's pixels
+        of tissue) γ is raised where the model's area rule asks for it (an image larger than
+        the validation images: the same expected false positives per whole image)."""
         c = self.config
-        if mode != "off" and mode in self.tta_params:
-            return dict(self.tta_params[mode])
-        return {
-            "threshold": float(c.threshold),
-            "nms_box": float(c.nms_box),
-            "nms_iou": float(c.nms_iou),
-        }
+        calibrated = mode != "off" and mode in self.tta_params
+        if calibrated:
+            p = dict(self.tta_params[mode])
+        else:
+            p = {
+                "threshold": float(c.threshold),
+                "nms_box": float(c.nms_box),
+                "nms_iou": float(c.nms_iou),
+            }
+        rule = self.area_rules.get(mode if calibrated else "off")
+        p["threshold"] = area_threshold(p["threshold"], rule, area_px)
+        return p
+
+    @staticmethod
+    def tissue_area(shape: tuple[int, ...], mask: np.ndarray | None = None) -> float:
+        """Pixels an image's false positives can fall on: the mask's, else the whole image."""
+        if mask is not None:
+            return float(np.count_nonzero(mask))
+        return float(int(shape[-2]) * int(shape[-1]))
 
     # ------------------------------------------------------------------ network
     def _autocast(self):
@@ -623,8 +648,9 @@ class Predictor:
     ) -> Detections:
         """Re-apply γ / NMS / mask to cached outputs (never runs the network). Without
         ``mask``, the raw output's own ``mask`` (if any) applies."""
-        p = self.params_for(raw.tta)
         mask = raw.mask if mask is None else mask
+        area = self.tissue_area(raw.image_shape, mask) if threshold is None else None
+        p = self.params_for(raw.tta, area)
         thr = p["threshold"] if threshold is None else float(threshold)
         box = p["nms_box"] if nms_box is None else float(nms_box)
         iou = p["nms_iou"] if nms_iou is None else float(nms_iou)
@@ -683,16 +709,19 @@ class Predictor:
         iou = p["nms_iou"] if nms_iou is None else float(nms_iou)
         groups: dict[tuple, list[int]] = {}
         out: list[Detections | None] = [None] * len(imgs)
+        thrs = [thr] * len(imgs)
         for i, (im, m) in enumerate(zip(imgs, masks, strict=True)):
             if self.tta_mode(im.shape, m) != "off":  # through raw(): the views are averaged there
                 out[i] = self.from_raw(self.raw(im, m), m, threshold, nms_box, nms_iou)
                 continue
             b = self._crop_for(im, m)
+            if threshold is None:  # this image's γ (raised by the area rule on a large one)
+                thrs[i] = self.params_for("off", self.tissue_area(im.shape, m))["threshold"]
             # an image whose raw output is cached (raw() was called) is not recomputed; with an
             # empty cache (batch prediction) no content hash is computed at all
             hit = self._cache.get(f"{image_key(im)}|{b}") if self._cache else None
             if hit is not None:
-                out[i] = self.from_raw(hit, m, thr, box, iou)
+                out[i] = self.from_raw(hit, m, thrs[i], box, iou)
             else:
                 groups.setdefault((im.shape, b), []).append(i)
         for g, ((shape, box_px), idx) in enumerate(groups.items()):
@@ -705,7 +734,7 @@ class Predictor:
                 mt = None
                 if masks[i] is not None:
                     mt = torch.from_numpy(np.asarray(masks[i], dtype=bool)).to(self.device)
-                out[i] = select_on_device(pts, sc, shape, thr, box, iou, mt)
+                out[i] = select_on_device(pts, sc, shape, thrs[i], box, iou, mt)
         if progress is not None:
             progress(1.0)
         return out  # type: ignore[return-value]

@@ -131,10 +131,13 @@ class ModelDetector(Detector):
         mask = tissue_mask(image, self.metadata.get("task"))
         raw = self.detector.raw(image, mask, progress)
         raw.mask = mask
-        # the γ / NMS calibrated for the test-time augmentation this image got become the
+        # the γ / NMS calibrated for the test-time augmentation this image got (γ raised by the
+        # area rule on an image with more tissue than the validation images) become the
         # defaults; ``mode_changed`` tells the dock to apply them
         self.mode = getattr(raw, "tta", "off")
-        params = self.detector.params_for(self.mode)
+        self.area = self.detector.tissue_area(image.shape, mask)
+        params = self.detector.params_for(self.mode, self.area)  # raised on a large image
+        self.tile_threshold = self.detector.params_for(self.mode)["threshold"]
         self.mode_changed = any(self.defaults.get(k) != v for k, v in params.items())
         self.defaults = {**self.defaults, **params}
         return raw

@@ -319,6 +319,13 @@ class DetectWidget(Dock):
         n = self.update_detections(img)
         views = {"d8": ", 8 views averaged", "flips": ", 4 views averaged"}
         how = views.get(getattr(raw, "tta", "off"), "")
+        tile = getattr(detector, "tile_threshold", None)
+        thr = (detector.defaults or {}).get("threshold")
+        if tile is not None and thr is not None and thr > tile + 1e-6:
+            how += (
+                f"; γ {thr:.2f} for {detector.area / 1e6:.1f} MP of tissue (as many expected "
+                f"false marks per image as on a validation image; {tile:.2f} at their size)"
+            )
         self._end(f"{detector.name}: {n} detections in {seconds:.2f} s{how}", 100)
 
     def _end(self, text: str, percent: int = 0) -> None:

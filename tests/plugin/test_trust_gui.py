@@ -144,14 +144,16 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     session = det.session
     layer = session.detections_layer(img, create=False)
     pred = _api.load_detector(default_model_path())
-    # a 512² image: the 8-view test-time augmentation, with the γ / NMS calibrated for it
-    d8 = pred.detector.params_for("d8")
-    assert "8 views averaged" in det.run_label.text() and "d8" in pred.detector.tta_params
-    assert det.thr_slider.value() == round(d8["threshold"] * 1000)
-    assert (det.box_spin.value(), det.iou_spin.value()) == (d8["nms_box"], d8["nms_iou"])
     prog = []
     raw = pred.raw(np.asarray(img.data, np.float32), prog.append)
-    assert raw.tta == "d8"
+    # a 512² image: the 8-view test-time augmentation, with the γ / NMS calibrated for it, γ
+    # raised by the area rule (512² px of tissue, more than a validation tile's 384²)
+    assert raw.tta == "d8" and "8 views averaged" in det.run_label.text()
+    d8 = pred.detector.params_for("d8", pred.area)
+    assert d8["threshold"] > pred.detector.params_for("d8")["threshold"] == pred.tile_threshold
+    assert f"γ {d8['threshold']:.2f} for 0.3 MP of tissue" in det.run_label.text()
+    assert det.thr_slider.value() == round(d8["threshold"] * 1000)
+    assert (det.box_spin.value(), det.iou_spin.value()) == (d8["nms_box"], d8["nms_iou"])
     assert prog[-1] == pytest.approx(1.0) and prog == sorted(prog)
     steps = np.diff([0.0, *prog])  # many steps, none a large jump
     assert len(steps) > 10 and steps.max() < 0.5

@@ -92,3 +92,31 @@ def test_each_tta_mode_gets_its_own_calibration_that_reproduces(tmp_path, bench)
     assert "tta" not in read_model_metadata(tmp_path / "plain.safetensors")
     plain = Predictor.from_file(tmp_path / "plain.safetensors", device="cpu", tta="auto")
     assert plain.tta_mode((96, 96)) == "off"
+
+
+def test_area_rule_holds_the_validation_false_positives(tmp_path, bench):
+    """The stored FP scores are the validation FPs at the stored γ (fresh detections count
+    them again), and the γ the rule gives for an image as large as all validation images
+    together lets through at most one of them (the target) on those images."""
+    from napari_gravity.core.config import area_rules, area_threshold
+    from napari_gravity.core.predictor import Predictor
+    from napari_gravity.data.synthetic import load_benchmark
+
+    src, out = tmp_path / "m.safetensors", tmp_path / "c.safetensors"
+    _model(src, seed=2)
+    calibrate_model(src, bench, out, target_fppi=2.0, tta=())
+    rule = area_rules(read_model_metadata(out))["off"]
+    samples = [r.load() for r in load_benchmark(bench)["val"]]
+    gt = {s.image_id: s for s in samples}
+    pred = Predictor.from_file(out, device="cpu")
+    g0 = pred.config.threshold
+
+    def fps(threshold):
+        dets = {i: pred.detect(s.image, mask=s.mask, threshold=threshold) for i, s in gt.items()}
+        return int(froc_curve(dets, gt, list(gt)).fp[-1])
+
+    assert len(rule["fp_scores"]) == fps(g0) and (rule["fp_scores"] >= g0).all()
+    tissue = sum(s.image.size if s.mask is None else int(s.mask.sum()) for s in samples)
+    assert rule["tissue_px"] == tissue and rule["target_fppi"] == 2.0
+    g_all = area_threshold(g0, rule, tissue)  # one image holding every validation pixel
+    assert g_all >= g0 and fps(g_all) <= 2
