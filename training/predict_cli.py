@@ -335,6 +335,9 @@ class ImageInputs:
                 image = read_image(p, channel=self.channel).image
                 mask = image_mask(p, image, self.mask_mode, self.task)
         except Exception as exc:  # any reader/mask error is this file's failure, not the run's
+            late = _death_notice(exc)
+            if late is not None:  # PyTorch's SIGCHLD error raised inside a read: not the file's
+                raise late from None
             return Loaded(k, iid, p, error=_error_text(p, exc))
         from torch.utils.data import get_worker_info
 
@@ -348,6 +351,17 @@ class ImageInputs:
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _death_notice(exc: BaseException | None) -> BaseException | None:
+    """A reader process's death notice among ``exc`` and its causes (a reader that wrapped the
+    RuntimeError PyTorch's signal handler raised inside it), else ``None``."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _worker_died(exc: BaseException) -> bool:
@@ -538,24 +552,40 @@ def predict_each(
                 on_failed(ev)
                 handled.add(ev["image"])
 
-    todo, n_workers = list(range(len(paths))), workers
-    for attempt in range(3):
+    deaths: list[BaseException] = []
+    said: list[bool] = []  # the stderr notice, once
+
+    def recoverable(exc: BaseException) -> bool:
+        return workers > 0 and _worker_died(exc) and len(deaths) < 3
+
+    # The death may surface twice: a broken pipe first, then PyTorch's SIGCHLD error, which a
+    # signal handler raises wherever this process is — even inside the handling of the first.
+    # So every step after a death runs inside a try, and each notice just counts.
+    while True:
         try:
-            go(todo, n_workers)
-            return
-        except (RuntimeError, ConnectionError, EOFError) as exc:
-            # the death may surface twice: a broken pipe first, then PyTorch's SIGCHLD error
-            # once this process already reads in-process; each time, go on with what is left
-            if workers <= 0 or not _worker_died(exc) or attempt == 2:
+            try:
+                if deaths:
+                    todo = [k for k, i in enumerate(ids) if i not in handled]
+                    if not said:
+                        said.append(True)
+                        print(
+                            f"gravity predict: a reader process died ({str(deaths[0])[:200]}); "
+                            f"reading the other {len(todo)} image(s) in this process",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    go(todo, 0)
+                else:
+                    go(list(range(len(paths))), workers)
+                return
+            except (RuntimeError, ConnectionError, EOFError) as exc:
+                if not recoverable(exc):
+                    raise
+                deaths.append(exc)
+        except (RuntimeError, ConnectionError, EOFError) as late:  # a notice during the above
+            if late in deaths or not recoverable(late):
                 raise
-            todo, n_workers = [k for k, i in enumerate(ids) if i not in handled], 0
-            if attempt == 0:
-                print(
-                    f"gravity predict: a reader process died ({str(exc)[:200]}); reading the "
-                    f"other {len(todo)} image(s) in this process",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            deaths.append(late)
 
 
 def predict_paths(

@@ -64,6 +64,14 @@ class DetectWidget(Dock):
         self.image_combo = create_widget(annotation=Image, label="Image")
         self.detect_btn = _ui.button("Detect", self.run_detection, bold=True)
         self.cancel_btn = _ui.button("Cancel", self.cancel, enabled=False)
+        self.tta_check = _ui.checkbox(
+            "Average 8 flipped / turned views",
+            checked=True,
+            tip="Test-time augmentation: on images up to 2.5 megapixels (tiles, crops), where the "
+            "model is calibrated for it, the network runs on the 8 flips and 90° turns and their "
+            "outputs are averaged (more accurate, 8× the time); whole mammograms keep one pass. "
+            "Takes effect at the next Detect.",
+        )
         self.progress = _ui.ProgressBar()
         self.run_label = _ui.label()
         self.thr_slider = QSlider(Qt.Orientation.Horizontal)
@@ -87,6 +95,7 @@ class DetectWidget(Dock):
                 "Run",
                 ("Image", self.image_combo.native),
                 [self.detect_btn, self.cancel_btn],
+                self.tta_check,
                 self.progress,
                 self.run_label,
                 form=True,
@@ -250,6 +259,7 @@ class DetectWidget(Dock):
             _torch.start_torch_import()  # no-op when already started
         image = np.asarray(img.data, dtype=np.float32)
         self.net_progress = 0.0 if kind == "model" else None
+        tta = "auto" if self.tta_check.isChecked() else "off"
 
         def work():
             lower_priority()  # this worker thread yields the CPU to the GUI thread
@@ -259,9 +269,11 @@ class DetectWidget(Dock):
                     yield (2, "loading torch (first run only)…")
                     _torch.wait_for_torch()
                 yield (8, f"loading {Path(ref).name}…")
-                d = _api.load_detector(ref)
+                d = _api.load_detector(ref, tta=tta)
             elif d is None:
                 d = _api.classical_detector(ref)
+            if kind == "model":
+                d.detector.tta = tta  # the box's state at this Detect
             yield (-1, f"running {d.name} on {image.shape[0]}×{image.shape[1]} px (H×W)…")
             t0 = time.perf_counter()
             try:

@@ -204,6 +204,32 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     assert layer.selected_data == {0}
 
 
+def test_the_tta_box_switches_between_one_pass_and_8_views_with_their_own_gamma(
+    make_napari_viewer, qtbot, gravity_env
+):
+    from napari_gravity.core.registry import default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("no bundled default model")
+    viewer, w = open_gui(make_napari_viewer)
+    det = w["Detect lesions"]
+    viewer.open_sample("napari-gravity", "mammogram")
+    img = viewer.layers["synthetic mammogram"]
+    assert det.tta_check.isChecked()  # on by default
+    det.tta_check.setChecked(False)
+    run_detect(qtbot, det)
+    d = det.session.detector
+    assert det.session.raw_for(img).tta == "off" and "views averaged" not in det.run_label.text()
+    one = d.detector.params_for("off", d.area)["threshold"]
+    assert det.thr_slider.value() == round(one * 1000)
+    det.tta_check.setChecked(True)
+    run_detect(qtbot, det)
+    assert det.session.detector is d  # the same model, another mode: its calibrated γ
+    assert det.session.raw_for(img).tta == "d8" and "8 views averaged" in det.run_label.text()
+    d8 = d.detector.params_for("d8", d.area)["threshold"]
+    assert det.thr_slider.value() == round(d8 * 1000) != round(one * 1000)
+
+
 def test_cancel_stops_the_forward_pass_and_keeps_nothing(
     make_napari_viewer, qtbot, gravity_env, tiny_model
 ):
