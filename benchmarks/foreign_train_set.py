@@ -1,4 +1,4 @@
-"""The outside lesion model (``foreign_mc.py``) on the TRAINING patient's films, written as a
+"""An outside lesion model (``foreign_mc.py``, or ``--outside b`` / ``c``) on the TRAINING patient's films, written as a
 train / val folder the trainer reads: a diagnostic of how much of a model's gap on that
 model is a domain gap (fine-tune on it, test on the held-out patient with ``foreign_mc.py``).
 Never a training set for a shipped model: the outside model is a test.
@@ -26,10 +26,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--per-spacing", type=int, nargs=2, default=(40, 8), help="train, val")
+    ap.add_argument(
+        "--outside",
+        choices=("a", "b", "c"),
+        default="a",
+        help="which outside model: foreign_mc.py (a), foreign_mc_b.py (b), foreign_mc_c.py (c)",
+    )
     args = ap.parse_args()
 
+    import importlib
+
     import tifffile
-    from foreign_mc import build
+
+    module = {"a": "foreign_mc", "b": "foreign_mc_b", "c": "foreign_mc_c"}[args.outside]
+    build = importlib.import_module(module).build
 
     from napari_gravity.data.annotations import write_points_csv
 
