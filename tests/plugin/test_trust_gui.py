@@ -124,18 +124,25 @@ def run_detect(qtbot, det, timeout=120_000):
     qtbot.waitUntil(lambda: not det.busy, timeout=timeout)
 
 
+def sample_in_detect_dock(make_napari_viewer):
+    """(viewer, Detect dock, image layer) with the synthetic mammogram sample open; skips
+    without a bundled default model."""
+    from napari_gravity.core.registry import default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("no bundled default model")
+    viewer, w = open_gui(make_napari_viewer)
+    viewer.open_sample("napari-gravity", "mammogram")
+    return viewer, w["Detect lesions"], viewer.layers["synthetic mammogram"]
+
+
 def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
     make_napari_viewer, qtbot, gravity_env
 ):
     from napari_gravity.core.registry import default_model_path
     from napari_gravity.plugin import _api
 
-    if default_model_path() is None:
-        pytest.skip("no bundled default model")
-    viewer, w = open_gui(make_napari_viewer)
-    det = w["Detect lesions"]
-    viewer.open_sample("napari-gravity", "mammogram")
-    img = viewer.layers["synthetic mammogram"]
+    viewer, det, img = sample_in_detect_dock(make_napari_viewer)
     assert det.selected_model() == ("model", str(default_model_path()))
     run_detect(qtbot, det)
     assert "512×512 px (H×W)" in det.run_text
@@ -207,14 +214,7 @@ def test_live_nms_reaches_the_layer_and_overlay_keeps_the_selection(
 def test_the_tta_box_switches_between_one_pass_and_8_views_with_their_own_gamma(
     make_napari_viewer, qtbot, gravity_env
 ):
-    from napari_gravity.core.registry import default_model_path
-
-    if default_model_path() is None:
-        pytest.skip("no bundled default model")
-    viewer, w = open_gui(make_napari_viewer)
-    det = w["Detect lesions"]
-    viewer.open_sample("napari-gravity", "mammogram")
-    img = viewer.layers["synthetic mammogram"]
+    _viewer, det, img = sample_in_detect_dock(make_napari_viewer)
     assert det.tta_check.isChecked()  # on by default
     det.tta_check.setChecked(False)
     run_detect(qtbot, det)
