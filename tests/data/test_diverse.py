@@ -214,3 +214,55 @@ def test_quantum_noise_dominates_texture_and_keeps_lesions_visible():
     assert np.median(ratios) > 1.3
     # ... and their calcifications still stand out once smoothed
     assert total > 20 and bright / total > 0.8
+
+
+def test_dr_mtf_keeps_by_hand_and_blurs_less_with_a_higher_knee():
+    from napari_gravity.data.synthetic.diverse import _dr_mtf, _mtf_peak_kept
+
+    flat = {"f0": 1e9, "aperture": 0.0}  # no aperture, knee at infinity: MTF ≡ 1
+    assert np.allclose(_dr_mtf((8, 8), flat), 1.0)
+    assert _mtf_peak_kept(flat, 4.0) == pytest.approx(1.0, abs=1e-9)
+    # the MTF at the knee frequency is sinc² of the aperture over 2 (Lorentzian halves it)
+    m = _dr_mtf((64, 64), {"f0": 0.25, "aperture": 1.0})
+    assert m[0, 16] == pytest.approx(np.sinc(0.25) / 2)
+    kept = [_mtf_peak_kept({"f0": f, "aperture": 1.0}, 4.0) for f in (0.12, 0.2, 0.4)]
+    assert kept == sorted(kept) and kept[0] < 0.8
+    assert _mtf_peak_kept({"f0": 0.12, "aperture": 1.0}, 2.0) < kept[0]  # smaller: more lost
+
+
+def test_detector_noise_is_correlated_and_lesions_stay_visible():
+    """The digital-detector chain passes its input and its noise through the MTF: on a white
+    texture, neighbouring output pixels are correlated, and with a flat MTF (a second run of
+    the same chain) they are not; the calcifications, brightened by what the MTF and the noise
+    take, still stand out."""
+    from napari_gravity.data.synthetic.diverse import _dr_chain
+
+    rng = np.random.default_rng(0)
+    img = 100.0 + rng.normal(0, 1.0, (128, 128))
+    mask = np.ones(img.shape, bool)
+    base = {"noise": 1.0, "a": 2.0, "usm_sigma": 20.0, "usm_gain": 0.5}
+
+    def lag1(dr):
+        out = _dr_chain(np.random.default_rng(1), img, mask, {**base, **dr})
+        return np.corrcoef(out[:, :-1].ravel(), out[:, 1:].ravel())[0, 1]
+
+    assert lag1({"f0": 0.15, "aperture": 1.0}) > 0.5
+    assert abs(lag1({"f0": 1e9, "aperture": 0.0})) < 0.1
+    bright, total = 0, 0
+    for seed in range(6):
+        kw = dict(seed=seed, has_lesions=True, snr=(6.0, 8.0), real=False)
+        dr = diverse_mammogram((192, 192), detector=1.0, **kw)
+        sm = ndi.gaussian_filter(dr.image, 1.0)
+        for y, x in dr.points:
+            cy, cx = round(float(y)), round(float(x))
+            yy, xx = np.ogrid[: sm.shape[0], : sm.shape[1]]
+            d = np.hypot(yy - cy, xx - cx)
+            total += 1
+            bright += sm[max(cy - 1, 0) : cy + 2, max(cx - 1, 0) : cx + 2].max() > np.percentile(
+                sm[(d >= 6) & (d <= 10)], 75
+            )
+    assert total > 20 and bright / total > 0.8
+    # off by default: the same seed without the option draws the same image as before
+    a = diverse_mammogram((96, 96), seed=3, real=False)
+    b = diverse_mammogram((96, 96), seed=3, real=False, detector=0.0)
+    assert np.array_equal(a.image, b.image)

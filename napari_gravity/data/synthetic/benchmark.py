@@ -158,6 +158,23 @@ RECIPES: dict[str, Recipe] = {
         families=("ellipsoid", "blob", "disk", "cast", "ring"),
         options={"exposure": 0.5, "quantum": 0.6},
     ),
+    "mc-detector": Recipe(
+        "mc-detector",
+        "mammogram-dr",
+        (384, 384),
+        {"train": 300, "val": 50, "test": 100},
+        images_per_patient=5,
+        semi_real=0.4,
+        seed=71900,
+        snr=(1.5, 20.0),
+        lesion_free=0.2,
+        description="mc-diverse with 70% of the images from a processed digital detector: "
+        "heavy-tailed (Lorentzian x aperture) MTF, correlated quantum noise through it, log, "
+        "unsharp masking, sigmoid LUT (the calcifications scaled by what the MTF and the noise "
+        "take); the rest as mc-diverse",
+        families=("ellipsoid", "blob", "disk", "cast", "ring"),
+        options={"detector": 0.7},
+    ),
     "ma-diverse": Recipe(
         "ma-diverse",
         "fundus-dr",

@@ -86,6 +86,7 @@ def diverse_mammogram(
     spacing_mm: tuple[float, float] = (0.05, 0.10),
     exposure: float = 0.0,
     quantum: float = 0.0,
+    detector: float = 0.0,
     image_id: str = "",
     patient_id: str = "",
 ) -> Sample:
@@ -102,6 +103,10 @@ def diverse_mammogram(
     share of images whose pixel noise dominates the texture (white, signal-dependent noise of
     0.5-4× the texture's high-pass std, added to the displayed image); their calcifications are
     made brighter by the same factor as the total fluctuation, so the SNR range still holds.
+    ``detector``: the share of images from a processed digital detector (:func:`_dr_chain`:
+    heavy-tailed MTF, correlated quantum noise, unsharp-mask presentation); their
+    calcifications are made brighter by what the MTF takes from a 0.3 mm one and by the noise,
+    so the SNR range still means what it means after the detector.
     """
     rng = as_rng(seed)
     family = family or MC_FAMILIES[int(rng.integers(len(MC_FAMILIES)))]
@@ -144,13 +149,19 @@ def diverse_mammogram(
     if quantum and rng.uniform() < quantum:
         noise_ratio = float(np.exp(rng.uniform(np.log(0.5), np.log(4.0))))
     boost = float(np.hypot(1.0, noise_ratio))
+    dr = None
+    if detector and rng.uniform() < detector:
+        dr = _dr_params(rng)
+        boost *= float(np.hypot(1.0, dr["noise"])) / _mtf_peak_kept(dr, 0.3 / px)
     out_p, rad = insert_calcifications(
         img, pts, rad, s * boost, rng, snr=snr, psf_sigma=psf, family=family
     )
 
     # --- acquisition --------------------------------------------------------------------
     img, mask, out_p, rad = _resample(img, mask, out_p, rad, shape)
-    if exposure and rng.uniform() < exposure:
+    if dr is not None:
+        t = _dr_chain(rng, img, mask, dr)
+    elif exposure and rng.uniform() < exposure:
         t = _exposure_chain(rng, img, mask)
     else:
         t = _display_chain(rng, img, mask)
@@ -264,6 +275,63 @@ def _exposure_chain(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray)
         return 1.0 / (1.0 + np.exp(-(dd - c) / w))
     t = np.clip((dd - d0) / span, 0, None)
     return t ** float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+
+
+def _dr_params(rng: np.random.Generator) -> dict[str, float]:
+    """A processed digital detector: Lorentzian MTF knee ``f0`` (cycles/px), aperture fill,
+    noise (× the texture's high-pass std in the log signal), attenuation, unsharp mask."""
+    return {
+        "f0": float(rng.uniform(0.12, 0.4)),
+        "aperture": float(rng.uniform(0.8, 1.0)),
+        "noise": float(np.exp(rng.uniform(np.log(0.3), np.log(2.0)))),
+        "a": float(rng.uniform(1.5, 3.0)),
+        "usm_sigma": float(rng.uniform(6.0, 30.0)),
+        "usm_gain": float(rng.uniform(0.3, 2.0)),
+    }
+
+
+def _dr_mtf(shape: tuple[int, int], dr: dict[str, float]) -> np.ndarray:
+    """The detector MTF on ``np.fft.rfft2``'s grid: aperture (sinc) × Lorentzian."""
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    a = dr["aperture"]
+    return np.sinc(fy * a) * np.sinc(fx * a) / (1.0 + (np.hypot(fy, fx) / dr["f0"]) ** 2)
+
+
+def _mtf_peak_kept(dr: dict[str, float], diameter_px: float) -> float:
+    """Share of a calcification's peak the MTF keeps (a Gaussian blob of FWHM ``diameter_px``
+    / 1.2), at least 0.05."""
+    n = 64
+    yy, xx = np.mgrid[0:n, 0:n] - n // 2
+    sd = max(diameter_px / 1.2, 0.8) / 2.355
+    blob = np.exp(-(yy**2 + xx**2) / (2 * sd * sd))
+    out = np.fft.irfft2(np.fft.rfft2(blob) * _dr_mtf((n, n), dr), s=(n, n))
+    return max(float(out.max()), 0.05)
+
+
+def _dr_chain(
+    rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, dr: dict[str, float]
+) -> np.ndarray:
+    """A processed digital detector: exposure ``exp(-a·v)`` of the density, blurred by the
+    MTF (:func:`_dr_mtf`); quantum noise through the same MTF (correlated), ∝ 1/√E in the log
+    signal; then the vendor's presentation: log, large-kernel unsharp masking (halos around
+    dense structures), a sigmoid LUT. Returns the display value (0-1)."""
+    vals = img[mask] if mask.any() else img.ravel()
+    lo, hi = np.percentile(vals, [1.0, 99.5])
+    v = np.clip((img - lo) / max(hi - lo, 1e-9), -0.2, 1.5)
+    mtf = _dr_mtf(v.shape, dr)
+    e = np.fft.irfft2(np.fft.rfft2(np.exp(-dr["a"] * v)) * mtf, s=v.shape)
+    e = np.clip(e, 1e-6, None)
+    tex = highpass_std(np.log(e), mask)
+    g = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(v.shape)) * mtf, s=v.shape)
+    g /= g.std() + 1e-12
+    em = float(e[mask].mean()) if mask.any() else float(e.mean())
+    e = np.clip(e * (1.0 + dr["noise"] * tex * g / np.sqrt(e / em)), 1e-6, None)
+    lg = -np.log(e)
+    lg = lg + dr["usm_gain"] * (lg - ndi.gaussian_filter(lg, dr["usm_sigma"]))
+    lv = lg[mask] if mask.any() else lg.ravel()
+    c, w = float(np.median(lv)), float(lv.std()) * float(rng.uniform(0.5, 1.5))
+    return 1.0 / (1.0 + np.exp(-(lg - c) / max(w, 1e-9)))
 
 
 # --------------------------------------------------------------------------- fundus
