@@ -227,17 +227,11 @@ def load_detector(model_spec: str, device: str = "auto", cpu_bf16: bool = False,
                 f"{path}: metadata key 'threshold': must be in [0, 1], got {thr!r}"[:300]
             )
         return det, md, float(thr), path
-    from napari_gravity.core.config import tta_calibrations
-    from napari_gravity.core.model_io import load_model
     from napari_gravity.core.predictor import Predictor
 
-    loaded = load_model(path, device=dev)
-    thr = md.get("threshold", getattr(loaded.config, "threshold", 0.5))
-    cfg = loaded.config.replace(threshold=float(thr))
-    pred = Predictor(
-        loaded.model, cfg, device=dev, cpu_bf16=cpu_bf16, tta=tta, tta_params=tta_calibrations(md)
-    )
-    return pred, md, float(thr), path
+    # the one place a model file becomes a Predictor: its γ, TTA calibrations and area rules
+    pred = Predictor.from_file(path, device=dev, cpu_bf16=cpu_bf16, tta=tta)
+    return pred, md, float(pred.config.threshold), path
 
 
 def image_mask(path: Path, image: np.ndarray, mode: str, task: str | None) -> np.ndarray | None:
@@ -1027,11 +1021,7 @@ def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info
             # a GravityNet picks γ per image (its TTA mode's, raised by the area rule on an
             # image larger than its validation images) unless --threshold names one
             per_image = args.threshold is None and hasattr(detector, "params_for")
-            if (
-                args.tta in ("flips", "d8")
-                and args.tta not in tta_params
-                and tta_params is not None
-            ):
+            if args.tta in ("flips", "d8") and per_image and args.tta not in tta_params:
                 print(
                     f"gravity predict: {model_path} is not calibrated for --tta {args.tta}: its "
                     "one-pass γ applies to the averaged views (gravity calibrate MODEL DATA "
@@ -1113,6 +1103,7 @@ def _finish(args, out, ids, settings, t0, workers, world, n_resumed) -> int:
             "threshold": m.get("threshold"),
             "tta": m.get("tta"),
             "tta_thresholds": m.get("tta_thresholds"),
+            "area_rule": m.get("area_rule"),
             "name": m.get("name"),
             "sha256": m.get("sha256"),
         }

@@ -362,16 +362,26 @@ class Predictor:
         """The TTA mode used for an image of this shape (and mask): ``tta`` itself, or for
         ``"auto"`` "d8" when the model is calibrated for it and the network input has at most
         ``tta_max_pixels`` pixels, else "off"."""
+        if self.tta != "auto" or "d8" not in self.tta_params:
+            return self._mode_for(image_shape, None)
+        shape = (int(image_shape[-2]), int(image_shape[-1]))
+        ok = mask is not None and np.asarray(mask).shape == shape
+        margin = self.crop_margin
+        box = (
+            crop_box(mask, shape, self.config.stride, margin) if ok and margin is not None else None
+        )
+        return self._mode_for(shape, box)
+
+    def _mode_for(self, shape: tuple[int, ...], box: tuple[int, int, int, int] | None) -> str:
+        """:meth:`tta_mode` for an image whose network crop (``_crop_for``) is known."""
         if self.tta != "auto":
             return self.tta
         if "d8" not in self.tta_params:
             return "off"
-        h, w = int(image_shape[-2]), int(image_shape[-1])
-        box = None
-        if mask is not None and np.asarray(mask).shape == (h, w):
-            box = self._crop_for(np.empty((h, w), np.uint8), mask)
-        area = h * w if box is None else (box[1] - box[0]) * (box[3] - box[2])
-        return "d8" if area <= self.tta_max_pixels else "off"
+        h, w = (
+            (int(shape[-2]), int(shape[-1])) if box is None else (box[1] - box[0], box[3] - box[2])
+        )
+        return "d8" if h * w <= self.tta_max_pixels else "off"
 
     def params_for(self, mode: str = "off", area_px: float | None = None) -> dict[str, float]:
         """γ / NMS box / IoU to use with a TTA mode: its calibration when the model file has
@@ -493,8 +503,8 @@ class Predictor:
             masks = [None] * len(imgs)
         if len(masks) != len(imgs):
             raise ValueError(f"raw_batch: {len(imgs)} images but {len(masks)} masks")
-        modes = [self.tta_mode(im.shape, m) for im, m in zip(imgs, masks, strict=True)]
         boxes = [self._crop_for(im, m) for im, m in zip(imgs, masks, strict=True)]
+        modes = [self._mode_for(im.shape, b) for im, b in zip(imgs, boxes, strict=True)]
         keys = [
             f"{image_key(im)}|{b}" + ("" if md == "off" else f"|tta={md}")
             for im, b, md in zip(imgs, boxes, modes, strict=True)
@@ -558,11 +568,10 @@ class Predictor:
             vm = None if pmask is None else view(pmask, k)
             groups.setdefault((v.shape, self._crop_for(v, vm)), []).append((k, v))
         # a GPU runs a group's views as one batch; a CPU gains nothing from that, but memory
-        chunks = [
-            (shape, box, part[j : j + (len(part) if self.device.type == "cuda" else 1)])
-            for (shape, box), part in groups.items()
-            for j in range(0, len(part), len(part) if self.device.type == "cuda" else 1)
-        ]
+        chunks = []
+        for (shape, box), part in groups.items():
+            n = len(part) if self.device.type == "cuda" else 1
+            chunks += [(shape, box, part[j : j + n]) for j in range(0, len(part), n)]
         outputs = []
         for g, (shape, box, part) in enumerate(chunks):
             a = lo + (hi - lo) * g / len(chunks)
@@ -670,7 +679,7 @@ class Predictor:
     ) -> Detections:
         """Detections of one image; with ``mask`` the network runs on the mask's crop only.
         γ / NMS default to the parameters of the image's TTA mode (:meth:`params_for`)."""
-        if self.postprocess_on_device and self.tta_mode(np.shape(image), mask) == "off":
+        if self.postprocess_on_device:  # an image in a TTA mode goes through raw() there
             masks = None if mask is None else [mask]
             return self.detect_batch([image], masks, threshold, nms_box, nms_iou)[0]
         return self.from_raw(self.raw(image, mask), mask, threshold, nms_box, nms_iou)
@@ -711,10 +720,10 @@ class Predictor:
         out: list[Detections | None] = [None] * len(imgs)
         thrs = [thr] * len(imgs)
         for i, (im, m) in enumerate(zip(imgs, masks, strict=True)):
-            if self.tta_mode(im.shape, m) != "off":  # through raw(): the views are averaged there
+            b = self._crop_for(im, m)
+            if self._mode_for(im.shape, b) != "off":  # through raw(): the views averaged there
                 out[i] = self.from_raw(self.raw(im, m), m, threshold, nms_box, nms_iou)
                 continue
-            b = self._crop_for(im, m)
             if threshold is None:  # this image's γ (raised by the area rule on a large one)
                 thrs[i] = self.params_for("off", self.tissue_area(im.shape, m))["threshold"]
             # an image whose raw output is cached (raw() was called) is not recomputed; with an

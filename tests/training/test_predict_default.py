@@ -99,14 +99,15 @@ def test_bf16_is_opt_in_recorded_and_close_to_fp32(tmp_path):
 
 def test_tta_auto_is_the_default_and_uses_its_own_calibration(tmp_path):
     """On a tile `gravity predict` averages 8 views at the γ / NMS calibrated for them (as the
-    API's Predictor in mode d8 does); --tta off is the one-pass model at its own γ."""
+    API's Predictor in mode d8 does); --tta off is the one-pass model at its own γ. The tile is
+    512²: more tissue than the model's validation tiles, so both runs use the area rule's γ."""
     import csv
 
     from napari_gravity.core.predictor import Predictor
     from napari_gravity.data.masks import tissue_mask
     from napari_gravity.data.synthetic import synth_mammogram
 
-    image = synth_mammogram((256, 256), 11).image.astype(np.uint16)
+    image = synth_mammogram((512, 512), 11).image.astype(np.uint16)
     folder = tmp_path / "in"
     folder.mkdir()
     iio.imwrite(folder / "tile.png", image)
@@ -125,8 +126,12 @@ def test_tta_auto_is_the_default_and_uses_its_own_calibration(tmp_path):
         summary = json.loads((out / "summary.json").read_text())
         info = summary["models"]["default_mc"]
         assert info["tta"] == mode and set(info["tta_thresholds"]) == {"flips", "d8"}
+        assert info["area_rule"] == ["d8", "flips", "off"]
     for mode, key in (("d8", "auto"), ("off", "off")):
-        det = Predictor.from_file(path, device="cpu", tta=mode).detect(image, mask=mask)
+        pred = Predictor.from_file(path, device="cpu", tta=mode)
+        area = pred.tissue_area(image.shape, mask)
+        assert pred.params_for(mode, area)["threshold"] > pred.params_for(mode)["threshold"]
+        det = pred.detect(image, mask=mask)
         api = sorted((round(float(y), 3), round(float(x), 3)) for y, x in det.points)
         assert len(api) == len(got[key]) and np.allclose(got[key], api, atol=1e-3), mode
     assert got["auto"] != got["off"]
