@@ -310,6 +310,10 @@ def main() -> int:
             for m in MORPHS
         }
 
+    def add_args(ap) -> None:
+        ap.add_argument("--save-tiles", default=None, help="folder for the tiles as TIFF + CSV")
+        ap.add_argument("--case", default="sfm-malign-0", help="whose films (sfm-benign-0: dev)")
+
     def save_tiles(args, samples: dict) -> None:
         if not args.save_tiles:
             return
@@ -330,11 +334,11 @@ def main() -> int:
         SPACINGS,
         per_spacing=20,
         seed=2026,
-        add_args=lambda ap: ap.add_argument(
-            "--save-tiles", default=None, help="folder for the tiles as TIFF + CSV"
-        ),
+        add_args=add_args,
+        build_kwargs=lambda a: {"case": a.case},
         extra_subsets=morph_subsets,
         after_build=save_tiles,
+        extra_summary=lambda a: {"case": a.case},
         width=26,
     )
 

@@ -1,4 +1,4 @@
-"""An outside lesion model (``foreign_mc.py``, or ``--outside b`` / ``c``) on the TRAINING patient's films, written as a
+"""An outside lesion model (``foreign_mc.py``, or ``--outside b`` / ``c`` / ``d``) on the TRAINING patient's films, written as a
 train / val folder the trainer reads: a diagnostic of how much of a model's gap on that
 model is a domain gap (fine-tune on it, test on the held-out patient with ``foreign_mc.py``).
 Never a training set for a shipped model: the outside model is a test.
@@ -28,9 +28,9 @@ def main() -> int:
     ap.add_argument("--per-spacing", type=int, nargs=2, default=(40, 8), help="train, val")
     ap.add_argument(
         "--outside",
-        choices=("a", "b", "c"),
+        choices=("a", "b", "c", "d"),
         default="a",
-        help="which outside model: foreign_mc.py (a), foreign_mc_b.py (b), foreign_mc_c.py (c)",
+        help="which outside model: foreign_mc.py (a), foreign_mc_b.py (b), foreign_mc_c.py (c), foreign_mc_d.py (d)",
     )
     args = ap.parse_args()
 
@@ -38,7 +38,9 @@ def main() -> int:
 
     import tifffile
 
-    module = {"a": "foreign_mc", "b": "foreign_mc_b", "c": "foreign_mc_c"}[args.outside]
+    module = {"a": "foreign_mc", "b": "foreign_mc_b", "c": "foreign_mc_c", "d": "foreign_mc_d"}[
+        args.outside
+    ]
     build = importlib.import_module(module).build
 
     from napari_gravity.data.annotations import write_points_csv

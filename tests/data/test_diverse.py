@@ -265,3 +265,58 @@ def test_detector_noise_is_correlated_and_lesions_stay_visible():
     a = diverse_mammogram((96, 96), seed=3, real=False)
     b = diverse_mammogram((96, 96), seed=3, real=False, detector=0.0)
     assert np.array_equal(a.image, b.image)
+
+
+class _ScriptRng:
+    """A stand-in generator whose uniform draws are scripted fractions of their range."""
+
+    def __init__(self, fractions: list[float], quality: int):
+        self.fractions, self.quality = list(fractions), quality
+
+    def uniform(self, a=0.0, b=1.0, size=None):
+        return a + (b - a) * self.fractions.pop(0)
+
+    def integers(self, lo, hi=None):
+        return self.quality
+
+
+def _blockiness(img: np.ndarray) -> float:
+    """Mean |step| across the 8-px JPEG block edges over the mean |step| elsewhere."""
+    d = np.abs(np.diff(img.astype(float), axis=1))
+    edge = (np.arange(d.shape[1]) % 8) == 7
+    return float(d[:, edge].mean() / d[:, ~edge].mean())
+
+
+def test_8bit_export_windows_by_hand_and_jpeg_leaves_its_block_grid():
+    from napari_gravity.data.synthetic.diverse import _export_8bit
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:128, 0:128]
+    t = ndi.gaussian_filter(rng.normal(size=(128, 128)), 3.0) + xx / 128.0
+    mask = np.ones(t.shape, bool)
+    # percentiles 0 and 100 (the range), gamma 1.05, no JPEG: the hand-made quantisation
+    lossless = _export_8bit(_ScriptRng([0.0, 1.0, 0.5, 0.9], 0), t, mask)
+    hand = np.round(255 * ((t - t.min()) / (t.max() - t.min())) ** 1.05)
+    assert np.array_equal(lossless, hand)
+    # with JPEG at quality 50 the 8×8 grid shows; the lossless export has none
+    jpeg = _export_8bit(_ScriptRng([0.0, 1.0, 0.5, 0.1], 50), t, mask)
+    assert jpeg.shape == t.shape and np.array_equal(jpeg, np.round(jpeg))
+    assert 0 <= jpeg.min() and jpeg.max() <= 255 and not np.array_equal(jpeg, lossless)
+    assert np.abs(jpeg - lossless).mean() < 4  # a lossy copy of it, not another image
+    assert _blockiness(jpeg) > 1.2 > _blockiness(lossless)
+
+
+def test_exported_mammograms_are_8_bit_and_keep_lesions_visible():
+    bright, total = 0, 0
+    for seed in range(6):
+        kw = dict(seed=seed, has_lesions=True, snr=(6.0, 8.0), real=False)
+        s = diverse_mammogram((192, 192), export=1.0, **kw)
+        assert s.image.min() >= 0 and s.image.max() <= 255
+        assert np.array_equal(s.image, np.round(s.image))
+        b, n = _standing_out(s)
+        bright, total = bright + b, total + n
+    assert total > 20 and bright / total > 0.8
+    # off by default: the same seed without the option draws the same image as before
+    a = diverse_mammogram((96, 96), seed=3, real=False)
+    b = diverse_mammogram((96, 96), seed=3, real=False, export=0.0)
+    assert np.array_equal(a.image, b.image)

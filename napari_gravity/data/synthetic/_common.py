@@ -17,6 +17,17 @@ def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
+    """``img`` (uint8, grey or RGB) encoded as a JPEG of ``quality`` and decoded again."""
+    import io
+
+    import imageio.v3 as iio
+
+    buf = io.BytesIO()
+    iio.imwrite(buf, img, extension=".jpg", quality=int(quality))
+    return iio.imread(buf.getvalue(), extension=".jpg")
+
+
 def log_uniform(rng: np.random.Generator, lo: float, hi: float, size=None) -> np.ndarray:
     return np.exp(rng.uniform(np.log(lo), np.log(hi), size=size))
 

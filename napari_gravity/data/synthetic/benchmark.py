@@ -175,6 +175,22 @@ RECIPES: dict[str, Recipe] = {
         families=("ellipsoid", "blob", "disk", "cast", "ring"),
         options={"detector": 0.7},
     ),
+    "mc-export": Recipe(
+        "mc-export",
+        "mammogram-dr",
+        (384, 384),
+        {"train": 300, "val": 50, "test": 100},
+        images_per_patient=5,
+        semi_real=0.4,
+        seed=82300,
+        snr=(1.5, 20.0),
+        lesion_free=0.2,
+        description="mc-diverse with 70% of the images stored as 8-bit exports (window on the "
+        "breast, clipping, gamma, 8 bits; two in three JPEG quality 50-95); 35% of all images "
+        "from the digital detector, 23% through the exposure chain, the rest as mc-diverse",
+        families=("ellipsoid", "blob", "disk", "cast", "ring"),
+        options={"export": 0.7, "exposure": 0.35, "detector": 0.35},
+    ),
     "ma-diverse": Recipe(
         "ma-diverse",
         "fundus-dr",

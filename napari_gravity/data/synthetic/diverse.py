@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 
 from napari_gravity.types import Sample
 
-from ._common import as_rng, highpass_std, log_uniform, place_points
+from ._common import as_rng, highpass_std, jpeg_roundtrip, log_uniform, place_points
 from .lesions import MA_FAMILIES, MC_FAMILIES, render_ma
 from .mammogram import add_patch
 
@@ -87,6 +87,7 @@ def diverse_mammogram(
     exposure: float = 0.0,
     quantum: float = 0.0,
     detector: float = 0.0,
+    export: float = 0.0,
     image_id: str = "",
     patient_id: str = "",
 ) -> Sample:
@@ -106,7 +107,9 @@ def diverse_mammogram(
     ``detector``: the share of images from a processed digital detector (:func:`_dr_chain`:
     heavy-tailed MTF, correlated quantum noise, unsharp-mask presentation); their
     calcifications are made brighter by what the MTF takes from a 0.3 mm one and by the noise,
-    so the SNR range still means what it means after the detector.
+    so the SNR range still means what it means after the detector. ``export``: the share of
+    images stored as 8-bit exports (:func:`_export_8bit`: windowed, gamma, 8 bits, two in
+    three JPEG-compressed at quality 50-95) instead of the 10-16-bit range.
     """
     rng = as_rng(seed)
     family = family or MC_FAMILIES[int(rng.integers(len(MC_FAMILIES)))]
@@ -167,12 +170,15 @@ def diverse_mammogram(
         t = _display_chain(rng, img, mask)
     if noise_ratio:
         t = _pixel_noise(rng, t, mask, noise_ratio)
-    bits = int(rng.choice([10, 12, 14, 16]))
-    top = 2.0**bits - 1
-    span = top * float(rng.uniform(0.3, 0.8))
-    base = float(rng.uniform(0, top - span * 1.05))
-    t = t / max(float(np.percentile(t, 99.9)), 1e-9)
-    img = np.clip(np.round(base + span * t), 0, top)
+    if export and rng.uniform() < export:
+        img = _export_8bit(rng, t, mask)
+    else:
+        bits = int(rng.choice([10, 12, 14, 16]))
+        top = 2.0**bits - 1
+        span = top * float(rng.uniform(0.3, 0.8))
+        base = float(rng.uniform(0, top - span * 1.05))
+        t = t / max(float(np.percentile(t, 99.9)), 1e-9)
+        img = np.clip(np.round(base + span * t), 0, top)
     img, mask, out_p = _orient(rng, img, mask, out_p)
     return Sample(
         image=img.astype(np.float32),
@@ -183,6 +189,19 @@ def diverse_mammogram(
         patient_id=patient_id or bg.patient_id,
         spacing=(px, px),
     )
+
+
+def _export_8bit(rng: np.random.Generator, t: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """An 8-bit export of the display values ``t``, as images leave PACS for slides, e-mail or
+    web data sets: a window on the breast's percentiles (0-2 / 98-100) clipping what lies
+    outside, a display gamma 0.7-1.4, 8 bits, then (two in three) a JPEG of quality 50-95."""
+    vals = t[mask] if mask.any() else t.ravel()
+    lo, hi = np.percentile(vals, [rng.uniform(0, 2), rng.uniform(98, 100)])
+    u = np.clip((t - lo) / max(float(hi - lo), 1e-9), 0, 1) ** float(rng.uniform(0.7, 1.4))
+    u8 = np.round(255 * u).astype(np.uint8)
+    if rng.uniform() < 2 / 3:
+        u8 = jpeg_roundtrip(u8, int(rng.integers(50, 96)))
+    return u8.astype(np.float64)
 
 
 def _display_chain(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -372,7 +391,7 @@ def diverse_fundus(
     darkening log-uniform in ``depth``, a third of them touching a vessel. Acquisition: scale
     (resampling by 1/``scale``), blur, exposure, gamma, noise, JPEG quality 60-95 (80 %).
     """
-    from .fundus import FOV_MM, FOV_PX, _jpeg_roundtrip, semireal_fundus, synth_fundus
+    from .fundus import FOV_MM, FOV_PX, semireal_fundus, synth_fundus
 
     rng = as_rng(seed)
     family = family or MA_FAMILIES[int(rng.integers(len(MA_FAMILIES)))]
@@ -438,7 +457,7 @@ def diverse_fundus(
     img += rng.normal(0, float(rng.uniform(0.5, 3.0)), img.shape)
     rgb8 = np.clip(np.round(img), 0, 255).astype(np.uint8)
     if rng.uniform() < 0.8:
-        rgb8 = _jpeg_roundtrip(rgb8, int(rng.integers(60, 96)))
+        rgb8 = jpeg_roundtrip(rgb8, int(rng.integers(60, 96)))
     rgb8, mask, pts = _orient(rng, rgb8, mask, pts)  # rotates and flips the first two axes
     sample = Sample(
         image=rgb8[..., 1].astype(np.float32),

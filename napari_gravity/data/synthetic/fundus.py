@@ -26,6 +26,7 @@ from napari_gravity.types import Sample
 from ._common import (
     as_rng,
     best_window,
+    jpeg_roundtrip,
     log_uniform,
     place_points,
     power_law_noise,
@@ -212,16 +213,6 @@ def ma_sigma(radius: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- fundus
-def _jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
-    import io
-
-    import imageio.v3 as iio
-
-    buf = io.BytesIO()
-    iio.imwrite(buf, rgb, extension=".jpg", quality=int(quality))
-    return iio.imread(buf.getvalue(), extension=".jpg")
-
-
 def _place_mas(rng, n, dist_vessel, allowed, px_um, diameter_um, min_dist, max_dist):
     """Positions and radii of ``n`` MAs between ``min_dist`` and ``max_dist`` px of a vessel."""
     cand_mask = allowed & (dist_vessel >= min_dist) & (dist_vessel <= max_dist)
@@ -252,7 +243,7 @@ def _fundus_sample(
     and wrap the green channel in a ``Sample`` (with the RGB image when ``rgb``)."""
     rgb8 = np.clip(np.round(rgbf), 0, 255).astype(np.uint8)
     if rng.uniform() < jpeg:
-        rgb8 = _jpeg_roundtrip(rgb8, int(rng.integers(min_quality, 96)))
+        rgb8 = jpeg_roundtrip(rgb8, int(rng.integers(min_quality, 96)))
     sample = Sample(
         image=rgb8[..., 1].astype(np.float32),
         points=pts,
