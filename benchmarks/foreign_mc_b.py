@@ -66,9 +66,7 @@ def fragment(rng: np.random.Generator, size_px: float, elong: float, angle: floa
 def make_tile(
     rng, film_set: dict, px_mm: float, cache: dict, size: int = 384, quanta=(150.0, 1500.0)
 ):
-    from outside_common import film_patch
-
-    from napari_gravity.types import Sample
+    from outside_common import centre_and_radius, clip_window, film_patch, outside_sample
 
     view, lin, mask = film_patch(rng, film_set, px_mm, cache, size)
     # linear intensity, breast mean 1 (the film's display value stands in for it)
@@ -106,23 +104,15 @@ def make_tile(
             continue
         elong = float(np.exp(abs(rng.normal(0, 0.45))))
         cov = fragment(rng, d_mm / px_mm, elong, ang)
-        h = cov.shape[0] // 2
-        ys, xs = (
-            slice(max(iy - h, 0), min(iy + h + 1, size)),
-            slice(max(ix - h, 0), min(ix + h + 1, size)),
-        )
-        sub = cov[
-            ys.start - (iy - h) : ys.stop - (iy - h), xs.start - (ix - h) : xs.stop - (ix - h)
-        ]
+        ys, xs, sub = clip_window(cov, iy, ix, size)
         if sub.sum() <= 0:
             continue
         snr = float(np.exp(rng.uniform(np.log(2.0), np.log(10.0))))
         c = snr * sigma / max(float(lin[iy, ix]), 1e-6)  # relative contrast: peak = snr·sigma
         add[ys, xs] = np.maximum(add[ys, xs], c * sub)
-        wy, wx = np.nonzero(sub > 0)
-        w = sub[wy, wx]
-        pts.append((ys.start + (wy * w).sum() / w.sum(), xs.start + (wx * w).sum() / w.sum()))
-        radii.append(max(1.0, 0.5 * max(np.ptp(wy) + 1, np.ptp(wx) + 1)))
+        centre, radius = centre_and_radius(sub, ys, xs)
+        pts.append(centre)
+        radii.append(radius)
         sizes.append(d_mm)
     lin = lin * (1.0 + add)
     # detector: square aperture, then a Gaussian MTF; Poisson quanta
@@ -135,15 +125,7 @@ def make_tile(
     a, b = np.percentile(lin[mask], [rng.uniform(0.5, 5), rng.uniform(95, 99.9)])
     top = 2.0 ** int(rng.choice([10, 14])) - 1
     img = np.round(np.clip((lin - a) / max(b - a, 1e-9), 0, 1) * top).astype(np.float32)
-    sample = Sample(
-        image=img,
-        points=np.asarray(pts, float).reshape(-1, 2),
-        radii=np.asarray(radii, float),
-        mask=mask,
-        image_id=f"foreignB-{view}-{round(px_mm * 1000)}um-{int(rng.integers(1e9))}",
-        spacing=(px_mm, px_mm),
-    )
-    return sample, sizes
+    return outside_sample("foreignB", rng, img, pts, radii, mask, view, px_mm), sizes
 
 
 def build(n_per_spacing: int, seed: int, case: str = "sfm-malign-0", quanta=(150.0, 1500.0)):

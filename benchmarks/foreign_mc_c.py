@@ -70,9 +70,7 @@ def lorentz_mtf(shape: tuple[int, int], f0: float, aperture: float) -> np.ndarra
 
 
 def make_tile(rng, film_set: dict, px_mm: float, cache: dict, size: int = 384):
-    from outside_common import film_patch
-
-    from napari_gravity.types import Sample
+    from outside_common import centre_and_radius, clip_window, film_patch, outside_sample
 
     view, v, mask = film_patch(rng, film_set, px_mm, cache, size)
     lo, hi = np.percentile(v[mask], [1, 99])
@@ -124,34 +122,22 @@ def make_tile(rng, film_set: dict, px_mm: float, cache: dict, size: int = 384):
         if any(np.hypot(iy - q[0], ix - q[1]) < 0.75 * d_mm / px_mm + 3 for q in pts):
             continue
         t = level_set_shape(rng, d_mm / px_mm)
-        h = t.shape[0] // 2
-        ys = slice(max(iy - h, 0), min(iy + h + 1, size))
-        xs = slice(max(ix - h, 0), min(ix + h + 1, size))
-        sub = t[ys.start - (iy - h) : ys.stop - (iy - h), xs.start - (ix - h) : xs.stop - (ix - h)]
+        ys, xs, sub = clip_window(t, iy, ix, size)
         if sub.sum() <= 0:
             continue
         # contrast after the detector: the peak the MTF leaves of this shape is 1.5-8 σ
         kept = float(ndi.convolve(np.pad(t, 20), psf, mode="constant").max())
         snr = float(np.exp(rng.uniform(np.log(1.5), np.log(8.0))))
         atten[ys, xs] = np.maximum(atten[ys, xs], snr * sigma / max(kept, 1e-3) * sub)
-        wy, wx = np.nonzero(sub > 0.05)
-        w = sub[wy, wx]
-        pts.append((ys.start + (wy * w).sum() / w.sum(), xs.start + (wx * w).sum() / w.sum()))
-        radii.append(max(1.0, 0.5 * max(np.ptp(wy) + 1, np.ptp(wx) + 1)))
+        centre, radius = centre_and_radius(sub, ys, xs, 0.05)
+        pts.append(centre)
+        radii.append(radius)
     lg = detect(log_e - atten) if pts else bg
     # presentation: large-kernel unsharp masking of the log signal, sigmoid LUT, 12 bit
     lg = lg + rng.uniform(0.5, 2.0) * (lg - ndi.gaussian_filter(lg, rng.uniform(8, 25)))
     c0, w0 = float(np.median(lg[mask])), float(lg[mask].std()) * rng.uniform(0.5, 1.5)
     img = np.round(4095.0 / (1.0 + np.exp(-(lg - c0) / max(w0, 1e-9)))).astype(np.float32)
-    sample = Sample(
-        image=img,
-        points=np.asarray(pts, float).reshape(-1, 2),
-        radii=np.asarray(radii, float),
-        mask=mask,
-        image_id=f"foreignC-{view}-{round(px_mm * 1000)}um-{int(rng.integers(1e9))}",
-        spacing=(px_mm, px_mm),
-    )
-    return sample
+    return outside_sample("foreignC", rng, img, pts, radii, mask, view, px_mm)
 
 
 def build(n_per_spacing: int, seed: int, case: str = "sfm-malign-0"):

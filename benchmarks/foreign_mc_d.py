@@ -163,9 +163,7 @@ def export_8bit(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> 
 
 
 def make_tile(rng, film_set: dict, px_mm: float, cache: dict, size: int = 384):
-    from outside_common import film_patch
-
-    from napari_gravity.types import Sample
+    from outside_common import centre_and_radius, clip_window, film_patch, outside_sample
 
     if rng.uniform() < 2 / 3:
         view, v, mask = film_patch(rng, film_set, px_mm, cache, size)
@@ -189,32 +187,23 @@ def make_tile(rng, film_set: dict, px_mm: float, cache: dict, size: int = 384):
         if any(np.hypot(iy - q[0], ix - q[1]) < 0.75 * d_mm / px_mm + 3 for q in pts):
             continue
         t = coarse_calcification(rng, d_mm / px_mm)
-        h = t.shape[0] // 2
-        ys = slice(max(iy - h, 0), min(iy + h + 1, size))
-        xs = slice(max(ix - h, 0), min(ix + h + 1, size))
-        sub = t[ys.start - (iy - h) : ys.stop - (iy - h), xs.start - (ix - h) : xs.stop - (ix - h)]
+        ys, xs, sub = clip_window(t, iy, ix, size)
         if sub.sum() <= 0:
             continue
         peak = float(-ndi.gaussian_laplace(np.pad(t, 6), 1.0).min())
         k = float(np.exp(rng.uniform(np.log(2.0), np.log(10.0))))
         atten[ys, xs] = np.maximum(atten[ys, xs], k * spread / max(peak, 1e-6) * sub)
-        wy, wx = np.nonzero(sub > 0.05)
-        w = sub[wy, wx]
-        pts.append((ys.start + (wy * w).sum() / w.sum(), xs.start + (wx * w).sum() / w.sum()))
-        radii.append(max(1.0, 0.5 * max(np.ptp(wy) + 1, np.ptp(wx) + 1)))
+        centre, radius = centre_and_radius(sub, ys, xs, 0.05)
+        pts.append(centre)
+        radii.append(radius)
     img = ndi.gaussian_filter(v + atten, rng.uniform(0.4, 1.2))
     fine = float((v - ndi.gaussian_filter(v, 2.0))[mask].std())
     img = img + rng.uniform(0.0, 0.5) * fine * rng.normal(size=img.shape)
     img8, storage = export_8bit(rng, img, mask)
-    sample = Sample(
-        image=img8,
-        points=np.asarray(pts, float).reshape(-1, 2),
-        radii=np.asarray(radii, float),
-        mask=mask,
-        image_id=f"foreignD-{view}-{round(px_mm * 1000)}um-{int(rng.integers(1e9))}",
-        spacing=(px_mm, px_mm),
-    )
-    return sample, {"background": background, "storage": storage}
+    return outside_sample("foreignD", rng, img8, pts, radii, mask, view, px_mm), {
+        "background": background,
+        "storage": storage,
+    }
 
 
 def build(n_per_spacing: int, seed: int, case: str = "sfm-malign-0"):

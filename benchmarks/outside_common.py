@@ -44,6 +44,54 @@ def film_patch(
     return view, full[y : y + size, x : x + size].copy(), fmask[y : y + size, x : x + size].copy()
 
 
+def clip_window(t: np.ndarray, iy: int, ix: int, size: int) -> tuple[slice, slice, np.ndarray]:
+    """(rows, cols, the part of ``t`` inside): the odd square ``t`` centred on (``iy``, ``ix``)
+    of a ``size``² tile, clipped to the tile."""
+    h = t.shape[0] // 2
+    ys = slice(max(iy - h, 0), min(iy + h + 1, size))
+    xs = slice(max(ix - h, 0), min(ix + h + 1, size))
+    return (
+        ys,
+        xs,
+        t[ys.start - (iy - h) : ys.stop - (iy - h), xs.start - (ix - h) : xs.stop - (ix - h)],
+    )
+
+
+def centre_and_radius(
+    sub: np.ndarray, ys: slice, xs: slice, floor: float = 0.0
+) -> tuple[tuple[float, float], float]:
+    """The ``sub``-weighted centre of its pixels above ``floor``, in tile coordinates, and half
+    their larger extent (at least 1 px): a calcification's point and radius."""
+    wy, wx = np.nonzero(sub > floor)
+    w = sub[wy, wx]
+    centre = (ys.start + (wy * w).sum() / w.sum(), xs.start + (wx * w).sum() / w.sum())
+    return centre, max(1.0, 0.5 * max(np.ptp(wy) + 1, np.ptp(wx) + 1))
+
+
+def outside_sample(
+    prefix: str,
+    rng: np.random.Generator,
+    img,
+    pts: list,
+    radii: list,
+    mask,
+    view: str,
+    px_mm: float,
+):
+    """The Sample of one outside tile: points (N, 2), radii, mask, spacing and an id
+    ``PREFIX-VIEW-SPACINGum-RANDOM``."""
+    from napari_gravity.types import Sample
+
+    return Sample(
+        image=img,
+        points=np.asarray(pts, float).reshape(-1, 2),
+        radii=np.asarray(radii, float),
+        mask=mask,
+        image_id=f"{prefix}-{view}-{round(px_mm * 1000)}um-{int(rng.integers(1e9))}",
+        spacing=(px_mm, px_mm),
+    )
+
+
 def build_tiles(
     make: Callable[..., tuple[Any, dict]],
     n_per_spacing: int,
