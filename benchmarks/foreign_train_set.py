@@ -28,9 +28,9 @@ def main() -> int:
     ap.add_argument("--per-spacing", type=int, nargs=2, default=(40, 8), help="train, val")
     ap.add_argument(
         "--outside",
-        choices=("a", "b", "c", "d"),
+        choices=("a", "b", "c", "d", "ma"),
         default="a",
-        help="which outside model: foreign_mc.py (a), foreign_mc_b.py (b), foreign_mc_c.py (c), foreign_mc_d.py (d)",
+        help="which outside model: foreign_mc.py (a), foreign_mc_b.py (b), foreign_mc_c.py (c), foreign_mc_d.py (d), foreign_ma.py (ma: the retina's top / middle third)",
     )
     args = ap.parse_args()
 
@@ -38,9 +38,13 @@ def main() -> int:
 
     import tifffile
 
-    module = {"a": "foreign_mc", "b": "foreign_mc_b", "c": "foreign_mc_c", "d": "foreign_mc_d"}[
-        args.outside
-    ]
+    module = {
+        "a": "foreign_mc",
+        "b": "foreign_mc_b",
+        "c": "foreign_mc_c",
+        "d": "foreign_mc_d",
+        "ma": "foreign_ma",
+    }[args.outside]
     build = importlib.import_module(module).build
 
     from napari_gravity.data.annotations import write_points_csv
@@ -50,7 +54,10 @@ def main() -> int:
         raise SystemExit(f"{out}: folder is not empty")
     counts = {}
     for split, n, seed in (("train", args.per_spacing[0], 7), ("val", args.per_spacing[1], 8)):
-        samples, _ = build(n, seed, case="sfm-benign-0")
+        if args.outside == "ma":  # the retina's training thirds, never the bottom one
+            samples, _ = build(n, seed, region="top" if split == "train" else "middle")
+        else:
+            samples, _ = build(n, seed, case="sfm-benign-0")
         d = out / split
         d.mkdir(parents=True)
         for i, s in samples.items():

@@ -130,10 +130,12 @@ def run_outside(
     after_build: Callable[[argparse.Namespace, dict], None] | None = None,
     extra_summary: Callable[[argparse.Namespace], dict] | None = None,
     width: int = 16,
+    polarity: str = "bright",
 ) -> int:
     """The outside models' command line: build ``per_spacing`` tiles per spacing, detect with
-    top-hat, Hessian-DoG and each ``--model NAME=PATH[,tta=MODE]``, evaluate every subset (all,
-    per spacing, ``extra_subsets``) with paired bootstraps and write ``--out``."""
+    top-hat, Hessian-DoG (for ``polarity`` lesions) and each ``--model NAME=PATH[,tta=MODE]``,
+    evaluate every subset (all, per spacing, ``extra_subsets``) with paired bootstraps and write
+    ``--out``."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH[,tta=MODE]")
@@ -162,7 +164,7 @@ def run_outside(
         subsets.update(extra_subsets(ids, info))
     if after_build is not None:
         after_build(args, samples)
-    methods = run_methods(samples, ids, "bright", args.model)
+    methods = run_methods(samples, ids, polarity, args.model)
     t1 = time.time()
     results = evaluate(subsets, samples, methods, args.bootstrap, args.versus)
     summary = {

@@ -291,7 +291,7 @@ def test_8bit_export_windows_by_hand_and_jpeg_leaves_its_block_grid():
     from napari_gravity.data.synthetic.diverse import _export_8bit
 
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:128, 0:128]
+    xx = np.mgrid[0:128, 0:128][1]
     t = ndi.gaussian_filter(rng.normal(size=(128, 128)), 3.0) + xx / 128.0
     mask = np.ones(t.shape, bool)
     # percentiles 0 and 100 (the range), gamma 1.05, no JPEG: the hand-made quantisation
