@@ -419,7 +419,9 @@ def iter_inputs(dataset: ImageInputs, indices: list[int], workers: int) -> Itera
 
 
 # --------------------------------------------------------------------------- predicting
-def _row(iid: str, p: Path, image_shape, det: Detections, mask, seconds: float) -> dict[str, Any]:
+def _row(
+    iid: str, p: Path, image_shape, det: Detections, mask, seconds: float, op: dict | None = None
+) -> dict[str, Any]:
     return {
         "image": iid,
         "path": str(p),
@@ -427,7 +429,19 @@ def _row(iid: str, p: Path, image_shape, det: Detections, mask, seconds: float) 
         "detections": len(det),
         "mask_fraction": None if mask is None else float(np.mean(mask)),
         "seconds": seconds,
+        **(op or {}),
     }
+
+
+def _operating_point(detector: Any, image_shape, mask, threshold: float | None) -> dict:
+    """The TTA mode and γ an image was detected with: ``threshold`` when one was given, else
+    the mode's calibrated γ raised by the model's area rule (:meth:`Predictor.params_for`)."""
+    if not hasattr(detector, "tta_mode"):
+        return {} if threshold is None else {"threshold": float(threshold)}
+    mode = detector.tta_mode(image_shape, mask)
+    if threshold is None:
+        threshold = detector.params_for(mode, detector.tissue_area(image_shape, mask))["threshold"]
+    return {"tta": mode, "threshold": float(threshold)}
 
 
 def _failure(iid: str, path: Path, text: str) -> dict[str, Any]:
@@ -489,7 +503,19 @@ def predict_stream(
         for r, det in zip(pending, dets, strict=True):
             yield (
                 "image",
-                (r.image_id, det, _row(r.image_id, r.path, r.image.shape, det, r.mask, dt)),
+                (
+                    r.image_id,
+                    det,
+                    _row(
+                        r.image_id,
+                        r.path,
+                        r.image.shape,
+                        det,
+                        r.mask,
+                        dt,
+                        _operating_point(detector, r.image.shape, r.mask, threshold),
+                    ),
+                ),
             )
         pending.clear()
 
@@ -515,7 +541,8 @@ def predict_stream(
                 yield "failed", _failure(rec.image_id, rec.path, _error_text(rec.path, exc))
                 continue
             dt = time.perf_counter() - t0
-            row = _row(rec.image_id, rec.path, rec.image.shape, det, rec.mask, dt)
+            op = _operating_point(detector, rec.image.shape, rec.mask, threshold)
+            row = _row(rec.image_id, rec.path, rec.image.shape, det, rec.mask, dt, op)
             yield "image", (rec.image_id, det, row)
         yield from flush()
 
@@ -1138,7 +1165,20 @@ def _finish(args, out, ids, settings, t0, workers, world, n_resumed) -> int:
         )
     atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2))
     _remove([out / STATE_NAME, *_part_names(out)])
-    at = ", ".join(f"{k} at threshold {v['threshold']:.3f}" for k, v in used.items())
+    gammas = [r["threshold"] for r in rows if r.get("threshold") is not None]
+    if gammas and max(gammas) - min(gammas) > 1e-6:  # per image: TTA mode and area rule
+        modes = sorted({str(r.get("tta")) for r in rows if r.get("tta")})
+        at = f"{', '.join(used)} at γ {min(gammas):.3f}-{max(gammas):.3f} per image" + (
+            f" ({'/'.join(modes)})" if modes else ""
+        )
+    elif gammas:
+        at = (
+            ", ".join(used)
+            + f" at threshold {gammas[0]:.3f}"
+            + (f" ({rows[0]['tta']})" if rows and rows[0].get("tta") else "")
+        )
+    else:
+        at = ", ".join(f"{k} at threshold {v['threshold']:.3f}" for k, v in used.items())
     print(
         f"gravity predict: {summary['n_detections']} detection(s) in {len(rows)} image(s) "
         f"({at}) -> {csv_path}"

@@ -113,7 +113,7 @@ def test_tta_auto_is_the_default_and_uses_its_own_calibration(tmp_path):
     iio.imwrite(folder / "tile.png", image)
     path = default_model_path("mc")
     mask = tissue_mask(image.astype(np.float32), "mc")
-    got = {}
+    got, rows = {}, {}
     for mode in ("auto", "off"):
         out = tmp_path / mode
         extra = [] if mode == "auto" else ["--tta", "off"]
@@ -127,10 +127,14 @@ def test_tta_auto_is_the_default_and_uses_its_own_calibration(tmp_path):
         info = summary["models"]["default_mc"]
         assert info["tta"] == mode and set(info["tta_thresholds"]) == {"flips", "d8"}
         assert info["area_rule"] == ["d8", "flips", "off"]
+        rows[mode] = summary["images"][0]
     for mode, key in (("d8", "auto"), ("off", "off")):
         pred = Predictor.from_file(path, device="cpu", tta=mode)
         area = pred.tissue_area(image.shape, mask)
-        assert pred.params_for(mode, area)["threshold"] > pred.params_for(mode)["threshold"]
+        gamma = pred.params_for(mode, area)["threshold"]
+        assert gamma > pred.params_for(mode)["threshold"]
+        # each image's row says the mode and the raised γ it was detected with
+        assert rows[key]["tta"] == mode and rows[key]["threshold"] == pytest.approx(gamma)
         det = pred.detect(image, mask=mask)
         api = sorted((round(float(y), 3), round(float(x), 3)) for y, x in det.points)
         assert len(api) == len(got[key]) and np.allclose(got[key], api, atol=1e-3), mode
