@@ -286,12 +286,17 @@ def make_tile(rng, films: dict, px_mm: float, cache: dict, size: int = 384):
     )
 
 
-def build(n_per_spacing: int, seed: int, case: str = "sfm-malign-0"):
+def build(
+    n_per_spacing: int,
+    seed: int,
+    case: str = "sfm-malign-0",
+    spacings: tuple[float, ...] | None = None,
+):
     rng = np.random.default_rng(seed)
     films = held_out_films(case)
     cache: dict = {}
     samples, info = {}, {}
-    for px in SPACINGS:
+    for px in spacings or SPACINGS:
         for _ in range(n_per_spacing):
             smp, morphs, snrs = make_tile(rng, films, px, cache)
             samples[smp.image_id] = smp
@@ -313,6 +318,12 @@ def main() -> int:
     def add_args(ap) -> None:
         ap.add_argument("--save-tiles", default=None, help="folder for the tiles as TIFF + CSV")
         ap.add_argument("--case", default="sfm-malign-0", help="whose films (sfm-benign-0: dev)")
+        ap.add_argument(
+            "--spacings",
+            type=lambda v: tuple(float(x) for x in v.split(",")),
+            default=None,
+            help="pixel spacings in mm, e.g. 0.03,0.04,0.13 (default 0.05,0.07,0.085,0.1)",
+        )
 
     def save_tiles(args, samples: dict) -> None:
         if not args.save_tiles:
@@ -335,7 +346,7 @@ def main() -> int:
         per_spacing=20,
         seed=2026,
         add_args=add_args,
-        build_kwargs=lambda a: {"case": a.case},
+        build_kwargs=lambda a: {"case": a.case, "spacings": a.spacings},
         extra_subsets=morph_subsets,
         after_build=save_tiles,
         extra_summary=lambda a: {"case": a.case},

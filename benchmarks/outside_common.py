@@ -157,6 +157,7 @@ def run_outside(
     )
     t_build = time.time() - t0
     ids = list(samples)
+    spacings = tuple(getattr(args, "spacings", None) or spacings)  # an override, if offered
     subsets: dict[str, Any] = {"all": ids}
     for px in spacings:
         subsets[f"spacing {round(px * 1000)} µm"] = [i for i in ids if info[i]["px_mm"] == px]
