@@ -292,17 +292,13 @@ def build(
     case: str = "sfm-malign-0",
     spacings: tuple[float, ...] | None = None,
 ):
-    rng = np.random.default_rng(seed)
-    films = held_out_films(case)
-    cache: dict = {}
-    samples, info = {}, {}
-    for px in spacings or SPACINGS:
-        for _ in range(n_per_spacing):
-            smp, morphs, snrs = make_tile(rng, films, px, cache)
-            samples[smp.image_id] = smp
-            info[smp.image_id] = {"px_mm": px, "morphs": morphs, "snr": snrs}
-        cache.clear()
-    return samples, info
+    from outside_common import build_tiles
+
+    def make(rng, films, px, cache):
+        smp, morphs, snrs = make_tile(rng, films, px, cache)
+        return smp, {"morphs": morphs, "snr": snrs}
+
+    return build_tiles(make, n_per_spacing, seed, case, tuple(spacings or SPACINGS))
 
 
 def main() -> int:
