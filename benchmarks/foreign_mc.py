@@ -201,8 +201,9 @@ def layout(rng, allowed: np.ndarray, px_mm: float, lesion_free: bool):
 
 # --------------------------------------------------------------------------- one tile
 def make_tile(rng, films: dict, px_mm: float, cache: dict, size: int = 384):
+    from outside_common import outside_sample
+
     from napari_gravity.data.masks import breast_mask
-    from napari_gravity.types import Sample
 
     view = sorted(films)[int(rng.integers(4))]
     key = (view, px_mm)
@@ -272,18 +273,7 @@ def make_tile(rng, films: dict, px_mm: float, cache: dict, size: int = 384):
     w = rng.uniform(0.12, 0.3)
     disp = 1.0 / (1.0 + np.exp(-(dd - c) / w))
     img = np.round(disp * 4095.0).astype(np.float32)  # 12-bit
-    return (
-        Sample(
-            image=img,
-            points=np.asarray(pts, float).reshape(-1, 2),
-            radii=np.asarray(radii, float),
-            mask=mask,
-            image_id=f"foreign-{view}-{int(px_mm * 1000)}um-{int(rng.integers(1e9))}",
-            spacing=(px_mm, px_mm),
-        ),
-        morphs,
-        snrs,
-    )
+    return outside_sample("foreign", rng, img, pts, radii, mask, view, px_mm), morphs, snrs
 
 
 def build(
