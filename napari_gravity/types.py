@@ -40,10 +40,14 @@ class Sample:
 
 @dataclass
 class Detections:
-    """Detected lesion centres (y, x) in pixels with a score in [0, 1] each."""
+    """Detected lesion centres (y, x) in pixels with a score in [0, 1] each; a GravityNet
+    ``Predictor`` also records the γ they were selected at (``threshold``) and its test-time
+    augmentation mode (``tta``: "off", "flips" or "d8")."""
 
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,)))
+    threshold: float | None = None
+    tta: str | None = None
 
     def __post_init__(self) -> None:
         self.points = _points(self.points)

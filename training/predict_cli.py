@@ -420,8 +420,12 @@ def iter_inputs(dataset: ImageInputs, indices: list[int], workers: int) -> Itera
 
 # --------------------------------------------------------------------------- predicting
 def _row(
-    iid: str, p: Path, image_shape, det: Detections, mask, seconds: float, op: dict | None = None
+    iid: str, p: Path, image_shape, det: Detections, mask, seconds: float, threshold=None
 ) -> dict[str, Any]:
+    """An image's summary row, with the TTA mode and γ its detections were selected at (a
+    Predictor records them: the mode's calibrated γ raised by the area rule, or ``threshold``;
+    another detector: ``threshold`` when one was given)."""
+    gamma = det.threshold if det.threshold is not None else threshold
     return {
         "image": iid,
         "path": str(p),
@@ -429,19 +433,9 @@ def _row(
         "detections": len(det),
         "mask_fraction": None if mask is None else float(np.mean(mask)),
         "seconds": seconds,
-        **(op or {}),
+        **({} if det.tta is None else {"tta": det.tta}),
+        **({} if gamma is None else {"threshold": float(gamma)}),
     }
-
-
-def _operating_point(detector: Any, image_shape, mask, threshold: float | None) -> dict:
-    """The TTA mode and γ an image was detected with: ``threshold`` when one was given, else
-    the mode's calibrated γ raised by the model's area rule (:meth:`Predictor.params_for`)."""
-    if not hasattr(detector, "tta_mode"):
-        return {} if threshold is None else {"threshold": float(threshold)}
-    mode = detector.tta_mode(image_shape, mask)
-    if threshold is None:
-        threshold = detector.params_for(mode, detector.tissue_area(image_shape, mask))["threshold"]
-    return {"tta": mode, "threshold": float(threshold)}
 
 
 def _failure(iid: str, path: Path, text: str) -> dict[str, Any]:
@@ -506,15 +500,7 @@ def predict_stream(
                 (
                     r.image_id,
                     det,
-                    _row(
-                        r.image_id,
-                        r.path,
-                        r.image.shape,
-                        det,
-                        r.mask,
-                        dt,
-                        _operating_point(detector, r.image.shape, r.mask, threshold),
-                    ),
+                    _row(r.image_id, r.path, r.image.shape, det, r.mask, dt, threshold),
                 ),
             )
         pending.clear()
@@ -541,8 +527,7 @@ def predict_stream(
                 yield "failed", _failure(rec.image_id, rec.path, _error_text(rec.path, exc))
                 continue
             dt = time.perf_counter() - t0
-            op = _operating_point(detector, rec.image.shape, rec.mask, threshold)
-            row = _row(rec.image_id, rec.path, rec.image.shape, det, rec.mask, dt, op)
+            row = _row(rec.image_id, rec.path, rec.image.shape, det, rec.mask, dt, threshold)
             yield "image", (rec.image_id, det, row)
         yield from flush()
 

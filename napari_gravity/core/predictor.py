@@ -161,7 +161,7 @@ class RawOutput:
         if mask is not None and len(keep):
             ok = inside_mask(pts, mask)
             pts, sc = pts[ok], sc[ok]
-        return Detections(points=pts, scores=sc)
+        return Detections(points=pts, scores=sc, threshold=threshold, tta=self.tta)
 
 
 def interactive_floor(threshold: float) -> float:
@@ -265,7 +265,8 @@ def select_on_device(
     """Detections of one image's decoded candidates, computed where the tensors live: the NMS
     over the candidates ≥ ``threshold`` inside the image, then the mask filter (as
     ``RawOutput.select``: a point outside the mask still suppresses its neighbours), sorted by
-    decreasing score; only the survivors reach the host."""
+    decreasing score; only the survivors reach the host. The candidates are one network
+    pass's (``tta`` "off")."""
     h, w = int(shape[0]), int(shape[1])
     y, x = points[:, 0], points[:, 1]
     valid = (scores >= threshold) & (y >= -0.5) & (y < h - 0.5) & (x >= -0.5) & (x < w - 0.5)
@@ -275,7 +276,12 @@ def select_on_device(
         rc = _pixel_torch(points[idx])
         idx = idx[mask[rc[:, 0], rc[:, 1]]]
     idx = idx[torch.argsort(-scores[idx], stable=True)]
-    return Detections(points=points[idx].cpu().numpy(), scores=scores[idx].cpu().numpy())
+    return Detections(
+        points=points[idx].cpu().numpy(),
+        scores=scores[idx].cpu().numpy(),
+        threshold=float(threshold),
+        tta="off",
+    )
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

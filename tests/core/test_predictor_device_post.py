@@ -46,6 +46,7 @@ def _images():
 def _same(a, b):
     np.testing.assert_array_equal(a.points, b.points)
     np.testing.assert_array_equal(a.scores, b.scores)
+    assert (a.threshold, a.tta) == (b.threshold, b.tta)  # both record the γ and mode used
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.0005, 0.2, 0.6, 0.95])
@@ -63,6 +64,7 @@ def test_device_postprocess_equals_the_cached_host_path(net, threshold, box, iou
     ]
     for g, w in zip(got, want, strict=True):
         _same(g, w)
+        assert g.threshold == threshold and g.tta == "off"
     assert len(want[2]) > len(want[0]) > 0 or threshold >= 0.95
     # one image at a time through detect(): the same
     _same(lean.detect(big, mask, threshold=threshold, nms_box=box, nms_iou=iou), want[0])
