@@ -372,11 +372,7 @@ class Predictor:
             return self._mode_for(image_shape, None)
         shape = (int(image_shape[-2]), int(image_shape[-1]))
         ok = mask is not None and np.asarray(mask).shape == shape
-        margin = self.crop_margin
-        box = (
-            crop_box(mask, shape, self.config.stride, margin) if ok and margin is not None else None
-        )
-        return self._mode_for(shape, box)
+        return self._mode_for(shape, self._crop_for(shape, mask) if ok else None)
 
     def _mode_for(self, shape: tuple[int, ...], box: tuple[int, int, int, int] | None) -> str:
         """:meth:`tta_mode` for an image whose network crop (``_crop_for``) is known."""
@@ -441,10 +437,11 @@ class Predictor:
         s = self.config.stride
         return int(math.ceil(radius() / s) * s)
 
-    def _crop_for(self, image: np.ndarray, mask: np.ndarray | None):
-        """The region the network runs on for ``image`` (``crop_box``; ``None``: everywhere)."""
+    def _crop_for(self, shape: tuple[int, ...], mask: np.ndarray | None):
+        """The region the network runs on for an image of ``shape`` (``crop_box``; ``None``:
+        everywhere)."""
         margin = self.crop_margin
-        return None if margin is None else crop_box(mask, image.shape, self.config.stride, margin)
+        return None if margin is None else crop_box(mask, shape, self.config.stride, margin)
 
     def _remember(self, key: str, out: RawOutput) -> RawOutput:
         self._cache[key] = out
@@ -509,7 +506,7 @@ class Predictor:
             masks = [None] * len(imgs)
         if len(masks) != len(imgs):
             raise ValueError(f"raw_batch: {len(imgs)} images but {len(masks)} masks")
-        boxes = [self._crop_for(im, m) for im, m in zip(imgs, masks, strict=True)]
+        boxes = [self._crop_for(im.shape, m) for im, m in zip(imgs, masks, strict=True)]
         modes = [self._mode_for(im.shape, b) for im, b in zip(imgs, boxes, strict=True)]
         keys = [
             f"{image_key(im)}|{b}" + ("" if md == "off" else f"|tta={md}")
@@ -572,7 +569,7 @@ class Predictor:
         for k in views(mode):
             v = view(padded, k)
             vm = None if pmask is None else view(pmask, k)
-            groups.setdefault((v.shape, self._crop_for(v, vm)), []).append((k, v))
+            groups.setdefault((v.shape, self._crop_for(v.shape, vm)), []).append((k, v))
         # a GPU runs a group's views as one batch; a CPU gains nothing from that, but memory
         chunks = []
         for (shape, box), part in groups.items():
@@ -726,7 +723,7 @@ class Predictor:
         out: list[Detections | None] = [None] * len(imgs)
         thrs = [thr] * len(imgs)
         for i, (im, m) in enumerate(zip(imgs, masks, strict=True)):
-            b = self._crop_for(im, m)
+            b = self._crop_for(im.shape, m)
             if self._mode_for(im.shape, b) != "off":  # through raw(): the views averaged there
                 out[i] = self.from_raw(self.raw(im, m), m, threshold, nms_box, nms_iou)
                 continue
