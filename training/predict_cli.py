@@ -347,12 +347,17 @@ def _identity(x: Any) -> Any:
     return x
 
 
+def _is_death_notice(exc: BaseException) -> bool:
+    """PyTorch's RuntimeError for a DataLoader worker (reader process) that died."""
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+
+
 def _death_notice(exc: BaseException | None) -> BaseException | None:
     """A reader process's death notice among ``exc`` and its causes (a reader that wrapped the
     RuntimeError PyTorch's signal handler raised inside it), else ``None``."""
     seen = 0
     while exc is not None and seen < 8:
-        if isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc):
+        if _is_death_notice(exc):
             return exc
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
@@ -361,9 +366,7 @@ def _death_notice(exc: BaseException | None) -> BaseException | None:
 def _worker_died(exc: BaseException) -> bool:
     """A reader process's death as the main process sees it: PyTorch's RuntimeError, or, when
     the death cuts a transfer short, the pipe's ConnectionError / EOFError."""
-    if isinstance(exc, (ConnectionError, EOFError)):
-        return True
-    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+    return isinstance(exc, (ConnectionError, EOFError)) or _is_death_notice(exc)
 
 
 def _start_method() -> str:
