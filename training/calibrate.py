@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_gravity.core.tta import AVERAGED
+
 NMS_GRID = {
     "mc": ((7.0, 0.5), (11.0, 0.5), (15.0, 0.5), (11.0, 0.3), (15.0, 0.3)),
     "ma": ((3.0, 0.5), (5.0, 0.5), (7.0, 0.5), (5.0, 0.3), (7.0, 0.3)),
@@ -59,7 +61,7 @@ def calibrate_model(
     target_fppi: float = 1.0,
     grid: tuple[tuple[float, float], ...] | None = None,
     max_fppi: float = 10.0,
-    tta: tuple[str, ...] = ("flips", "d8"),
+    tta: tuple[str, ...] = AVERAGED,
 ) -> dict[str, Any]:
     """Calibrate ``model`` on ``data``'s validation images and write ``out`` (fp16 weights
     unchanged, config NMS / threshold and a ``calibration`` metadata record updated; one
@@ -204,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).resolve() == Path(src).resolve():
         raise CalibrationError(f"--out {args.out}: choose another file than the model itself")
     modes = tuple(m for m in args.tta.split(",") if m and m != "none")
-    bad = [m for m in modes if m not in ("flips", "d8")]
+    bad = [m for m in modes if m not in AVERAGED]
     if bad:
         raise CalibrationError(f"--tta {args.tta}: unknown mode {bad[0]!r}; use flips, d8 or none")
     cal = calibrate_model(src, args.data, args.out, target_fppi=args.target_fppi, tta=modes)

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_gravity.core.tta import AVERAGED, MODES
 from napari_gravity.types import Detections
 
 log = logging.getLogger("training.predict")
@@ -104,7 +105,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--nms-box", type=float, help="NMS box side L in pixels (default: the model's)")
     p.add_argument(
         "--tta",
-        choices=("auto", "off", "flips", "d8"),
+        choices=("auto", *MODES),
         default="auto",
         help="test-time augmentation: the network on 4 (flips) or 8 (d8: flips and 90° turns) "
         "views, outputs averaged per gravity point, each mode with its own calibrated γ. auto "
@@ -1036,7 +1037,7 @@ def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info
             # a GravityNet picks γ per image (its TTA mode's, raised by the area rule on an
             # image larger than its validation images) unless --threshold names one
             per_image = args.threshold is None and hasattr(detector, "params_for")
-            if args.tta in ("flips", "d8") and per_image and args.tta not in tta_params:
+            if args.tta in AVERAGED and per_image and args.tta not in tta_params:
                 print(
                     f"gravity predict: {model_path} is not calibrated for --tta {args.tta}: its "
                     "one-pass γ applies to the averaged views (gravity calibrate MODEL DATA "

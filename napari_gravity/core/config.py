@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .gravity_points import LAYOUTS, points_per_axis
+from .tta import AVERAGED
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 STRIDES = (8, 16, 32)  # ResNet layer2 / layer3 / layer4 (the paper's)
@@ -202,7 +203,7 @@ def tta_calibrations(metadata: Mapping[str, Any] | None) -> dict[str, dict[str, 
     if not isinstance(table, Mapping):
         return out
     for mode, rec in table.items():
-        if mode not in ("flips", "d8") or not isinstance(rec, Mapping):
+        if mode not in AVERAGED or not isinstance(rec, Mapping):
             continue
         if not _valid_threshold(rec.get("threshold")):
             continue

@@ -23,6 +23,8 @@ import numpy as np
 from .gravity_points import window_offsets
 
 MODES = ("off", "flips", "d8")
+#: The modes that average views: each is calibrated on its own (``gravity calibrate --tta``).
+AVERAGED = MODES[1:]
 VIEWS = {"off": (0,), "flips": (0, 1, 2, 3), "d8": tuple(range(8))}
 #: Lattice coordinates are matched on a grid of 1/KEY_SCALE px (they are exact multiples of it
 #: or well separated: the lattice spacing is at least 1 px).
