@@ -108,8 +108,7 @@ def window(rng, fov: np.ndarray, side: int, region: str = "bottom") -> tuple[int
 
 
 def make_tile(rng, parts, scale: float, size: int = 384, region: str = "bottom"):
-    from outside_common import centre_and_radius, clip_window, outside_sample
-    from PIL import Image
+    from outside_common import centre_and_radius, clip_window, outside_sample, pil_jpeg
     from skimage.transform import resize
 
     rgb_full, fov_full, ves_full, um_native = parts
@@ -162,13 +161,8 @@ def make_tile(rng, parts, scale: float, size: int = 384, region: str = "bottom")
     img = np.clip(img * rng.uniform(0.85, 1.15, 3), 0, 1) ** rng.uniform(0.8, 1.25)
     img = img + rng.normal(0, rng.uniform(0.5, 2.5) / 255.0, img.shape)
     u8 = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-    import io
-
-    buf = io.BytesIO()
     q = int(rng.integers(50, 91))
-    Image.fromarray(u8).save(buf, format="JPEG", quality=q)
-    buf.seek(0)
-    green = np.asarray(Image.open(buf).convert("RGB"))[..., 1].astype(np.float32)
+    green = pil_jpeg(u8, q)[..., 1].astype(np.float32)
     s = outside_sample("foreignMA", rng, green, pts, radii, fov, f"{region}{top}-{left}", um / 1000)
     return s, {"scale": scale, "blots": n_blots, "jpeg": q}
 

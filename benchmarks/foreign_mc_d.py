@@ -28,7 +28,6 @@ What differs (it shares only ``foreign_mc.held_out_films`` and ``outside_common`
 
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
@@ -147,17 +146,14 @@ def ductal_centres(rng: np.random.Generator, allowed: np.ndarray, px_mm: float) 
 
 def export_8bit(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> tuple:
     """(decoded 8-bit image as float32, storage name): window, gamma, 8 bits, JPEG or lossless."""
-    from PIL import Image
+    from outside_common import pil_jpeg
 
     lo, hi = np.percentile(img[mask], [0.5, 99.5])
     u = np.clip((img - lo) / max(hi - lo, 1e-9), 0, 1) ** rng.uniform(0.7, 1.4)
     u8 = np.round(255 * u).astype(np.uint8)
     if rng.uniform() < 2 / 3:
         q = int(rng.integers(55, 91))
-        buf = io.BytesIO()
-        Image.fromarray(u8).save(buf, format="JPEG", quality=q)
-        buf.seek(0)
-        u8 = np.asarray(Image.open(buf).convert("L"))
+        u8 = pil_jpeg(u8, q)
         return u8.astype(np.float32), f"jpeg{q}"
     return u8.astype(np.float32), "png"
 

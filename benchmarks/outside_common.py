@@ -68,6 +68,18 @@ def centre_and_radius(
     return centre, max(1.0, 0.5 * max(np.ptp(wy) + 1, np.ptp(wx) + 1))
 
 
+def pil_jpeg(u8: np.ndarray, quality: int) -> np.ndarray:
+    """``u8`` (8-bit grey or RGB) saved as a Pillow JPEG of ``quality`` and decoded again."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(u8).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    return np.asarray(Image.open(buf))
+
+
 def outside_sample(
     prefix: str,
     rng: np.random.Generator,
