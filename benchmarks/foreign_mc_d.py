@@ -95,7 +95,6 @@ def coarse_calcification(rng: np.random.Generator, diameter_px: float) -> np.nda
 def lumpy_background(rng: np.random.Generator, px_mm: float, size: int) -> np.ndarray:
     """Clustered lumpy background: clusters of elongated Gaussian lumps, one orientation per
     cluster, plus a smooth density trend."""
-    img = np.zeros((size, size))
     pad = 24
     big = np.zeros((size + 2 * pad, size + 2 * pad))
     n_clusters = rng.poisson(0.9 * (size / 384) ** 2 * 150)
