@@ -42,12 +42,15 @@ class Sample:
 class Detections:
     """Detected lesion centres (y, x) in pixels with a score in [0, 1] each; a GravityNet
     ``Predictor`` also records the γ they were selected at (``threshold``) and its test-time
-    augmentation mode (``tta``: "off", "flips" or "d8")."""
+    augmentation mode (``tta``: "off", "flips" or "d8") and the zoom the image was resampled by
+    to the model's field-of-view scale (``zoom``, network pixels per image pixel; the points
+    are in the image's pixels)."""
 
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,)))
     threshold: float | None = None
     tta: str | None = None
+    zoom: float = 1.0
 
     def __post_init__(self) -> None:
         self.points = _points(self.points)

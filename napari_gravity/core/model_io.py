@@ -162,6 +162,16 @@ def _validate_metadata(path: str, meta: dict[str, Any]) -> None:
         raise ModelFileError(
             path, f"metadata key 'task': must be 'mc', 'ma' or null, got {_short(task)}"
         )
+    fov = meta.get("fov_diameter_px")
+    if fov is not None and (
+        isinstance(fov, bool)
+        or not isinstance(fov, (int, float))
+        or not math.isfinite(fov)
+        or not 100 <= fov <= 20000
+    ):
+        raise ModelFileError(
+            path, f"metadata key 'fov_diameter_px': must be 100-20000 (px), got {_short(fov)}"
+        )
     for key in ("provenance", "metrics"):
         v = meta.get(key)
         if v is not None and not isinstance(v, dict):

@@ -39,6 +39,7 @@ from .config import (
     postprocess_defaults,
     tta_calibrations,
 )
+from .fov import fov_zoom, resample
 from .model import GravityNet
 from .normalize import as_float_image, local_contrast, normalize_image
 from .postprocess import decode, inside_image, inside_mask, nms_keep, nms_keep_torch
@@ -97,6 +98,9 @@ class RawOutput:
     key: str = ""
     mask: np.ndarray | None = None  # tissue / FOV mask used by from_raw when none is passed
     tta: str = "off"  # the test-time augmentation that made it (its γ / NMS are the defaults)
+    #: network pixels per image pixel (an image resampled to the model's FOV scale, see
+    #: :mod:`.fov`): points are in image pixels, an NMS box in the model's pixels
+    zoom: float = 1.0
     _nms_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -109,7 +113,7 @@ class RawOutput:
         if hit is None:
             sel = (self.scores >= floor) & inside_image(self.points, self.image_shape)
             idx = np.flatnonzero(sel)
-            keep = idx[nms_keep(self.points[idx], self.scores[idx], box, iou)]
+            keep = idx[nms_keep(self.points[idx], self.scores[idx], box / self.zoom, iou)]
             hit = {"keep": keep, "scores": self.scores[keep], "sorted_min": np.inf}
             if len(self._nms_cache) >= 8:
                 self._nms_cache.pop(next(iter(self._nms_cache)))
@@ -161,7 +165,22 @@ class RawOutput:
         if mask is not None and len(keep):
             ok = inside_mask(pts, mask)
             pts, sc = pts[ok], sc[ok]
-        return Detections(points=pts, scores=sc, threshold=threshold, tta=self.tta)
+        return Detections(points=pts, scores=sc, threshold=threshold, tta=self.tta, zoom=self.zoom)
+
+    def unzoomed(self, zy: float, zx: float, shape: tuple[int, int], key: str) -> RawOutput:
+        """This output of an image resampled by (zy, zx), in the original image's pixels."""
+        z = np.array([zy, zx], dtype=np.float32)
+        return RawOutput(
+            points=((self.points + 0.5) / z - 0.5).astype(np.float32),
+            scores=self.scores,
+            gravity_points=((self.gravity_points + 0.5) / z - 0.5).astype(np.float32),
+            image_shape=(int(shape[0]), int(shape[1])),
+            d_h=self.d_h,
+            floor=self.floor,
+            key=key,
+            tta=self.tta,
+            zoom=float(np.sqrt(zy * zx)),
+        )
 
 
 def interactive_floor(threshold: float) -> float:
@@ -320,6 +339,7 @@ class Predictor:
         tta_params: dict[str, dict[str, float]] | None = None,
         tta_max_pixels: float = TTA_AUTO_MAX_PIXELS,
         area_rules: dict[str, dict] | None = None,
+        fov_reference: float | None = None,
     ):
         if postprocess not in ("auto", "device", "host"):
             raise ValueError(f"postprocess must be 'auto', 'device' or 'host', got {postprocess!r}")
@@ -348,6 +368,9 @@ class Predictor:
         #: per mode, what raises γ on images with more tissue than the validation images had
         #: (:func:`.config.area_threshold`; from ``gravity calibrate``); none: γ as stored
         self.area_rules: dict[str, dict] = dict(area_rules or {})
+        #: the field-of-view diameter (px) the model learned at (metadata ``fov_diameter_px``):
+        #: an image whose mask shows another FOV is resampled to it (:mod:`.fov`); None: never
+        self.fov_reference = None if fov_reference is None else float(fov_reference)
 
     @classmethod
     def from_file(cls, path, device: str | torch.device = "auto", **kw) -> Predictor:
@@ -357,11 +380,18 @@ class Predictor:
         loaded = load_model(path, device=dev)
         kw.setdefault("tta_params", tta_calibrations(loaded.metadata))
         kw.setdefault("area_rules", area_rules(loaded.metadata))
+        kw.setdefault("fov_reference", loaded.metadata.get("fov_diameter_px"))
         pred = cls(loaded.model, loaded.config, dev, **kw)
         pred.metadata = loaded.metadata
         params = postprocess_defaults(loaded.config, loaded.metadata)
         pred.config = pred.config.replace(threshold=params["threshold"])
         return pred
+
+    def zoom_for(self, mask: np.ndarray | None) -> float:
+        """Network pixels per image pixel for an image with this tissue mask: the model's FOV
+        diameter over the one the mask shows (1.0: no reference, no measurable FOV, or within
+        10 %; :func:`.fov.fov_zoom`)."""
+        return 1.0 if self.fov_reference is None else fov_zoom(mask, self.fov_reference)
 
     # ------------------------------------------------------------------ TTA
     def tta_mode(self, image_shape: tuple[int, ...], mask: np.ndarray | None = None) -> str:
@@ -500,12 +530,34 @@ class Predictor:
         progress: Progress | None = None,
     ) -> list[RawOutput]:
         """``raw`` for several images; those with the same shape and crop (and not cached yet)
-        share one forward pass. Results are cached like ``raw``'s."""
+        share one forward pass. Results are cached like ``raw``'s. An image whose mask shows a
+        field of view of another size than the model's (:meth:`zoom_for`) is resampled to it
+        first; its output is in the image's own pixels (``RawOutput.zoom``)."""
         imgs = [self._check(im) for im in images]
         if masks is None:
             masks = [None] * len(imgs)
         if len(masks) != len(imgs):
             raise ValueError(f"raw_batch: {len(imgs)} images but {len(masks)} masks")
+        zooms = [self.zoom_for(m) for m in masks]
+        if all(z == 1.0 for z in zooms):
+            return self._raw_batch(imgs, masks, progress)
+        todo = [
+            resample(im, m, z) if z != 1.0 else (im, m, None)
+            for im, m, z in zip(imgs, masks, zooms, strict=True)
+        ]
+        raws = self._raw_batch([t[0] for t in todo], [t[1] for t in todo], progress)
+        return [
+            r if t[2] is None else r.unzoomed(*t[2], im.shape, f"{r.key}|zoom={z:.6g}")
+            for r, t, im, z in zip(raws, todo, imgs, zooms, strict=True)
+        ]
+
+    def _raw_batch(
+        self,
+        imgs: list[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        progress: Progress | None,
+    ) -> list[RawOutput]:
+        """``raw_batch`` of images at the model's scale."""
         boxes = [self._crop_for(im.shape, m) for im, m in zip(imgs, masks, strict=True)]
         modes = [self._mode_for(im.shape, b) for im, b in zip(imgs, boxes, strict=True)]
         keys = [
@@ -661,7 +713,8 @@ class Predictor:
         """Re-apply γ / NMS / mask to cached outputs (never runs the network). Without
         ``mask``, the raw output's own ``mask`` (if any) applies."""
         mask = raw.mask if mask is None else mask
-        area = self.tissue_area(raw.image_shape, mask) if threshold is None else None
+        # the area rule counts tissue in the network's pixels
+        area = self.tissue_area(raw.image_shape, mask) * raw.zoom**2 if threshold is None else None
         p = self.params_for(raw.tta, area)
         thr = p["threshold"] if threshold is None else float(threshold)
         box = p["nms_box"] if nms_box is None else float(nms_box)
@@ -724,7 +777,8 @@ class Predictor:
         thrs = [thr] * len(imgs)
         for i, (im, m) in enumerate(zip(imgs, masks, strict=True)):
             b = self._crop_for(im.shape, m)
-            if self._mode_for(im.shape, b) != "off":  # through raw(): the views averaged there
+            if self._mode_for(im.shape, b) != "off" or self.zoom_for(m) != 1.0:
+                # through raw(): the views averaged there, or the image resampled to the FOV scale
                 out[i] = self.from_raw(self.raw(im, m), m, threshold, nms_box, nms_iou)
                 continue
             if threshold is None:  # this image's γ (raised by the area rule on a large one)

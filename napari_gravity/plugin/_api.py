@@ -82,6 +82,7 @@ class Candidates:
     gravity_points: np.ndarray | None = None
     detector: dict | None = None  # which model made it (a saved raw output)
     floor: float = 1e-3
+    zoom: float = 1.0  # a model's output on an image resampled to its FOV scale: NMS box / zoom
 
     @property
     def moved_points(self) -> np.ndarray:
@@ -90,7 +91,9 @@ class Candidates:
     def select(self, threshold, box, iou=0.5, mask=None):
         from napari_gravity.core.postprocess import postprocess
 
-        return postprocess(self.points, self.scores, threshold, box, iou, mask, self.image_shape)
+        return postprocess(
+            self.points, self.scores, threshold, box / self.zoom, iou, mask, self.image_shape
+        )
 
 
 def detections(raw, threshold: float, nms_box: float, nms_iou: float):
@@ -135,7 +138,8 @@ class ModelDetector(Detector):
         # area rule on an image with more tissue than the validation images) become the
         # defaults; ``mode_changed`` tells the dock to apply them
         self.mode = getattr(raw, "tta", "off")
-        self.area = self.detector.tissue_area(image.shape, mask)
+        # tissue in the network's pixels (an image resampled to the model's FOV scale)
+        self.area = self.detector.tissue_area(image.shape, mask) * getattr(raw, "zoom", 1.0) ** 2
         params = self.detector.params_for(self.mode, self.area)  # raised on a large image
         self.tile_threshold = self.detector.params_for(self.mode)["threshold"]
         self.mode_changed = any(self.defaults.get(k) != v for k, v in params.items())

@@ -331,6 +331,9 @@ class DetectWidget(Dock):
         n = self.update_detections(img)
         views = {"d8": ", 8 views averaged", "flips": ", 4 views averaged"}
         how = views.get(getattr(raw, "tta", "off"), "")
+        zoom = float(getattr(raw, "zoom", 1.0))
+        if zoom != 1.0:  # a fundus photograph resampled to the model's field-of-view scale
+            how += f", resampled ×{zoom:.2f} to the model's field-of-view scale"
         tile = getattr(detector, "tile_threshold", None)
         thr = (detector.defaults or {}).get("threshold")
         if tile is not None and thr is not None and thr > tile + 1e-6:

@@ -160,6 +160,7 @@ def save_raw(path: str | os.PathLike, raw, detector: dict) -> Path | None:
     arrays.update(
         image_shape=np.asarray(raw.image_shape, np.int64),
         floor=np.float64(raw.floor),
+        zoom=np.float64(getattr(raw, "zoom", 1.0)),
         detector=np.array(json.dumps({**detector, "stamp": _model_stamp(detector["path"])})),
     )
     if raw.mask is not None:
@@ -188,6 +189,7 @@ def load_raw(path: str | os.PathLike, image_shape=None):
             raw = Candidates(
                 z["points"], z["scores"], shape, None if mask is None else mask.reshape(shape),
                 z["gravity_points"], det, float(z["floor"]),
+                float(z["zoom"]) if "zoom" in z.files else 1.0,
             )  # fmt: skip
         if image_shape is not None and tuple(image_shape[:2]) != shape:
             return None

@@ -275,3 +275,28 @@ def test_model_detections_stay_inside_the_breast():
     unmasked = handle.detector.from_raw(raw, mask=np.ones_like(mask), threshold=0.0)
     uy, ux = np.rint(unmasked.points).astype(int).T
     assert (~mask[uy, ux]).any()
+
+
+def test_a_saved_raw_output_keeps_its_field_of_view_zoom(tmp_path):
+    """A model's output on an image resampled to its FOV scale (zoom 0.5) has its NMS box in
+    the model's pixels: reloaded from the sidecar it must select exactly what it did live."""
+    from napari_gravity.core.predictor import RawOutput
+    from napari_gravity.plugin.sidecar import load_raw, save_raw
+
+    pts = np.array([[40.0, 40.0], [40.0, 47.0], [80.0, 20.0]], np.float32)
+    sc = np.array([0.9, 0.8, 0.7], np.float32)
+
+    def raw(zoom):
+        return RawOutput(pts, sc, pts.copy(), (120, 100), 1.0, floor=0.01, zoom=zoom)
+
+    # box 5 model px = 10 image px at zoom 0.5: the two points 7 px apart overlap (IoU 3/17)
+    assert len(raw(0.5).select(0.5, 5.0, 0.1)) == 2
+    assert len(raw(1.0).select(0.5, 5.0, 0.1)) == 3
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"x")
+    save_raw(tmp_path / "img.raw.npz", raw(0.5), {"path": str(model)})
+    back = load_raw(tmp_path / "img.raw.npz", (120, 100))
+    assert back is not None and back.zoom == 0.5
+    np.testing.assert_array_equal(
+        back.select(0.5, 5.0, 0.1).points, raw(0.5).select(0.5, 5.0, 0.1).points
+    )

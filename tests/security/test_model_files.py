@@ -62,6 +62,12 @@ def _peak_mb() -> float:
         ({"threshold": "high"}, r"'threshold': must be in \[0, 1\]"),
         ({"cfg_threshold": float("nan")}, "threshold"),
         ({"cfg_nms_box": float("nan")}, "nms_box"),
+        (
+            {"fov_diameter_px": float("nan")},
+            r"'fov_diameter_px': must be 100-20000 \(px\), got nan",
+        ),
+        ({"fov_diameter_px": 0.5}, r"'fov_diameter_px': must be 100-20000"),
+        ({"fov_diameter_px": "1200"}, r"'fov_diameter_px': must be 100-20000"),
         ({"task": ["x"] * 10_000}, r"'task': must be a string, got \['x', .*\.\.\.$"),
         ({"format_version": "9" * 5000}, r"format version '9999.*\.\.\.;"),
     ],

@@ -1,0 +1,100 @@
+"""The field of view of a fundus photograph, and the zoom that brings it to a model's scale.
+
+A microaneurysm model learns lesions at the scale of its training images: this project's
+fundus data are drawn (or, for E-ophtha, resized) so that the round field of view (FOV) is
+about ``FOV_PX`` = 1200 px across (11 µm per pixel for a 45° camera). Cameras write 1,000 to
+4,000 px across the same field, and a model shown lesions 2-3× larger than it learned fails
+(benchmarks/ma_scale.py). So a model file may name its FOV diameter (metadata
+``fov_diameter_px``) and the :class:`~napari_gravity.core.predictor.Predictor` resamples an
+image whose mask shows a different one.
+
+:func:`fov_diameter` fits a circle to the FOV mask's rim where it lies inside the image (rows
+clipped at the top and bottom, as most cameras write them, do not count). A crop that shows
+too little of the rim has no measurable FOV: it is left at its own scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+
+#: Below this many rim pixels (on the ≤ 1024-px working copy) no circle is fitted.
+MIN_RIM_PIXELS = 40
+#: The rim must cover at least this many of 36 ten-degree sectors around the fitted centre.
+MIN_SECTORS = 12
+#: No resampling when the measured diameter is within this factor of the reference.
+ZOOM_TOLERANCE = 1.1
+#: Zooms outside this range are treated as a failed measurement.
+ZOOM_RANGE = (0.1, 4.0)
+
+
+def fov_diameter(mask: np.ndarray) -> float | None:
+    """Diameter (px) of the circular field of view in a boolean mask, or None when its rim is
+    not visible well enough to tell (a crop inside the FOV, an arc of a few degrees, a shape
+    that is not a circle)."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2 or not m.any() or m.all():
+        return None
+    step = max(1, math.ceil(max(m.shape) / 1024))
+    small = m[::step, ::step]
+    rim = small & ~ndi.binary_erosion(small, border_value=1)
+    rim[:1, :] = rim[-1:, :] = False  # the image border is not the FOV's rim
+    rim[:, :1] = rim[:, -1:] = False
+    ys, xs = np.nonzero(rim)
+    if len(ys) < MIN_RIM_PIXELS:
+        return None
+    y, x = ys.astype(np.float64), xs.astype(np.float64)
+    # algebraic circle fit: x² + y² + D x + E y + F = 0 in the least-squares sense
+    a = np.column_stack([x, y, np.ones_like(x)])
+    (d, e, f), *_ = np.linalg.lstsq(a, -(x * x + y * y), rcond=None)
+    cx, cy = -d / 2, -e / 2
+    r2 = cx * cx + cy * cy - f
+    if not r2 > 0:
+        return None
+    r = math.sqrt(r2)
+    dist = np.hypot(x - cx, y - cy)
+    if np.median(np.abs(dist - r)) > 0.02 * r + 1.5:  # not a circle
+        return None
+    sectors = np.unique(((np.arctan2(y - cy, x - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
+    if len(sectors) < MIN_SECTORS:
+        return None
+    return 2.0 * r * step
+
+
+def fov_zoom(mask: np.ndarray | None, reference: float | None) -> float:
+    """Network pixels per image pixel that bring the mask's FOV to ``reference`` px across:
+    1.0 without a reference or a measurable FOV, or when within ``ZOOM_TOLERANCE``."""
+    if reference is None or mask is None:
+        return 1.0
+    d = fov_diameter(mask)
+    if d is None:
+        return 1.0
+    z = float(reference) / d
+    if not ZOOM_RANGE[0] <= z <= ZOOM_RANGE[1] or abs(math.log(z)) <= math.log(ZOOM_TOLERANCE):
+        return 1.0
+    return z
+
+
+def resample(
+    image: np.ndarray, mask: np.ndarray | None, zoom: float
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
+    """``(image, mask, (zy, zx))`` resampled by ``zoom``: area averaging when shrinking,
+    bilinear when enlarging; the mask by nearest neighbour. ``(zy, zx)`` are the exact factors
+    of the rounded shape: image point p maps to ``(p + 0.5) * z - 0.5``."""
+    h, w = image.shape
+    out = (max(1, round(h * zoom)), max(1, round(w * zoom)))
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    if zoom < 1:
+        r = F.interpolate(t, size=out, mode="area")
+    else:
+        r = F.interpolate(t, size=out, mode="bilinear", align_corners=False)
+    small = r[0, 0].numpy()
+    smask = None
+    if mask is not None:
+        mt = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
+        smask = F.interpolate(mt, size=out, mode="nearest-exact")[0, 0].numpy() > 0.5
+    return small, smask, (out[0] / h, out[1] / w)
