@@ -62,10 +62,12 @@ def calibrate_model(
     grid: tuple[tuple[float, float], ...] | None = None,
     max_fppi: float = 10.0,
     tta: tuple[str, ...] = AVERAGED,
+    fov_diameter: float | None = None,
 ) -> dict[str, Any]:
     """Calibrate ``model`` on ``data``'s validation images and write ``out`` (fp16 weights
     unchanged, config NMS / threshold and a ``calibration`` metadata record updated; one
-    ``metadata["tta"]`` record per mode in ``tta``)."""
+    ``metadata["tta"]`` record per mode in ``tta``). ``fov_diameter``: store the field-of-view
+    diameter (px) the model learned at (``fov_diameter_px``, :mod:`napari_gravity.core.fov`)."""
     from napari_gravity.core.model_io import load_model, save_model
     from napari_gravity.core.predictor import Predictor
 
@@ -82,6 +84,8 @@ def calibrate_model(
     cfg.nms_box, cfg.nms_iou, cfg.threshold = best["nms_box"], best["nms_iou"], best["threshold"]
     md = dict(loaded.metadata)
     md["threshold"] = best["threshold"]
+    if fov_diameter is not None:
+        md["fov_diameter_px"] = float(fov_diameter)
     md["calibration"] = {
         "rule": f"NMS (box, IoU) by validation AUFROC_{max_fppi:g}; threshold at "
         f"{target_fppi:g} FPpI on the same {len(samples)} validation images",
@@ -191,6 +195,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="test-time augmentation modes to calibrate as well: comma-separated flips / d8, "
         "or none (default flips,d8; 12 more passes per validation image)",
     )
+    p.add_argument(
+        "--fov-diameter",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="microaneurysm models: the fundus field-of-view diameter (px) the training images "
+        "had (the project's fundus data: 1200); images showing another are resampled to it",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -209,7 +221,12 @@ def run(args: argparse.Namespace) -> int:
     bad = [m for m in modes if m not in AVERAGED]
     if bad:
         raise CalibrationError(f"--tta {args.tta}: unknown mode {bad[0]!r}; use flips, d8 or none")
-    cal = calibrate_model(src, args.data, args.out, target_fppi=args.target_fppi, tta=modes)
+    fov = args.fov_diameter
+    if fov is not None and not (math.isfinite(fov) and 100 <= fov <= 20000):
+        raise CalibrationError(f"--fov-diameter {fov:g}: expected a diameter of 100-20000 px")
+    cal = calibrate_model(
+        src, args.data, args.out, target_fppi=args.target_fppi, tta=modes, fov_diameter=fov
+    )
     for row in cal["grid"]:
         mark = " <- chosen" if row == cal["chosen"] else ""
         print(

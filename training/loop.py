@@ -384,10 +384,17 @@ class Run:
                 "date": (pm.get("provenance") or {}).get("date"),
                 "name": pm.get("name"),
             }
+        task = self.cfg.task or pm.get("task")
+        fov = None  # the FOV diameter the images were drawn at (napari_gravity.core.fov)
+        if task == "ma" and (self.cfg.data.synthetic or self.cfg.data.format == "eophtha"):
+            from napari_gravity.data.synthetic.fundus import FOV_PX
+
+            fov = FOV_PX  # every fundus recipe draws at it; the E-ophtha reader resizes to it
         return {
             "name": self.cfg.name or self.run_dir.name,
             "model": self.cfg.model,
-            "task": self.cfg.task or pm.get("task"),
+            "task": task,
+            **({"fov_diameter_px": fov} if fov else {}),
             "provenance": {
                 "commit": git_commit(),
                 "data": self.data_description,

@@ -439,6 +439,8 @@ def _row(
         "seconds": seconds,
         **({} if det.tta is None else {"tta": det.tta}),
         **({} if gamma is None else {"threshold": float(gamma)}),
+        # resampled to the model's field-of-view scale (core.fov); points stay in image pixels
+        **({} if getattr(det, "zoom", 1.0) == 1.0 else {"zoom": round(float(det.zoom), 4)}),
     }
 
 
@@ -1168,6 +1170,12 @@ def _finish(args, out, ids, settings, t0, workers, world, n_resumed) -> int:
         )
     else:
         at = ", ".join(f"{k} at threshold {v['threshold']:.3f}" for k, v in used.items())
+    zoomed = [r["zoom"] for r in rows if r.get("zoom")]
+    if zoomed:
+        at += (
+            f"; {len(zoomed)} image(s) resampled to the model's field-of-view scale "
+            f"(×{min(zoomed):.2f}-{max(zoomed):.2f})"
+        )
     print(
         f"gravity predict: {summary['n_detections']} detection(s) in {len(rows)} image(s) "
         f"({at}) -> {csv_path}"

@@ -77,3 +77,25 @@ def _weights(path) -> list[bytes]:
 
     t = load_file(str(path))
     return [t[k].tobytes() for k in sorted(t)]
+
+
+def test_an_ma_model_names_the_fov_scale_of_its_fundus_recipe(tmp_path, tiny_cfg_path):
+    """Trained on a fundus recipe (all drawn at FOV_PX across), a microaneurysm model names
+    that scale for the Predictor's resampling; a folder of the user's images names none."""
+    from napari_gravity.core.model_io import read_model_metadata
+    from napari_gravity.data.synthetic.fundus import FOV_PX
+
+    raw = load_config(tiny_cfg_path).to_dict()
+    raw["task"] = "ma"
+    raw["data"]["root"] = None
+    raw["data"]["synthetic"] = {
+        "recipe": "ma-tiny", "counts": {"train": 2, "val": 1, "test": 0}, "size": [96, 96]
+    }  # fmt: skip
+    one = ["train.epochs=1", "train.max_steps_per_epoch=1"]
+    m = train(raw, overrides=one, out=tmp_path / "ma", progress=False, device="cpu")
+    md = read_model_metadata(m)
+    assert md["task"] == "ma" and md["fov_diameter_px"] == FOV_PX == 1200.0
+    raw["data"]["synthetic"] = None
+    raw["data"]["root"] = load_config(tiny_cfg_path).data.root
+    m = train(raw, overrides=one, out=tmp_path / "folder", progress=False, device="cpu")
+    assert "fov_diameter_px" not in read_model_metadata(m)

@@ -120,3 +120,18 @@ def test_area_rule_holds_the_validation_false_positives(tmp_path, bench):
     assert rule["tissue_px"] == tissue and rule["target_fppi"] == 2.0
     g_all = area_threshold(g0, rule, tissue)  # one image holding every validation pixel
     assert g_all >= g0 and fps(g_all) <= 2
+
+
+def test_fov_diameter_is_stored_for_the_predictor_and_checked(tmp_path, bench, capsys):
+    from napari_gravity.core.predictor import Predictor
+
+    src, out = tmp_path / "m.safetensors", tmp_path / "c.safetensors"
+    _model(src)
+    args = ["calibrate", str(src), str(bench), "--tta", "none", "--out", str(out)]
+    assert main([*args, "--fov-diameter", "1200"]) == 0
+    assert read_model_metadata(out)["fov_diameter_px"] == 1200.0
+    assert Predictor.from_file(out, device="cpu").fov_reference == 1200.0
+    assert Predictor.from_file(src, device="cpu").fov_reference is None  # not stored: never
+    capsys.readouterr()
+    assert main([*args, "--fov-diameter", "nan"]) == 1
+    assert "--fov-diameter nan: expected a diameter of 100-20000 px" in capsys.readouterr().err
