@@ -139,3 +139,34 @@ def test_tta_auto_is_the_default_and_uses_its_own_calibration(tmp_path):
         api = sorted((round(float(y), 3), round(float(x), 3)) for y, x in det.points)
         assert len(api) == len(got[key]) and np.allclose(got[key], api, atol=1e-3), mode
     assert got["auto"] != got["off"]
+
+
+def test_a_high_resolution_fundus_is_resampled_to_the_models_scale(tmp_path):
+    """The retina photographed at twice the resolution: `gravity predict default` resamples it to
+    the MA model's field-of-view scale and writes the points in the file's own pixels."""
+    import csv
+
+    from skimage import data
+
+    from napari_gravity.core.model_io import read_model_metadata
+    from napari_gravity.data.masks import fundus_mask
+
+    ref = read_model_metadata(default_model_path("ma")).get("fov_diameter_px")
+    if ref is None:
+        pytest.fail("the bundled default_ma must name its field-of-view scale")
+    big = np.repeat(np.repeat(data.retina(), 2, 0), 2, 1)  # 2822² px, a FOV ~2,790 px across
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "eye.png", big)
+    out = tmp_path / "out"
+    assert main(["predict", "default", str(folder), "--out", str(out), "--no-progress"]) == 0
+    row = json.loads((out / "summary.json").read_text())["images"][0]
+    # second method: the diameter of a disc of the mask's area
+    mask = fundus_mask(big)
+    want = ref / (2 * np.sqrt(mask.sum() / np.pi))
+    assert row["model"] == "default_ma" and row["zoom"] == pytest.approx(want, rel=0.02)
+    with open(out / "predictions.csv", newline="") as fh:
+        pts = np.array([(float(r["y"]), float(r["x"])) for r in csv.DictReader(fh) if r["y"]])
+    assert len(pts) and np.all((pts >= 0) & (pts < big.shape[0]))  # the file's pixels
+    iy, ix = np.floor(pts + 0.5).astype(int).T
+    assert mask[iy, ix].all()  # inside the field of view, as the mask filter keeps them
