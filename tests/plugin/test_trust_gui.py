@@ -230,6 +230,41 @@ def test_the_tta_box_switches_between_one_pass_and_8_views_with_their_own_gamma(
     assert det.thr_slider.value() == round(d8 * 1000) != round(one * 1000)
 
 
+def test_a_small_fundus_is_resampled_to_the_ma_models_scale(make_napari_viewer, qtbot, gravity_env):
+    """The synthetic fundus sample shows its whole field of view ~570 px across, half the
+    1,200 px `default_ma` learned at: Detect resamples it and says so; the marks land in the
+    image's own pixels, inside the field of view."""
+    import re
+
+    from napari_gravity.core.registry import default_model_path
+    from napari_gravity.data.masks import fundus_mask
+
+    if default_model_path("ma") is None:
+        pytest.skip("no bundled default_ma")
+    viewer, w = open_gui(make_napari_viewer)
+    det = w["Detect lesions"]
+    viewer.open_sample("napari-gravity", "fundus")
+    img = viewer.layers["synthetic fundus"]
+    viewer.layers.selection.active = img
+    assert det.model_combo.currentText() == "default_ma"
+    run_detect(qtbot, det)
+    found = re.search(
+        r"resampled ×([0-9.]+) to the model's field-of-view scale", det.run_label.text()
+    )
+    assert found, det.run_label.text()
+    mask = fundus_mask(np.asarray(img.data, np.float32))
+    want = 1200.0 / (2 * np.sqrt(mask.sum() / np.pi))  # a disc of the mask's area
+    assert float(found.group(1)) == pytest.approx(want, rel=0.02)
+    raw = det.session.raw_for(img)
+    assert raw.zoom == pytest.approx(float(found.group(1)), abs=0.005)
+    assert raw.image_shape == img.data.shape[:2]
+    layer = det.session.detections_layer(img, create=False)
+    pts = np.asarray(layer.data)
+    if len(pts):
+        iy, ix = np.floor(pts + 0.5).astype(int).T
+        assert mask[iy, ix].all()
+
+
 def test_cancel_stops_the_forward_pass_and_keeps_nothing(
     make_napari_viewer, qtbot, gravity_env, tiny_model
 ):
