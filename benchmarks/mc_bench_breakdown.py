@@ -74,6 +74,10 @@ def false_positives(sample, det, threshold: float) -> list[dict]:
     return out
 
 
+def _finite(v: float) -> float | None:
+    return round(float(v), 1) if np.isfinite(v) else None
+
+
 def summarise(fps: list[dict], n_images: int) -> dict:
     if not fps:
         return {"fp": 0, "fppi": 0.0}
@@ -87,7 +91,8 @@ def summarise(fps: list[dict], n_images: int) -> dict:
         "sharp_specks": int(np.sum(sharp > 0.5)),
         "in_cluster": int(sum(f["in_cluster"] for f in fps)),
         "within_4px_of_a_lesion": int(sum(f["nearest"] <= 4.0 for f in fps)),
-        "nearest_median_px": round(float(np.median([f["nearest"] for f in fps])), 1),
+        # None on images without lesions (nothing to be near; keeps the JSON standard)
+        "nearest_median_px": _finite(np.median([f["nearest"] for f in fps])),
     }
 
 
