@@ -143,16 +143,18 @@ def _short(v: Any, n: int = 60) -> str:
 
 def _validate_metadata(path: str, meta: dict[str, Any]) -> None:
     """Every value of the metadata that is used: finite numbers in range, right types."""
-    thr = meta.get("threshold")
-    if thr is not None and (
-        isinstance(thr, bool)
-        or not isinstance(thr, (int, float))
-        or not math.isfinite(thr)
-        or not 0.0 <= thr <= 1.0
+    for key, lo, hi, text in (
+        ("threshold", 0.0, 1.0, "in [0, 1]"),
+        ("fov_diameter_px", 100.0, 20000.0, "100-20000 (px)"),
     ):
-        raise ModelFileError(
-            path, f"metadata key 'threshold': must be in [0, 1], got {_short(thr)}"
-        )
+        v = meta.get(key)
+        if v is not None and (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not math.isfinite(v)
+            or not lo <= v <= hi
+        ):
+            raise ModelFileError(path, f"metadata key {key!r}: must be {text}, got {_short(v)}")
     for key in ("name", "task", "model"):
         v = meta.get(key)
         if v is not None and not isinstance(v, str):
@@ -161,16 +163,6 @@ def _validate_metadata(path: str, meta: dict[str, Any]) -> None:
     if task is not None and task not in ("mc", "ma"):
         raise ModelFileError(
             path, f"metadata key 'task': must be 'mc', 'ma' or null, got {_short(task)}"
-        )
-    fov = meta.get("fov_diameter_px")
-    if fov is not None and (
-        isinstance(fov, bool)
-        or not isinstance(fov, (int, float))
-        or not math.isfinite(fov)
-        or not 100 <= fov <= 20000
-    ):
-        raise ModelFileError(
-            path, f"metadata key 'fov_diameter_px': must be 100-20000 (px), got {_short(fov)}"
         )
     for key in ("provenance", "metrics"):
         v = meta.get(key)

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from napari_gravity.core import GravityConfig, GravityNet, Predictor
+from napari_gravity.core import Predictor
 from napari_gravity.core.fov import fov_diameter, fov_zoom, resample
 
 
@@ -61,22 +60,9 @@ def test_resample_shrinks_an_enlarged_image_back_exactly():
     assert up.shape == (45, 63) and (zy, zx) == (1.5, 1.5)
 
 
-@pytest.fixture(scope="module")
-def net():
-    torch.manual_seed(5)
-    cfg = GravityConfig(
-        backbone="resnet18", step=4, stride=8, head_channels=32, nms_box=5, normalization="minmax"
-    )
-    model = GravityNet(cfg).eval()
-    with torch.no_grad():
-        model.cls_head[-1].bias.fill_(0.0)
-        model.cls_head[-1].weight.mul_(20)
-        model.reg_head[-1].weight.normal_(0, 0.05)
-    return model
-
-
 @pytest.mark.parametrize("postprocess", ["device", "host"])
-def test_an_enlarged_fundus_gives_the_original_detections(net, postprocess):
+def test_an_enlarged_fundus_gives_the_original_detections(paper_net, postprocess):
+    net = paper_net
     rng = np.random.default_rng(1)
     img = rng.uniform(0, 40, (208, 232)).astype(np.float32)
     mask = disc(img.shape, 104, 116, 96)

@@ -18,19 +18,9 @@ SHAPE = (400, 304)
 
 
 @pytest.fixture(scope="module")
-def net():
-    """ResNet-18 cut at stride 8 without GroupNorm (paper heads): every output depends only on
-    the pixels within its receptive field, so a crop must reproduce it exactly."""
-    torch.manual_seed(3)
-    cfg = GravityConfig(
-        backbone="resnet18", step=4, stride=8, head_channels=32, nms_box=5, normalization="minmax"
-    )
-    model = GravityNet(cfg).eval()
-    with torch.no_grad():
-        model.cls_head[-1].bias.fill_(0.0)
-        model.cls_head[-1].weight.mul_(20)
-        model.reg_head[-1].weight.normal_(0, 0.05)
-    return model
+def net(paper_net):
+    """The shared paper-heads network (tests/core/conftest.py): a crop must reproduce it."""
+    return paper_net
 
 
 def _image(seed=0):
