@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in sids:
                 s = samples[i]
                 z = m["zoom"][i]
-                area = pred.tissue_area(s.image.shape, s.mask) * z * z
+                area = pred.tissue_area(s.image.shape, s.mask, z)
                 gamma = pred.params_for("off", area)["threshold"]
                 d = m["dets"][i]
                 keep = d.scores >= gamma

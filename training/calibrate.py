@@ -221,9 +221,11 @@ def run(args: argparse.Namespace) -> int:
     bad = [m for m in modes if m not in AVERAGED]
     if bad:
         raise CalibrationError(f"--tta {args.tta}: unknown mode {bad[0]!r}; use flips, d8 or none")
-    fov = args.fov_diameter
-    if fov is not None and not (math.isfinite(fov) and 100 <= fov <= 20000):
-        raise CalibrationError(f"--fov-diameter {fov:g}: expected a diameter of 100-20000 px")
+    from napari_gravity.core.config import FOV_DIAMETER_RANGE
+
+    fov, (lo, hi) = args.fov_diameter, FOV_DIAMETER_RANGE
+    if fov is not None and not (math.isfinite(fov) and lo <= fov <= hi):
+        raise CalibrationError(f"--fov-diameter {fov:g}: expected a diameter of {lo:g}-{hi:g} px")
     cal = calibrate_model(
         src, args.data, args.out, target_fppi=args.target_fppi, tta=modes, fov_diameter=fov
     )

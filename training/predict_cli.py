@@ -440,7 +440,7 @@ def _row(
         **({} if det.tta is None else {"tta": det.tta}),
         **({} if gamma is None else {"threshold": float(gamma)}),
         # resampled to the model's field-of-view scale (core.fov); points stay in image pixels
-        **({} if getattr(det, "zoom", 1.0) == 1.0 else {"zoom": round(float(det.zoom), 4)}),
+        **({} if det.zoom == 1.0 else {"zoom": round(float(det.zoom), 4)}),
     }
 
 

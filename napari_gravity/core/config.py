@@ -21,6 +21,9 @@ import numpy as np
 from .gravity_points import LAYOUTS, points_per_axis
 from .tta import AVERAGED
 
+#: The field-of-view diameters (px) a model file may name (metadata ``fov_diameter_px``, see
+#: :mod:`.fov`): checked where the metadata is read and where ``gravity calibrate`` writes it.
+FOV_DIAMETER_RANGE = (100.0, 20000.0)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 STRIDES = (8, 16, 32)  # ResNet layer2 / layer3 / layer4 (the paper's)
 HEAD_NORMS = (None, "gn")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari_gravity.fileio import atomic_write
 
-from .config import GravityConfig
+from .config import FOV_DIAMETER_RANGE, GravityConfig
 
 if TYPE_CHECKING:
     import torch
@@ -145,7 +145,7 @@ def _validate_metadata(path: str, meta: dict[str, Any]) -> None:
     """Every value of the metadata that is used: finite numbers in range, right types."""
     for key, lo, hi, text in (
         ("threshold", 0.0, 1.0, "in [0, 1]"),
-        ("fov_diameter_px", 100.0, 20000.0, "100-20000 (px)"),
+        ("fov_diameter_px", *FOV_DIAMETER_RANGE, "{:g}-{:g} (px)".format(*FOV_DIAMETER_RANGE)),
     ):
         v = meta.get(key)
         if v is not None and (

@@ -435,11 +435,14 @@ class Predictor:
         return p
 
     @staticmethod
-    def tissue_area(shape: tuple[int, ...], mask: np.ndarray | None = None) -> float:
-        """Pixels an image's false positives can fall on: the mask's, else the whole image."""
-        if mask is not None:
-            return float(np.count_nonzero(mask))
-        return float(int(shape[-2]) * int(shape[-1]))
+    def tissue_area(
+        shape: tuple[int, ...], mask: np.ndarray | None = None, zoom: float = 1.0
+    ) -> float:
+        """Pixels an image's false positives can fall on: the mask's, else the whole image;
+        counted in the network's pixels (× ``zoom``², the image's ``RawOutput.zoom``), as the
+        area rule counts its validation images."""
+        n = np.count_nonzero(mask) if mask is not None else int(shape[-2]) * int(shape[-1])
+        return float(n) * float(zoom) ** 2
 
     # ------------------------------------------------------------------ network
     def _autocast(self):
@@ -538,7 +541,17 @@ class Predictor:
             masks = [None] * len(imgs)
         if len(masks) != len(imgs):
             raise ValueError(f"raw_batch: {len(imgs)} images but {len(masks)} masks")
-        zooms = [self.zoom_for(m) for m in masks]
+        return self._raw_zoomed(imgs, masks, [self.zoom_for(m) for m in masks], progress)
+
+    def _raw_zoomed(
+        self,
+        imgs: list[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        zooms: Sequence[float],
+        progress: Progress | None,
+    ) -> list[RawOutput]:
+        """``raw_batch`` with each image's :meth:`zoom_for` known: the images at another FOV
+        scale resampled to the model's, their outputs mapped back to their own pixels."""
         if all(z == 1.0 for z in zooms):
             return self._raw_batch(imgs, masks, progress)
         todo = [
@@ -713,8 +726,7 @@ class Predictor:
         """Re-apply γ / NMS / mask to cached outputs (never runs the network). Without
         ``mask``, the raw output's own ``mask`` (if any) applies."""
         mask = raw.mask if mask is None else mask
-        # the area rule counts tissue in the network's pixels
-        area = self.tissue_area(raw.image_shape, mask) * raw.zoom**2 if threshold is None else None
+        area = self.tissue_area(raw.image_shape, mask, raw.zoom) if threshold is None else None
         p = self.params_for(raw.tta, area)
         thr = p["threshold"] if threshold is None else float(threshold)
         box = p["nms_box"] if nms_box is None else float(nms_box)
@@ -776,10 +788,12 @@ class Predictor:
         out: list[Detections | None] = [None] * len(imgs)
         thrs = [thr] * len(imgs)
         for i, (im, m) in enumerate(zip(imgs, masks, strict=True)):
-            b = self._crop_for(im.shape, m)
-            if self._mode_for(im.shape, b) != "off" or self.zoom_for(m) != 1.0:
-                # through raw(): the views averaged there, or the image resampled to the FOV scale
-                out[i] = self.from_raw(self.raw(im, m), m, threshold, nms_box, nms_iou)
+            z = self.zoom_for(m)
+            b = self._crop_for(im.shape, m) if z == 1.0 else None
+            if z != 1.0 or self._mode_for(im.shape, b) != "off":
+                # the raw path: the image resampled to the FOV scale, or the views averaged
+                raw = self._raw_zoomed([im], [m], [z], None)[0]
+                out[i] = self.from_raw(raw, m, threshold, nms_box, nms_iou)
                 continue
             if threshold is None:  # this image's γ (raised by the area rule on a large one)
                 thrs[i] = self.params_for("off", self.tissue_area(im.shape, m))["threshold"]

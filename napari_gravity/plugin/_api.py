@@ -138,8 +138,7 @@ class ModelDetector(Detector):
         # area rule on an image with more tissue than the validation images) become the
         # defaults; ``mode_changed`` tells the dock to apply them
         self.mode = getattr(raw, "tta", "off")
-        # tissue in the network's pixels (an image resampled to the model's FOV scale)
-        self.area = self.detector.tissue_area(image.shape, mask) * getattr(raw, "zoom", 1.0) ** 2
+        self.area = self.detector.tissue_area(image.shape, mask, raw.zoom)
         params = self.detector.params_for(self.mode, self.area)  # raised on a large image
         self.tile_threshold = self.detector.params_for(self.mode)["threshold"]
         self.mode_changed = any(self.defaults.get(k) != v for k, v in params.items())
