@@ -32,10 +32,10 @@ ZOOM_TOLERANCE = 1.1
 ZOOM_RANGE = (0.1, 4.0)
 
 
-def fov_diameter(mask: np.ndarray) -> float | None:
-    """Diameter (px) of the circular field of view in a boolean mask, or None when its rim is
-    not visible well enough to tell (a crop inside the FOV, an arc of a few degrees, a shape
-    that is not a circle)."""
+def fit_circle(mask: np.ndarray) -> tuple[float, float, float] | None:
+    """``(cy, cx, r)`` (px) of the circle whose rim the mask's boundary follows where it lies
+    inside the image, or None when that rim is not visible well enough to tell (a crop inside
+    the FOV, an arc of a few degrees, a shape that is not a circle)."""
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2 or not m.any() or m.all():
         return None
@@ -62,7 +62,15 @@ def fov_diameter(mask: np.ndarray) -> float | None:
     sectors = np.unique(((np.arctan2(y - cy, x - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
     if len(sectors) < MIN_SECTORS:
         return None
-    return 2.0 * r * step
+    # a pixel (i, j) of the working copy is pixel (i * step, j * step) of the mask
+    return cy * step, cx * step, r * step
+
+
+def fov_diameter(mask: np.ndarray) -> float | None:
+    """Diameter (px) of the circular field of view in a boolean mask (:func:`fit_circle`), or
+    None when its rim is not visible well enough to tell."""
+    c = fit_circle(mask)
+    return None if c is None else 2.0 * c[2]
 
 
 def fov_zoom(mask: np.ndarray | None, reference: float | None) -> float:

@@ -3,11 +3,11 @@ and which bundled default model fits it.
 
 The rule is deliberately simple and explainable (:func:`guess_task` returns the reason too):
 
-1. a DICOM whose Modality is MG (mammography) → ``mc``;
+1. a DICOM whose Modality is MG (mammography) → ``mc``; OP (ophthalmic photography) → ``ma``;
 2. a colour photograph (RGB array, or metadata saying it had several channels) whose channels
    differ (a fundus photograph is red-dominant) → ``ma``;
 3. a grey image whose bright region is a round field of view (a disk inside a dark surround,
-   as in a fundus photograph) → ``ma``;
+   as in a fundus photograph, whole or clipped at the top and bottom) → ``ma``;
 4. anything else (grey, 10-16-bit, a breast against air or a tissue patch) → ``mc``.
 """
 
@@ -36,23 +36,35 @@ def is_colour(image: np.ndarray) -> bool:
 
 
 def _round_fov(image: np.ndarray) -> bool:
-    """A bright disk-shaped field of view inside a dark surround (fundus camera)."""
+    """A bright disk-shaped field of view inside a dark surround (fundus camera), whole or
+    clipped at the top and bottom as most cameras write it."""
+    from scipy import ndimage as ndi
+
+    from .fov import fit_circle
+
     g = np.asarray(image, dtype=np.float32)
     step = max(1, int(np.sqrt(g.size / 65536)))
     g = g[::step, ::step]
     lo, hi = np.percentile(g, [1, 99])
     if not hi > lo:
         return False
-    fov = g > lo + 0.1 * (hi - lo)
+    fov = ndi.binary_fill_holes(g > lo + 0.1 * (hi - lo))
     frac = fov.mean()
-    if not 0.3 < frac < 0.9:  # no dark surround, or mostly dark
+    if not 0.3 < frac < 0.95:  # no dark surround, or mostly dark
         return False
-    rows, cols = np.flatnonzero(fov.any(1)), np.flatnonzero(fov.any(0))
-    bh, bw = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-    # a disk fills pi/4 of its bounding box and does not touch the image's left/right border
-    fill = fov[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].mean()
-    touches_side = cols[0] == 0 or cols[-1] == fov.shape[1] - 1
-    return bool(0.7 < fill < 0.87 and 0.75 < bh / bw < 1.33 and not touches_side)
+    cols = np.flatnonzero(fov.any(0))
+    if cols[0] == 0 or cols[-1] == fov.shape[1] - 1:  # a breast meets the chest-wall side
+        return False
+    circle = fit_circle(fov)
+    if circle is None:
+        return False
+    cy, cx, r = circle
+    yy, xx = np.ogrid[: fov.shape[0], : fov.shape[1]]
+    disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    # the bright region is that disk (as far as the image shows it), not an oval or a half-disk
+    iou = (fov & disk).sum() / max(1, (fov | disk).sum())
+    shown = disk.sum() / (np.pi * r * r)  # how much of the disk lies inside the image
+    return bool(iou > 0.9 and shown > 0.6)
 
 
 def guess_task(image: np.ndarray, meta: dict[str, Any] | None = None) -> tuple[str, str]:
@@ -64,8 +76,11 @@ def guess_task(image: np.ndarray, meta: dict[str, Any] | None = None) -> tuple[s
     """
     meta = meta or {}
     image = np.asarray(image)
-    if str(meta.get("Modality", "")).upper() == "MG":
+    modality = str(meta.get("Modality", "")).upper()
+    if modality == "MG":
         return "mc", "DICOM modality MG (mammography)"
+    if modality == "OP":
+        return "ma", "DICOM modality OP (ophthalmic photography)"
     if is_colour(image):
         return "ma", "colour photograph (fundus)"
     if meta.get("colour"):
@@ -86,7 +101,7 @@ def guess_task_file(path: str | os.PathLike[str]) -> tuple[str, str]:
     """``(task, reason)`` for an image file, from its header and a small thumbnail only
     (cheap enough to route every file of a folder before reading it in full).
 
-    DICOM: Modality MG → ``mc``, several samples per pixel → ``ma``; PNG / JPEG / TIFF:
+    DICOM: Modality MG → ``mc``, OP → ``ma``, several samples per pixel → ``ma``; PNG / JPEG / TIFF:
     a colour thumbnail whose channels differ → ``ma``, a grey one with a round field of view
     → ``ma``; anything else → ``mc``. Unreadable headers fall back to ``mc`` (the reader
     reports the real problem when the file is read).
@@ -98,8 +113,11 @@ def guess_task_file(path: str | os.PathLike[str]) -> tuple[str, str]:
             import pydicom
 
             ds = pydicom.dcmread(str(p), stop_before_pixels=True, force=True)
-            if str(ds.get("Modality", "")).upper() == "MG":
+            modality = str(ds.get("Modality", "")).upper()
+            if modality == "MG":
                 return "mc", "DICOM modality MG (mammography)"
+            if modality == "OP":
+                return "ma", "DICOM modality OP (ophthalmic photography)"
             if int(ds.get("SamplesPerPixel", 1) or 1) >= 3:
                 return "ma", "colour DICOM (fundus photograph)"
             return "mc", "grey DICOM"

@@ -85,3 +85,45 @@ def test_reader_flags_colour_photographs_for_the_task_guess(tmp_path):
     eye, g = read_image(tmp_path / "eye.png"), read_image(tmp_path / "grey.png")
     assert eye.meta["colour"] is True and g.meta["colour"] is False
     assert guess_task(eye.image, eye.meta)[0] == "ma"
+
+
+@pytest.mark.parametrize("clip", [0.1, 0.2])
+def test_grey_fundus_clipped_at_top_and_bottom_is_ma(clip):
+    """Most fundus cameras cut the round field of view at the top and bottom (and write the
+    frame wider than tall): a red-free (grey) photograph like that is still a fundus."""
+    from skimage import data
+
+    g = data.retina()[..., 1].astype(np.float32)
+    c = int(clip * g.shape[0])
+    clipped = g[c:-c]
+    assert guess_task(clipped)[0] == "ma"
+    wide = np.pad(clipped, ((0, 0), (g.shape[1] // 4, g.shape[1] // 4)))
+    assert guess_task(wide)[0] == "ma"
+    # the same frame, cut so that the disk meets the left border: half a disk is a breast's shape
+    assert guess_task(g[:, : g.shape[1] // 2])[0] == "mc"
+
+
+def test_bright_oval_or_half_disk_is_not_a_field_of_view():
+    yy, xx = np.mgrid[0:300, 0:400].astype(np.float32)
+    oval = (((yy - 150) / 90) ** 2 + ((xx - 200) / 150) ** 2 < 1).astype(np.float32) * 100
+    assert guess_task(oval)[0] == "mc"  # an axis ratio of 1.67 is no camera's field of view
+    circle = (((yy - 150) / 110) ** 2 + ((xx - 200) / 110) ** 2 < 1).astype(np.float32) * 100
+    assert guess_task(circle)[0] == "ma"
+    # a disk whose centre lies at the top border: the image shows only half of it
+    half = (((yy - 0) / 140) ** 2 + ((xx - 200) / 140) ** 2 < 1).astype(np.float32) * 100
+    assert guess_task(half)[0] == "mc"
+
+
+def test_ophthalmic_photography_dicom_is_ma(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from napari_gravity.core.task import guess_task_file
+    from napari_gravity.data.synthetic.writers import write_dicom
+
+    tile = np.random.default_rng(0).normal(100, 10, (64, 64))
+    p = write_dicom(tmp_path / "eye.dcm", tile)
+    assert guess_task_file(p)[0] == "mc"  # the writer stores Modality MG
+    ds = pydicom.dcmread(p)
+    ds.Modality = "OP"
+    ds.save_as(p)
+    assert guess_task_file(p)[0] == "ma"
+    assert guess_task(tile, {"Modality": "OP"})[0] == "ma"
