@@ -24,6 +24,8 @@ from scipy import ndimage as ndi
 
 #: Below this many rim pixels (on the ≤ 1024-px working copy) no circle is fitted.
 MIN_RIM_PIXELS = 40
+#: At least this fraction of the rim must lie on the fitted circle (within 2 % of its radius).
+MIN_ON_CIRCLE = 0.6
 #: The rim must cover at least this many of 36 ten-degree sectors around the fitted centre.
 MIN_SECTORS = 12
 #: No resampling when the measured diameter is within this factor of the reference.
@@ -35,7 +37,9 @@ ZOOM_RANGE = (0.1, 4.0)
 def fit_circle(mask: np.ndarray) -> tuple[float, float, float] | None:
     """``(cy, cx, r)`` (px) of the circle whose rim the mask's boundary follows where it lies
     inside the image, or None when that rim is not visible well enough to tell (a crop inside
-    the FOV, an arc of a few degrees, a shape that is not a circle)."""
+    the FOV, an arc of a few degrees, a shape that is not a circle). The fit is refined on the
+    part of the rim that follows the circle, so a few notches or flat stretches (retina too
+    dark to tell from the surround) do not spoil it."""
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2 or not m.any() or m.all():
         return None
@@ -48,22 +52,38 @@ def fit_circle(mask: np.ndarray) -> tuple[float, float, float] | None:
     if len(ys) < MIN_RIM_PIXELS:
         return None
     y, x = ys.astype(np.float64), xs.astype(np.float64)
-    # algebraic circle fit: x² + y² + D x + E y + F = 0 in the least-squares sense
-    a = np.column_stack([x, y, np.ones_like(x)])
-    (d, e, f), *_ = np.linalg.lstsq(a, -(x * x + y * y), rcond=None)
-    cx, cy = -d / 2, -e / 2
-    r2 = cx * cx + cy * cy - f
-    if not r2 > 0:
+    use = np.ones(len(x), bool)
+    # refit on the rim that follows the circle, in a band that narrows to 2 % of the radius:
+    # notches and flat stretches drop out
+    for band in (0.16, 0.08, 0.04, 0.02, 0.02, 0.02):
+        fit = _circle(x[use], y[use])
+        if fit is None:
+            return None
+        cx, cy, r = fit
+        near = np.abs(np.hypot(x - cx, y - cy) - r) <= band * r + 1.5
+        if near.sum() < MIN_RIM_PIXELS:
+            return None
+        use = near
+    near = np.abs(np.hypot(x - cx, y - cy) - r) <= 0.02 * r + 1.5
+    if near.mean() < MIN_ON_CIRCLE:  # not a circle
         return None
-    r = math.sqrt(r2)
-    dist = np.hypot(x - cx, y - cy)
-    if np.median(np.abs(dist - r)) > 0.02 * r + 1.5:  # not a circle
-        return None
-    sectors = np.unique(((np.arctan2(y - cy, x - cx) + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
+    ang = np.arctan2(y[near] - cy, x[near] - cx)
+    sectors = np.unique(((ang + np.pi) / (2 * np.pi) * 36).astype(int) % 36)
     if len(sectors) < MIN_SECTORS:
         return None
     # a pixel (i, j) of the working copy is pixel (i * step, j * step) of the mask
     return cy * step, cx * step, r * step
+
+
+def _circle(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
+    """Algebraic least-squares circle ``x² + y² + D x + E y + F = 0``: (cx, cy, r)."""
+    if len(x) < 3:
+        return None
+    a = np.column_stack([x, y, np.ones_like(x)])
+    (d, e, f), *_ = np.linalg.lstsq(a, -(x * x + y * y), rcond=None)
+    cx, cy = -d / 2, -e / 2
+    r2 = cx * cx + cy * cy - f
+    return (float(cx), float(cy), math.sqrt(r2)) if r2 > 0 else None
 
 
 def fov_diameter(mask: np.ndarray) -> float | None:

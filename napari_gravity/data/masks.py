@@ -106,8 +106,10 @@ def breast_mask(image: np.ndarray, *, threshold: float | None = None) -> np.ndar
 def fundus_mask(image: np.ndarray, *, threshold: float | None = None, erode: int = 2) -> np.ndarray:
     """Field of view of a fundus photograph (the bright disc on the dark surround).
 
-    Threshold a tenth of the way from the surround level to the Otsu threshold, keep the
-    largest component, fill holes and erode by ``erode`` px to drop the vignetted rim.
+    Threshold a quarter of the way from the surround level to the Otsu threshold, keep the
+    largest component, fill holes and erode by ``erode`` px to drop the vignetted rim. A
+    surround lifted above the darkest retina (a grey border, a bright JPEG export) is found in
+    the four corners instead (:func:`_lifted_surround_mask`).
     """
     img = np.asarray(image, dtype=np.float32)
     if img.ndim == 3:
@@ -115,6 +117,8 @@ def fundus_mask(image: np.ndarray, *, threshold: float | None = None, erode: int
     if img.ndim != 2:
         raise ValueError(f"fundus_mask: expected a 2-D image, got shape {img.shape}")
     coarse = _coarse_mask(img, sigma=1.0, percentile=1, fraction=0.25, threshold=threshold)
+    if coarse is None and threshold is None:
+        coarse = _lifted_surround_mask(img)
     if coarse is None:
         return np.ones(img.shape, dtype=bool)
     _, f, m, _ = coarse
@@ -123,6 +127,41 @@ def fundus_mask(image: np.ndarray, *, threshold: float | None = None, erode: int
     if erode > 0:
         out = ndi.binary_erosion(out, iterations=erode, border_value=1)
     return out
+
+
+def _lifted_surround_mask(img: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, float] | None:
+    """``_coarse_mask``'s result for a fundus photograph whose surround is not the darkest
+    part of the image: all four corners flat and at one level well below the image's centre
+    (a round field of view, whole or clipped at the top and bottom, leaves its corners dark).
+    The threshold sits just above that level, and the mask is the convex hull of what lies
+    above it. None when the corners do not look like that."""
+    small, f = _downsample(img, 1024)
+    small = ndi.gaussian_filter(small, 1.0)
+    h, w = small.shape
+    k = max(3, int(0.05 * min(h, w)))
+    lo, hi = np.percentile(small, [0.5, 99.5])
+    span = float(hi - lo)
+    if span <= 0:
+        return None
+    corners = [small[:k, :k], small[:k, -k:], small[-k:, :k], small[-k:, -k:]]
+    levels = [float(np.median(c)) for c in corners]
+    noise = max(float(np.std(c)) for c in corners)
+    centre = float(np.median(small[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]))
+    level = float(np.median(levels))
+    if (
+        noise > 0.03 * span
+        or max(levels) - min(levels) > 0.05 * span
+        or centre - level < 0.2 * span
+    ):
+        return None
+    threshold = level + max(5.0 * noise, 0.1 * (centre - level))
+    m = _largest_component(ndi.binary_opening(small > threshold, iterations=2))
+    if not 0.2 < m.mean() < 0.97:
+        return None
+    # the field of view is convex: its hull restores a rim that dark retina cut into
+    from skimage.morphology import convex_hull_image
+
+    return small, f, convex_hull_image(m), threshold
 
 
 TASK_MASKS = {"mc": "breast", "ma": "fundus"}

@@ -37,6 +37,23 @@ def test_no_diameter_where_the_rim_is_not_seen():
     assert fov_diameter(sq) is None
 
 
+def test_diameter_despite_a_flat_stretch_and_notches_in_the_rim():
+    """Retina too dark to tell from the surround cuts a chord or notches into the mask: the fit
+    follows the rest of the rim (a plain least-squares fit over every rim pixel is pulled in
+    by 3 % and more, or fails)."""
+    yy, xx = np.mgrid[:700, :760]
+    d = disc((700, 760), 350, 380, 300)
+    for c in (0.9, 0.7):  # the retina beyond x = cx + c·r lost to the surround
+        assert fov_diameter(d & (xx < 380 + c * 300)) == pytest.approx(600, rel=0.01)
+    m = d.copy()
+    for a in np.linspace(0.3, 6.0, 6):
+        cy, cx = 350 + 300 * np.sin(a), 380 + 300 * np.cos(a)
+        m &= ~((yy - cy) ** 2 + (xx - cx) ** 2 < 40**2)
+    assert fov_diameter(m) == pytest.approx(600, rel=0.01)
+    # half of the disc gone (two chords at 0.8 r): too little of the rim left on one circle
+    assert fov_diameter(d & (xx < 380 + 240) & (yy > 350 - 240)) is None
+
+
 def test_zoom_to_the_reference():
     m = disc((700, 760), 350, 380, 300)
     d = fov_diameter(m)

@@ -188,3 +188,26 @@ def test_masks():
     np.testing.assert_array_equal(tissue_mask(s.image, "mc"), m)
     np.testing.assert_array_equal(tissue_mask(fundus, "ma"), fundus_mask(fundus))
     assert tissue_mask(s.image, None) is None and tissue_mask(s.image, "other") is None
+
+
+@pytest.mark.parametrize("level", [30, 40])
+def test_fundus_mask_with_a_lifted_surround(level):
+    """A grey border (a surround brighter than the darkest retina, as some exports write it)
+    used to give an all-True mask, and with it no field-of-view scale: the corners find it."""
+    from skimage import data
+
+    from napari_gravity.core.fov import fov_diameter
+
+    rgb = data.retina().astype(np.float32)
+    ref = fundus_mask(rgb[..., 0], erode=0)  # the red channel: a clean field of view
+    green = rgb[..., 1].copy()
+    noise = np.random.default_rng(level).normal(0, 3, green.shape)
+    green[~ref] = np.maximum(green[~ref], level + noise[~ref])
+    assert (green[ref] < level).mean() > 0.005  # some retina is darker than the surround
+    m = fundus_mask(green)
+    iou = (m & ref).sum() / (m | ref).sum()
+    assert iou > 0.95
+    d, d_ref = fov_diameter(m), fov_diameter(ref)
+    assert d is not None and abs(d - d_ref) < 0.02 * d_ref
+    # a crop inside the field of view (corners of retina, no surround) stays all tissue
+    assert fundus_mask(green[500:900, 500:900]).all()

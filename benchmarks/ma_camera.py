@@ -1,0 +1,363 @@
+"""Microaneurysm detection through the whole user path on fundus photographs written the ways
+cameras and exports write them: clipped fields of view, red-free (grey) files, portrait frames,
+a lifted surround, burned-in labels, 16-bit TIFF, heavy JPEG, under-exposure.
+
+Each variant is written to a file and taken through what ``gravity predict default`` does with
+it: the task guessed from the file (``core.task.guess_task_file``: MA or MC model), the file
+read (green channel), the mask ``gravity predict`` computes for that task, the Predictor
+(field-of-view resampling included), its detections at the model's floor and at the γ it
+uses. The detections are mapped back into the original photograph's pixels and scored against
+its lesions, inside the part of the field of view the variant still shows; the reference is the
+same model on the lossless colour PNG, scored on the same lesions (paired bootstrap Δ).
+
+Images: whole synthetic fundus photographs (``synth_fundus(view="full", rgb=True)``, 1300²,
+FOV ≈ 1,220 px). The lesions are this project's generator's: what changes between rows is
+only how the photograph was written.
+
+Usage: ``python benchmarks/ma_camera.py [--images 8] [--out benchmarks/results/ma_camera.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SIDE = 1300
+
+
+@dataclass
+class Variant:
+    """How to write a photograph, and how its pixels map back to the original's."""
+
+    name: str
+    ext: str
+    make: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    back: Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # variant (y, x) -> original
+    visible: Callable[[tuple[int, int]], np.ndarray]  # original pixels the variant shows
+    write: dict | None = None
+
+
+CLIP = 0.12  # rows cut at the top and the bottom (fraction of the height)
+PAD = 0.2  # black columns added at each side (fraction of the width)
+
+
+def _all(shape):
+    return np.ones(shape, bool)
+
+
+def _ident(p, shape):
+    return p
+
+
+def _scaled(rgb, scale):
+    """The photograph as a camera of ``scale`` times the resolution would write it."""
+    if scale == 1:
+        return rgb
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1)[None]
+    t = F.interpolate(t, scale_factor=scale, mode="bilinear", align_corners=False)
+    return t[0].permute(1, 2, 0).round().clamp(0, 255).numpy().astype(np.uint8)
+
+
+def _scale_back(scale):
+    def back(p, shape):
+        return (p + 0.5) / scale - 0.5
+
+    return back
+
+
+def _clip_pad(rgb, scale=1):
+    rgb = _scaled(rgb, scale)
+    h, w = rgb.shape[:2]
+    c, pad = int(CLIP * h), int(PAD * w)
+    return np.pad(rgb[c : h - c], ((0, 0), (pad, pad), (0, 0)))
+
+
+def _clip_back(scale=1):
+    def back(p, shape):
+        h, w = shape
+        c, pad = int(CLIP * h * scale), int(PAD * w * scale)
+        q = (p + [c, -pad] + 0.5) / scale - 0.5
+        return q
+
+    return back
+
+
+def _clip_visible(shape):
+    h, _ = shape
+    v = np.zeros(shape, bool)
+    c = int(CLIP * h)
+    v[c : h - c] = True
+    return v
+
+
+def _lift_surround(rgb, rng):
+    from napari_gravity.data.masks import fundus_mask
+
+    fov = fundus_mask(rgb[..., 1].astype(np.float32))
+    out = rgb.astype(np.float32)
+    noise = rng.normal(0, 4, rgb.shape[:2])
+    for k, base in enumerate((42, 30, 26)):
+        ch = out[..., k]
+        ch[~fov] = np.maximum(ch[~fov], base + noise[~fov])
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def _labels(rgb, rng):
+    """Burned-in text: bright blocks of 'characters' in two corners of the black surround."""
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    for y0, x0 in ((int(0.02 * h), int(0.02 * w)), (int(0.93 * h), int(0.78 * w))):
+        for k in range(12):
+            cy, cx = y0 + rng.integers(0, 3) * 14, x0 + k * 16
+            glyph = rng.random((12, 9)) < 0.45
+            out[cy : cy + 12, cx : cx + 9][glyph] = 255
+    return out
+
+
+def _underexposed(rgb, rng):
+    v = (rgb.astype(np.float32) / 255.0) ** 1.6 * 0.6
+    return (v * 255).round().astype(np.uint8)
+
+
+def variants() -> list[Variant]:
+    """The ways a photograph is written, each one change against the lossless colour PNG."""
+
+    def rot_back(p, shape):  # np.rot90(a)[i, j] == a[j, W - 1 - i]
+        w = shape[1]
+        return np.column_stack([p[:, 1], w - 1 - p[:, 0]])
+
+    return [
+        Variant("colour PNG (reference)", ".png", lambda a, r: a, _ident, _all),
+        Variant("colour JPEG q95", ".jpg", lambda a, r: a, _ident, _all, {"quality": 95}),
+        Variant("colour JPEG q90", ".jpg", lambda a, r: a, _ident, _all, {"quality": 90}),
+        Variant(
+            "colour JPEG q90, no chroma subsampling",
+            ".jpg",
+            lambda a, r: a,
+            _ident,
+            _all,
+            {"quality": 90, "subsampling": 0},
+        ),
+        Variant("colour JPEG q40", ".jpg", lambda a, r: a, _ident, _all, {"quality": 40}),
+        Variant(
+            "red-free (grey) JPEG q90",
+            ".jpg",
+            lambda a, r: a[..., 1],
+            _ident,
+            _all,
+            {"quality": 90},
+        ),
+        Variant("red-free grey PNG", ".png", lambda a, r: a[..., 1], _ident, _all),
+        Variant(
+            "FOV clipped top/bottom, wide frame",
+            ".png",
+            lambda a, r: _clip_pad(a),
+            _clip_back(),
+            _clip_visible,
+        ),
+        Variant(
+            "red-free, FOV clipped, wide frame",
+            ".png",
+            lambda a, r: _clip_pad(a)[..., 1],
+            _clip_back(),
+            _clip_visible,
+        ),
+        Variant(
+            "FOV clipped, wide frame, 2x resolution",
+            ".png",
+            lambda a, r: _clip_pad(a, 2),
+            _clip_back(2),
+            _clip_visible,
+        ),
+        Variant(
+            "portrait (turned 90 deg)", ".png", lambda a, r: np.rot90(a).copy(), rot_back, _all
+        ),
+        Variant("lifted grey surround", ".png", _lift_surround, _ident, _all),
+        Variant(
+            "lifted grey surround, 2x resolution",
+            ".png",
+            lambda a, r: _lift_surround(_scaled(a, 2), r),
+            _scale_back(2),
+            _all,
+        ),
+        Variant("burned-in labels", ".png", _labels, _ident, _all),
+        Variant("16-bit colour TIFF", ".tif", lambda a, r: a.astype(np.uint16) * 257, _ident, _all),
+        Variant("under-exposed (gamma 1.6, x0.6)", ".png", _underexposed, _ident, _all),
+    ]
+
+
+def _inside(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Which (y, x) points fall on a True pixel of ``mask`` (False outside the image)."""
+    q = np.floor(np.asarray(points, dtype=np.float64).reshape(-1, 2) + 0.5).astype(int)
+    h, w = mask.shape
+    ok = (q[:, 0] >= 0) & (q[:, 0] < h) & (q[:, 1] >= 0) & (q[:, 1] < w)
+    ok[ok] = mask[q[ok, 0], q[ok, 1]]
+    return ok
+
+
+def build(n: int, seed: int):
+    from napari_gravity.data.masks import fundus_mask
+    from napari_gravity.data.synthetic.fundus import synth_fundus
+
+    out = []
+    for i in range(n):
+        s, rgb = synth_fundus(
+            (SIDE, SIDE),
+            np.random.default_rng([seed, i]),
+            view="full",
+            rgb=True,
+            has_lesions=True,
+            jpeg=0.0,
+        )
+        s.mask = fundus_mask(s.image)
+        s.image_id = f"fundus-{i}"
+        out.append((s, rgb))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=6161)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="variant names separated by semicolons (a subset; the reference always runs)",
+    )
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/ma_camera.json"))
+    args = ap.parse_args(argv)
+
+    import imageio.v3 as iio
+    import torch
+
+    from napari_gravity.core.predictor import Predictor
+    from napari_gravity.core.registry import default_model_path
+    from napari_gravity.core.task import guess_task_file
+    from napari_gravity.data.readers import read_image
+    from napari_gravity.evaluation.bootstrap import bootstrap_froc, compare_bootstrap
+    from napari_gravity.evaluation.froc import froc_curve, match_image
+    from napari_gravity.types import Sample
+    from training.predict_cli import image_mask
+
+    torch.set_num_threads(2)
+    t0 = time.time()
+    photos = build(args.images, args.seed)
+    preds = {t: Predictor.from_file(default_model_path(t), device="cpu") for t in ("ma", "mc")}
+    todo = variants()
+    if args.only:
+        keep = set(args.only.split(";"))
+        todo = [v for v in todo if v.name in keep or v is todo[0]]
+    rng = np.random.default_rng(args.seed)
+    runs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in todo:
+            dets_all, dets_gamma, routes, zooms = {}, {}, {}, []
+            t1 = time.time()
+            for s, rgb in photos:
+                arr = v.make(rgb, rng)
+                path = Path(tmp) / f"{s.image_id}{v.ext}"
+                iio.imwrite(path, arr, **(v.write or {}))
+                task, why = guess_task_file(path)
+                routes[s.image_id] = f"{task}: {why}"
+                img = read_image(path).image
+                mask = image_mask(path, img, "auto", task)
+                pred = preds[task]
+                raw = pred.raw(img, mask)
+                zooms.append(raw.zoom)
+                for store, thr in ((dets_all, pred.floor), (dets_gamma, None)):
+                    d = pred.from_raw(raw, mask, threshold=thr)
+                    d.points = v.back(d.points, rgb.shape[:2])
+                    store[s.image_id] = d
+                path.unlink()
+            runs[v.name] = {
+                "dets": dets_all,
+                "at_gamma": dets_gamma,
+                "routes": routes,
+                "zoom": [round(z, 3) for z in zooms],
+                "seconds": round(time.time() - t1, 1),
+            }
+            print(f"[run] {v.name}: {runs[v.name]['seconds']} s", flush=True)
+
+    ref = todo[0].name
+    ids = [s.image_id for s, _ in photos]
+    rows = {}
+    for v in todo:
+        gts, masks = {}, {}
+        for s, _ in photos:
+            vis = v.visible(s.image.shape) & s.mask
+            ok = _inside(s.points, vis)  # the lesions this variant still shows
+            gts[s.image_id] = Sample(image=s.image, points=s.points[ok], radii=s.radii[ok])
+            masks[s.image_id] = vis
+        res = froc_curve(runs[v.name]["dets"], gts, ids, masks=masks)
+        base = froc_curve(runs[ref]["dets"], gts, ids, masks=masks)
+        boot = bootstrap_froc(res, args.bootstrap, seed=0)
+        cmp = compare_bootstrap(res, base, args.bootstrap, seed=0)
+        fp = tp = n = 0
+        for s, _ in photos:
+            d = runs[v.name]["at_gamma"][s.image_id]
+            vis, g = masks[s.image_id], gts[s.image_id]
+            inside = _inside(d.points, vis)
+            lab = match_image(d.points[inside], d.scores[inside], g.points, g.radii, mask=vis)
+            fp += int(np.sum(lab.labels == 0))
+            tp += lab.n_tp
+            n += len(g.points)
+        routes = sorted(set(runs[v.name]["routes"].values()))
+        rows[v.name] = {
+            "aufroc_10": round(res.aufroc(10.0), 4),
+            "aufroc_10_ci95": [round(x, 4) for x in boot.aufroc_ci],
+            "reference_same_lesions": round(base.aufroc(10.0), 4),
+            "delta_vs_reference": round(float(cmp.observed_delta), 4),
+            "delta_ci95": [round(x, 4) for x in cmp.delta_ci],
+            "fppi_at_gamma": round(fp / len(photos), 2),
+            "sensitivity_at_gamma": round(tp / max(n, 1), 3),
+            "lesions": n,
+            "routes": routes,
+            "zoom": runs[v.name]["zoom"],
+            "seconds": runs[v.name]["seconds"],
+        }
+    print(
+        f"\n{'variant':<42} {'AUFROC_10':>9} {'Δ vs PNG (95% CI)':>24} {'FPpI/sens @γ':>14}  route"
+    )
+    for name, r in rows.items():
+        lo, hi = r["delta_ci95"]
+        print(
+            f"{name:<42} {100 * r['aufroc_10']:9.1f} "
+            f"{100 * r['delta_vs_reference']:+7.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
+            f"   {r['fppi_at_gamma']:5.2f}/{r['sensitivity_at_gamma']:4.0%}  "
+            + "; ".join(r["routes"])
+        )
+    out = {
+        "benchmark": "MA through the user path on fundus photographs written in different ways",
+        "what": __doc__.split("\n\n")[0],
+        "models": {t: str(default_model_path(t)) for t in ("ma", "mc")},
+        "images": args.images,
+        "side_px": SIDE,
+        "seed": args.seed,
+        "seconds": round(time.time() - t0, 1),
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads",
+        "variants": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print("wrote", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
