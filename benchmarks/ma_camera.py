@@ -14,7 +14,7 @@ Images: whole synthetic fundus photographs (``synth_fundus(view="full", rgb=True
 FOV ≈ 1,220 px). The lesions are this project's generator's: what changes between rows is
 only how the photograph was written.
 
-Usage: ``python benchmarks/ma_camera.py [--images 8] [--out benchmarks/results/ma_camera.json]``.
+Usage: ``python benchmarks/ma_camera.py [--images 12] [--out benchmarks/results/ma_camera.json]``.
 """
 
 from __future__ import annotations
@@ -23,42 +23,30 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from file_variants import (  # noqa: E402
+    Variant,
+    _all,
+    _ident,
+    print_rows,
+    run_variants,
+    score_variants,
+    select,
+)
 
 SIDE = 1300
 
 
-@dataclass
-class Variant:
-    """How to write a photograph, and how its pixels map back to the original's."""
-
-    name: str
-    ext: str
-    make: Callable[[np.ndarray, np.random.Generator], np.ndarray]
-    back: Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # variant (y, x) -> original
-    visible: Callable[[tuple[int, int]], np.ndarray]  # original pixels the variant shows
-    write: dict | None = None
-
-
 CLIP = 0.12  # rows cut at the top and the bottom (fraction of the height)
 PAD = 0.2  # black columns added at each side (fraction of the width)
-
-
-def _all(shape):
-    return np.ones(shape, bool)
-
-
-def _ident(p, shape):
-    return p
 
 
 def _scaled(rgb, scale):
@@ -201,15 +189,6 @@ def variants() -> list[Variant]:
     ]
 
 
-def _inside(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Which (y, x) points fall on a True pixel of ``mask`` (False outside the image)."""
-    q = np.floor(np.asarray(points, dtype=np.float64).reshape(-1, 2) + 0.5).astype(int)
-    h, w = mask.shape
-    ok = (q[:, 0] >= 0) & (q[:, 0] < h) & (q[:, 1] >= 0) & (q[:, 1] < w)
-    ok[ok] = mask[q[ok, 0], q[ok, 1]]
-    return ok
-
-
 def build(n: int, seed: int):
     from napari_gravity.data.masks import fundus_mask
     from napari_gravity.data.synthetic.fundus import synth_fundus
@@ -232,7 +211,7 @@ def build(n: int, seed: int):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--images", type=int, default=12)
     ap.add_argument("--seed", type=int, default=6161)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument(
@@ -243,105 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/ma_camera.json"))
     args = ap.parse_args(argv)
 
-    import imageio.v3 as iio
     import torch
 
-    from napari_gravity.core.predictor import Predictor
     from napari_gravity.core.registry import default_model_path
-    from napari_gravity.core.task import guess_task_file
-    from napari_gravity.data.readers import read_image
-    from napari_gravity.evaluation.bootstrap import bootstrap_froc, compare_bootstrap
-    from napari_gravity.evaluation.froc import froc_curve, match_image
-    from napari_gravity.types import Sample
-    from training.predict_cli import image_mask
 
     torch.set_num_threads(2)
     t0 = time.time()
     photos = build(args.images, args.seed)
-    preds = {t: Predictor.from_file(default_model_path(t), device="cpu") for t in ("ma", "mc")}
-    todo = variants()
-    if args.only:
-        keep = set(args.only.split(";"))
-        todo = [v for v in todo if v.name in keep or v is todo[0]]
-    rng = np.random.default_rng(args.seed)
-    runs: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for v in todo:
-            dets_all, dets_gamma, routes, zooms = {}, {}, {}, []
-            t1 = time.time()
-            for s, rgb in photos:
-                arr = v.make(rgb, rng)
-                path = Path(tmp) / f"{s.image_id}{v.ext}"
-                iio.imwrite(path, arr, **(v.write or {}))
-                task, why = guess_task_file(path)
-                routes[s.image_id] = f"{task}: {why}"
-                img = read_image(path).image
-                mask = image_mask(path, img, "auto", task)
-                pred = preds[task]
-                raw = pred.raw(img, mask)
-                zooms.append(raw.zoom)
-                for store, thr in ((dets_all, pred.floor), (dets_gamma, None)):
-                    d = pred.from_raw(raw, mask, threshold=thr)
-                    d.points = v.back(d.points, rgb.shape[:2])
-                    store[s.image_id] = d
-                path.unlink()
-            runs[v.name] = {
-                "dets": dets_all,
-                "at_gamma": dets_gamma,
-                "routes": routes,
-                "zoom": [round(z, 3) for z in zooms],
-                "seconds": round(time.time() - t1, 1),
-            }
-            print(f"[run] {v.name}: {runs[v.name]['seconds']} s", flush=True)
-
-    ref = todo[0].name
-    ids = [s.image_id for s, _ in photos]
-    rows = {}
-    for v in todo:
-        gts, masks = {}, {}
-        for s, _ in photos:
-            vis = v.visible(s.image.shape) & s.mask
-            ok = _inside(s.points, vis)  # the lesions this variant still shows
-            gts[s.image_id] = Sample(image=s.image, points=s.points[ok], radii=s.radii[ok])
-            masks[s.image_id] = vis
-        res = froc_curve(runs[v.name]["dets"], gts, ids, masks=masks)
-        base = froc_curve(runs[ref]["dets"], gts, ids, masks=masks)
-        boot = bootstrap_froc(res, args.bootstrap, seed=0)
-        cmp = compare_bootstrap(res, base, args.bootstrap, seed=0)
-        fp = tp = n = 0
-        for s, _ in photos:
-            d = runs[v.name]["at_gamma"][s.image_id]
-            vis, g = masks[s.image_id], gts[s.image_id]
-            inside = _inside(d.points, vis)
-            lab = match_image(d.points[inside], d.scores[inside], g.points, g.radii, mask=vis)
-            fp += int(np.sum(lab.labels == 0))
-            tp += lab.n_tp
-            n += len(g.points)
-        routes = sorted(set(runs[v.name]["routes"].values()))
-        rows[v.name] = {
-            "aufroc_10": round(res.aufroc(10.0), 4),
-            "aufroc_10_ci95": [round(x, 4) for x in boot.aufroc_ci],
-            "reference_same_lesions": round(base.aufroc(10.0), 4),
-            "delta_vs_reference": round(float(cmp.observed_delta), 4),
-            "delta_ci95": [round(x, 4) for x in cmp.delta_ci],
-            "fppi_at_gamma": round(fp / len(photos), 2),
-            "sensitivity_at_gamma": round(tp / max(n, 1), 3),
-            "lesions": n,
-            "routes": routes,
-            "zoom": runs[v.name]["zoom"],
-            "seconds": runs[v.name]["seconds"],
-        }
-    print(
-        f"\n{'variant':<42} {'AUFROC_10':>9} {'Δ vs PNG (95% CI)':>24} {'FPpI/sens @γ':>14}  route"
-    )
-    for name, r in rows.items():
-        lo, hi = r["delta_ci95"]
-        print(
-            f"{name:<42} {100 * r['aufroc_10']:9.1f} "
-            f"{100 * r['delta_vs_reference']:+7.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})"
-            f"   {r['fppi_at_gamma']:5.2f}/{r['sensitivity_at_gamma']:4.0%}  "
-            + "; ".join(r["routes"])
-        )
+    todo = select(variants(), args.only)
+    runs = run_variants(photos, todo, args.seed)
+    rows = score_variants(photos, todo, runs, args.bootstrap)
+    print_rows(rows)
     out = {
         "benchmark": "MA through the user path on fundus photographs written in different ways",
         "what": __doc__.split("\n\n")[0],

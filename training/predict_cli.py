@@ -111,7 +111,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "views, outputs averaged per gravity point, each mode with its own calibrated γ. auto "
         "(default): d8 where the model file is calibrated for it and the network input is at "
         "most 2.5 megapixels (tiles, crops; +2 to +6 AUFROC points for default_mc, 8x the "
-        "time), one pass on larger images (whole mammograms)",
+        "time), one pass on larger images (whole mammograms; see --tta-whole)",
+    )
+    p.add_argument(
+        "--tta-whole",
+        choices=MODES,
+        default="off",
+        help="with --tta auto: the mode for images above 2.5 megapixels (whole mammograms) "
+        "where the model is calibrated for it. off (default): one pass, the fastest; flips: 4 "
+        "views, +18 AUFROC points over one pass on real films at about 3x the time "
+        "(benchmarks/whole_tta.py); d8: 8 views",
     )
     p.add_argument(
         "--evaluate",
@@ -192,10 +201,16 @@ def image_ids(paths: list[Path]) -> list[str]:
     return ids
 
 
-def load_detector(model_spec: str, device: str = "auto", cpu_bf16: bool = False, tta: str = "off"):
+def load_detector(
+    model_spec: str,
+    device: str = "auto",
+    cpu_bf16: bool = False,
+    tta: str = "off",
+    tta_whole: str = "off",
+):
     """(detector with .detect(image, mask=, threshold=), metadata, default threshold, path);
-    ``tta``: a GravityNet's test-time augmentation (``Predictor``'s modes; its calibrated γ
-    per mode applies where no threshold is passed)."""
+    ``tta`` / ``tta_whole``: a GravityNet's test-time augmentation (``Predictor``'s modes; its
+    calibrated γ per mode applies where no threshold is passed)."""
     import torch
 
     from napari_gravity.core.registry import read_metadata, resolve_model
@@ -231,7 +246,7 @@ def load_detector(model_spec: str, device: str = "auto", cpu_bf16: bool = False,
     from napari_gravity.core.predictor import Predictor
 
     # the one place a model file becomes a Predictor: its γ, TTA calibrations and area rules
-    pred = Predictor.from_file(path, device=dev, cpu_bf16=cpu_bf16, tta=tta)
+    pred = Predictor.from_file(path, device=dev, cpu_bf16=cpu_bf16, tta=tta, tta_whole=tta_whole)
     return pred, md, float(pred.config.threshold), path
 
 
@@ -994,6 +1009,8 @@ def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info
     }
     if args.tta != "auto":  # only when set: runs made before the flag existed still resume
         settings["tta"] = args.tta
+    if args.tta_whole != "off":  # likewise
+        settings["tta_whole"] = args.tta_whole
     if args.bf16:  # only when set: runs made before the flag existed still resume
         settings["bf16"] = True
     # 1. rank 0 prepares the folder (clears it, or consolidates what an earlier run left)
@@ -1033,7 +1050,9 @@ def _run(args, paths: list[Any], ids: list[str], device: str, workers: int, info
             )
         for task, (g_paths, g_ids) in groups.items():
             spec = args.model if task is None else f"default_{task}"
-            detector, md, thr, model_path = load_detector(spec, device, args.bf16, args.tta)
+            detector, md, thr, model_path = load_detector(
+                spec, device, args.bf16, args.tta, args.tta_whole
+            )
             threshold = float(args.threshold) if args.threshold is not None else thr
             tta_params = getattr(detector, "tta_params", None) or {}
             # a GravityNet picks γ per image (its TTA mode's, raised by the area rule on an

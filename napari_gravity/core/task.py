@@ -132,9 +132,15 @@ def guess_task_file(path: str | os.PathLike[str]) -> tuple[str, str]:
         from PIL import Image
 
         with Image.open(str(p)) as im:
-            im.draft("RGB" if im.mode in ("RGB", "RGBA", "YCbCr", "CMYK") else im.mode, (512, 512))
-            im.thumbnail((512, 512))
-            arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "I", "I;16", "F") else im)
+            if im.mode.startswith(("I", "F")):  # 16-bit / 32-bit grey: Pillow cannot shrink it
+                arr = np.asarray(im)
+                step = max(1, max(arr.shape[:2]) // 512)
+                arr = arr[::step, ::step]
+            else:
+                rgb_like = im.mode in ("RGB", "RGBA", "YCbCr", "CMYK")
+                im.draft("RGB" if rgb_like else im.mode, (512, 512))
+                im.thumbnail((512, 512))
+                arr = np.asarray(im if im.mode == "L" else im.convert("RGB"))
         return guess_task(arr.astype(np.float32))
     except Exception:
         return "mc", "task not recognisable from the file header (mammogram assumed)"

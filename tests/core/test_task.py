@@ -127,3 +127,21 @@ def test_ophthalmic_photography_dicom_is_ma(tmp_path):
     ds.save_as(p)
     assert guess_task_file(p)[0] == "ma"
     assert guess_task(tile, {"Modality": "OP"})[0] == "ma"
+
+
+def test_sixteen_bit_png_larger_than_a_thumbnail_is_routed(tmp_path):
+    """Pillow cannot shrink a 16-bit grey PNG: such a file used to fall back to "mammogram
+    assumed" whatever it showed."""
+    import imageio.v3 as iio
+    from skimage import data
+
+    from napari_gravity.core.task import guess_task_file
+    from napari_gravity.data.synthetic import synth_mammogram
+
+    green = data.retina()[..., 1].astype(np.uint16) * 257
+    iio.imwrite(tmp_path / "fundus16.png", green)
+    assert guess_task_file(tmp_path / "fundus16.png")[0] == "ma"
+    breast = synth_mammogram((900, 700), 0, breast=True).image.astype(np.uint16)
+    iio.imwrite(tmp_path / "breast16.png", breast)
+    task, why = guess_task_file(tmp_path / "breast16.png")
+    assert task == "mc" and "not recognisable" not in why

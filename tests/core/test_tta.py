@@ -156,6 +156,28 @@ def test_auto_mode_needs_a_calibration_and_a_small_network_input(net):
         Predictor(net, device="cpu", tta="rot")
 
 
+def test_auto_mode_on_whole_images_uses_tta_whole_where_calibrated(net):
+    """Above ``tta_max_pixels`` "auto" gives ``tta_whole`` (one pass by default), only where the
+    model is calibrated for that mode; its output is that mode's own."""
+    img = _image(5)
+    d8 = {"threshold": 0.9, "nms_box": 3.0, "nms_iou": 0.5}
+    flips = {"threshold": 0.8, "nms_box": 3.0, "nms_iou": 0.5}
+    small = img.shape[0] * img.shape[1] - 1  # this image counts as a whole one
+    kw = {"device": "cpu", "tta": "auto", "tta_max_pixels": small}
+    assert Predictor(net, tta_params={"d8": d8, "flips": flips}, **kw).tta_mode(img.shape) == "off"
+    pred = Predictor(net, tta_params={"d8": d8, "flips": flips}, tta_whole="flips", **kw)
+    assert pred.tta_mode(img.shape) == "flips"
+    raw = pred.raw(img)
+    ref = Predictor(net, device="cpu", tta="flips").raw(img)
+    assert raw.tta == "flips"
+    np.testing.assert_array_equal(raw.scores, ref.scores)
+    assert pred.detect(img).threshold == pytest.approx(0.8)  # the flips' calibrated γ
+    uncalibrated = Predictor(net, tta_params={"d8": d8}, tta_whole="flips", **kw)
+    assert uncalibrated.tta_mode(img.shape) == "off"
+    with pytest.raises(ValueError, match="tta_whole must be one of"):
+        Predictor(net, device="cpu", tta_whole="auto")
+
+
 def test_detect_uses_the_mode_calibration(net):
     img = _image(3)
     thr = float(np.quantile(Predictor(net, device="cpu", tta="d8").raw(img).scores, 0.99))

@@ -228,6 +228,17 @@ def test_the_tta_box_switches_between_one_pass_and_8_views_with_their_own_gamma(
     assert det.session.raw_for(img).tta == "d8" and "8 views averaged" in det.run_label.text()
     d8 = d.detector.params_for("d8", d.area)["threshold"]
     assert det.thr_slider.value() == round(d8 * 1000) != round(one * 1000)
+    # an image above the 8-view limit (a whole mammogram; here the limit is lowered): the
+    # second box averages the 4 flips, with the flips' calibrated γ; unticked, one pass
+    d.detector.tta_max_pixels = 1.0
+    assert det.whole_check.isChecked()  # on by default
+    run_detect(qtbot, det)
+    assert det.session.raw_for(img).tta == "flips" and "4 views averaged" in det.run_label.text()
+    flips = d.detector.params_for("flips", d.area)["threshold"]
+    assert det.thr_slider.value() == round(flips * 1000)
+    det.whole_check.setChecked(False)
+    run_detect(qtbot, det)
+    assert det.session.raw_for(img).tta == "off"
 
 
 def test_a_small_fundus_is_resampled_to_the_ma_models_scale(make_napari_viewer, qtbot, gravity_env):

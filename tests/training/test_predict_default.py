@@ -170,3 +170,20 @@ def test_a_high_resolution_fundus_is_resampled_to_the_models_scale(tmp_path):
     assert len(pts) and np.all((pts >= 0) & (pts < big.shape[0]))  # the file's pixels
     iy, ix = np.floor(pts + 0.5).astype(int).T
     assert mask[iy, ix].all()  # inside the field of view, as the mask filter keeps them
+
+
+def test_tta_whole_reaches_the_predictor_for_whole_mammograms():
+    """``gravity predict --tta-whole flips``: a whole mammogram (above the 8-view limit) gets the
+    4 flips, a tile still the 8 views; the default stays one pass on whole images."""
+    from training.cli import build_parser
+    from training.predict_cli import load_detector
+
+    det = load_detector("default_mc", "cpu", tta="auto", tta_whole="flips")[0]
+    assert det.tta_mode((3328, 2560)) == "flips" and det.tta_mode((512, 512)) == "d8"
+    assert load_detector("default_mc", "cpu", tta="auto")[0].tta_mode((3328, 2560)) == "off"
+    args = build_parser().parse_args(["predict", "default", "x.png", "--out", "o"])
+    assert args.tta_whole == "off"
+    args = build_parser().parse_args(
+        ["predict", "default", "x.png", "--out", "o", "--tta-whole", "flips"]
+    )
+    assert args.tta_whole == "flips"
