@@ -3,8 +3,9 @@ ways, each taken through what ``gravity predict default`` does with a file, and 
 the original image's pixels against its lesions (paired against a reference way of writing).
 
 A :class:`Variant` makes the array to write from the original, writes it, and maps detections
-back. :func:`run_variants` routes each file (``core.task.guess_task_file``), reads it, computes
-the mask ``gravity predict`` computes for the task, and runs the bundled model of that task
+back. :func:`run_variants` routes each file (``core.task.guess_task_file``), reads it and
+computes its mask with ``gravity predict``'s own reader (``ImageInputs``: an inverted mammogram
+is inverted back there), and runs the bundled model of that task
 (field-of-view resampling and the area rule included). :func:`score_variants` scores each
 variant on the lesions it still shows, paired against the first variant on the same lesions.
 """
@@ -69,15 +70,14 @@ def run_variants(images: list, variants: list[Variant], seed: int) -> dict[str, 
     from napari_gravity.core.predictor import Predictor
     from napari_gravity.core.registry import default_model_path
     from napari_gravity.core.task import guess_task_file
-    from napari_gravity.data.readers import read_image
-    from training.predict_cli import image_mask
+    from training.predict_cli import ImageInputs
 
     preds = {t: Predictor.from_file(default_model_path(t), device="cpu") for t in ("ma", "mc")}
     rng = np.random.default_rng(seed)
     runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants:
-            dets_all, dets_gamma, routes, zooms = {}, {}, {}, []
+            dets_all, dets_gamma, routes, zooms, notes = {}, {}, {}, [], {}
             t1 = time.time()
             for s, src in images:
                 arr = v.make(src, rng)
@@ -88,8 +88,13 @@ def run_variants(images: list, variants: list[Variant], seed: int) -> dict[str, 
                     iio.imwrite(path, arr, **(v.options or {}))
                 task, why = guess_task_file(path)
                 routes[s.image_id] = f"{task}: {why}"
-                img = read_image(path).image
-                mask = image_mask(path, img, "auto", task)
+                # read and masked as gravity predict reads and masks a file (its reader workers)
+                loaded = ImageInputs([path], [s.image_id], mask_mode="auto", task=task)[0]
+                if loaded.error is not None:
+                    raise RuntimeError(loaded.error)
+                img, mask = loaded.image, loaded.mask
+                if loaded.note:
+                    notes[s.image_id] = loaded.note
                 pred = preds[task]
                 raw = pred.raw(img, mask)
                 zooms.append(raw.zoom)
@@ -103,6 +108,7 @@ def run_variants(images: list, variants: list[Variant], seed: int) -> dict[str, 
                 "at_gamma": dets_gamma,
                 "routes": routes,
                 "zoom": [round(z, 3) for z in zooms],
+                "notes": notes,
                 "seconds": round(time.time() - t1, 1),
             }
             print(f"[run] {v.name}: {runs[v.name]['seconds']} s", flush=True)
@@ -152,6 +158,7 @@ def score_variants(
             "lesions": n,
             "routes": sorted(set(runs[v.name]["routes"].values())),
             "zoom": runs[v.name]["zoom"],
+            "notes": sorted(set(runs[v.name]["notes"].values())),
             "seconds": runs[v.name]["seconds"],
         }
     return rows

@@ -69,7 +69,9 @@ def load_predictor(
     file's calibrated threshold becomes the predictor's default γ. ``tta`` defaults to
     ``"auto"`` here: 8 flipped / rotated views averaged (with their own calibrated γ) on images
     up to 2.5 megapixels when the model file is calibrated for it, one pass otherwise; pass
-    ``tta="off"`` for one pass everywhere.
+    ``tta="off"`` for one pass everywhere, ``tta_whole="flips"`` to average the 4 flips on larger
+    images too (whole mammograms: +6 to +18 AUFROC points on real films at about 3× the time,
+    ``benchmarks/whole_tta.py``).
 
     Raises ``ValueError`` (a ``RegistryError``) naming the choices for an unknown model, and
     ``ModelFileError`` for a file that is not a usable model.

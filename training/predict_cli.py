@@ -119,7 +119,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="off",
         help="with --tta auto: the mode for images above 2.5 megapixels (whole mammograms) "
         "where the model is calibrated for it. off (default): one pass, the fastest; flips: 4 "
-        "views, +18 AUFROC points over one pass on real films at about 3x the time "
+        "views, +18 AUFROC points over one pass on real films at 3-4x the time "
         "(benchmarks/whole_tta.py); d8: 8 views",
     )
     p.add_argument(
@@ -266,6 +266,21 @@ def image_mask(path: Path, image: np.ndarray, mode: str, task: str | None) -> np
     return tissue_mask(image, mode if mode in ("breast", "fundus") else task)
 
 
+def uninvert(path: Path, image: np.ndarray, task: str | None) -> tuple[np.ndarray, str | None]:
+    """For an MC model, a mammogram whose grey values are inverted (air bright: MONOCHROME1 data
+    saved without its tag, ``data.masks.looks_inverted``) is inverted back, and said so on
+    stderr; ``(image, note)``."""
+    if task != "mc":
+        return image, None
+    from napari_gravity.data.masks import looks_inverted
+
+    if not looks_inverted(image):
+        return image, None
+    note = "grey values inverted back (the air was brighter than the breast)"
+    print(f"gravity predict: {path}: {note}", file=sys.stderr, flush=True)
+    return (float(image.max()) + float(image.min())) - image, note
+
+
 def route_default(paths: list[Path], ids: list[str]) -> dict[str, tuple[list[Path], list[str]]]:
     """``{task: (paths, ids)}``: each image goes to the bundled model of its task
     (:func:`napari_gravity.core.task.guess_task_file`); a task whose model is not installed
@@ -301,6 +316,7 @@ class Loaded:
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
     error: str | None = None
+    note: str | None = None  # what was done to the image (reported in its row and on stderr)
 
 
 def _error_text(path: Path, exc: BaseException) -> str:
@@ -332,6 +348,7 @@ class ImageInputs:
     def __getitem__(self, k: int) -> Loaded:
         item, iid = self.items[k], self.ids[k]
         p = Path(getattr(item, "path", item))
+        note = None
         try:
             if hasattr(item, "load"):  # a data set's SampleRef: its orientation and mask
                 sample = item.load()
@@ -343,6 +360,7 @@ class ImageInputs:
                 from napari_gravity.data.readers import read_image
 
                 image = read_image(p, channel=self.channel).image
+                image, note = uninvert(p, image, self.task)
                 mask = image_mask(p, image, self.mask_mode, self.task)
         except Exception as exc:  # any reader/mask error is this file's failure, not the run's
             late = _death_notice(exc)
@@ -356,7 +374,7 @@ class ImageInputs:
 
             image = torch.from_numpy(np.ascontiguousarray(image))
             mask = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
-        return Loaded(k, iid, p, image, mask)
+        return Loaded(k, iid, p, image, mask, note=note)
 
 
 def _identity(x: Any) -> Any:
@@ -439,7 +457,14 @@ def iter_inputs(dataset: ImageInputs, indices: list[int], workers: int) -> Itera
 
 # --------------------------------------------------------------------------- predicting
 def _row(
-    iid: str, p: Path, image_shape, det: Detections, mask, seconds: float, threshold=None
+    iid: str,
+    p: Path,
+    image_shape,
+    det: Detections,
+    mask,
+    seconds: float,
+    threshold=None,
+    note: str | None = None,
 ) -> dict[str, Any]:
     """An image's summary row, with the TTA mode and γ its detections were selected at (a
     Predictor records them: the mode's calibrated γ raised by the area rule, or ``threshold``;
@@ -456,6 +481,7 @@ def _row(
         **({} if gamma is None else {"threshold": float(gamma)}),
         # resampled to the model's field-of-view scale (core.fov); points stay in image pixels
         **({} if det.zoom == 1.0 else {"zoom": round(float(det.zoom), 4)}),
+        **({} if note is None else {"note": note}),
     }
 
 
@@ -521,7 +547,7 @@ def predict_stream(
                 (
                     r.image_id,
                     det,
-                    _row(r.image_id, r.path, r.image.shape, det, r.mask, dt, threshold),
+                    _row(r.image_id, r.path, r.image.shape, det, r.mask, dt, threshold, r.note),
                 ),
             )
         pending.clear()
@@ -548,7 +574,9 @@ def predict_stream(
                 yield "failed", _failure(rec.image_id, rec.path, _error_text(rec.path, exc))
                 continue
             dt = time.perf_counter() - t0
-            row = _row(rec.image_id, rec.path, rec.image.shape, det, rec.mask, dt, threshold)
+            row = _row(
+                rec.image_id, rec.path, rec.image.shape, det, rec.mask, dt, threshold, rec.note
+            )
             yield "image", (rec.image_id, det, row)
         yield from flush()
 

