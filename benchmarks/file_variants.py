@@ -12,6 +12,9 @@ variant on the lesions it still shows, paired against the first variant on the s
 
 from __future__ import annotations
 
+import argparse
+import json
+import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -177,3 +180,47 @@ def print_rows(rows: dict[str, dict]) -> None:
             f"   {r['fppi_at_gamma']:5.2f}/{r['sensitivity_at_gamma']:4.0%}  "
             + "; ".join(r["routes"])
         )
+
+
+def machine() -> str:
+    return f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads"
+
+
+def save_json(out: dict, path: str | Path) -> None:
+    """Write a benchmark's result (and say where)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1))
+    print("wrote", path)
+
+
+def add_arguments(ap: argparse.ArgumentParser, seed: int, out: Path) -> None:
+    """``--seed``, ``--bootstrap``, ``--only`` and ``--out`` of a file-variants benchmark."""
+    ap.add_argument("--seed", type=int, default=seed)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="variant names separated by semicolons (a subset; the reference always runs)",
+    )
+    ap.add_argument("--out", default=str(out))
+
+
+def run_and_save(args: argparse.Namespace, images: list, variants: list[Variant], about: dict):
+    """Run, score, print and save the selected variants; ``about`` heads the JSON."""
+    from napari_gravity.core.registry import default_model_path
+
+    t0 = time.time()
+    todo = select(variants, args.only)
+    runs = run_variants(images, todo, args.seed)
+    rows = score_variants(images, todo, runs, args.bootstrap)
+    print_rows(rows)
+    out = {
+        **about,
+        "models": {t: str(default_model_path(t)) for t in ("ma", "mc")},
+        "seed": args.seed,
+        "seconds": round(time.time() - t0, 1),
+        "machine": machine(),
+        "variants": rows,
+    }
+    save_json(out, args.out)
+    return 0

@@ -20,10 +20,7 @@ Usage: ``python benchmarks/ma_camera.py [--images 12] [--out benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from file_variants import (  # noqa: E402
-    Variant,
-    _all,
-    _ident,
-    print_rows,
-    run_variants,
-    score_variants,
-    select,
-)
+from file_variants import Variant, _all, _ident, add_arguments, run_and_save  # noqa: E402
 
 SIDE = 1300
 
@@ -212,42 +201,19 @@ def build(n: int, seed: int):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=12)
-    ap.add_argument("--seed", type=int, default=6161)
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument(
-        "--only",
-        default=None,
-        help="variant names separated by semicolons (a subset; the reference always runs)",
-    )
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/ma_camera.json"))
+    add_arguments(ap, 6161, ROOT / "benchmarks/results/ma_camera.json")
     args = ap.parse_args(argv)
 
     import torch
 
-    from napari_gravity.core.registry import default_model_path
-
     torch.set_num_threads(2)
-    t0 = time.time()
-    photos = build(args.images, args.seed)
-    todo = select(variants(), args.only)
-    runs = run_variants(photos, todo, args.seed)
-    rows = score_variants(photos, todo, runs, args.bootstrap)
-    print_rows(rows)
-    out = {
+    about = {
         "benchmark": "MA through the user path on fundus photographs written in different ways",
         "what": __doc__.split("\n\n")[0],
-        "models": {t: str(default_model_path(t)) for t in ("ma", "mc")},
         "images": args.images,
         "side_px": SIDE,
-        "seed": args.seed,
-        "seconds": round(time.time() - t0, 1),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads",
-        "variants": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print("wrote", args.out)
-    return 0
+    return run_and_save(args, build(args.images, args.seed), variants(), about)
 
 
 if __name__ == "__main__":

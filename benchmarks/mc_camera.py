@@ -21,10 +21,7 @@ Usage: ``python benchmarks/mc_camera.py [--draws 2] [--out benchmarks/results/mc
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from file_variants import Variant, print_rows, run_variants, score_variants, select  # noqa: E402
+from file_variants import Variant, add_arguments, run_and_save  # noqa: E402
 
 CASE = "sfm-malign-0"
 PX_MM = 0.07
@@ -168,44 +165,22 @@ def build(draws: int, seed: int) -> list:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=7272)
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument(
-        "--only",
-        default=None,
-        help="variant names separated by semicolons (a subset; the reference always runs)",
-    )
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/mc_camera.json"))
+    add_arguments(ap, 7272, ROOT / "benchmarks/results/mc_camera.json")
     args = ap.parse_args(argv)
 
     import torch
 
-    from napari_gravity.core.registry import default_model_path
-
     torch.set_num_threads(2)
-    t0 = time.time()
     images = build(args.draws, args.seed)
     print(f"[build] {len(images)} images, {sum(len(s.points) for s, _ in images)} calcifications")
-    todo = select(variants(), args.only)
-    runs = run_variants(images, todo, args.seed)
-    rows = score_variants(images, todo, runs, args.bootstrap)
-    print_rows(rows)
-    out = {
+    about = {
         "benchmark": "MC through the user path on full mammograms written in different ways",
         "what": __doc__.split("\n\n")[0],
-        "models": {t: str(default_model_path(t)) for t in ("ma", "mc")},
         "images": len(images),
         "case": CASE,
         "px_mm": PX_MM,
-        "seed": args.seed,
-        "seconds": round(time.time() - t0, 1),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads",
-        "variants": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print("wrote", args.out)
-    return 0
+    return run_and_save(args, images, variants(), about)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ Usage: ``python benchmarks/whole_tta.py [--out benchmarks/results/whole_tta.json
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from file_variants import machine, save_json  # noqa: E402
 
 
 def sets(seed: int) -> dict[str, list]:
@@ -146,12 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "test-time augmentation on whole mammograms",
         "what": __doc__.split("\n\n")[0],
         "model": str(path),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads",
+        "machine": machine(),
         "sets": report,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print("wrote", args.out)
+    save_json(out, args.out)
     return 0
 
 
