@@ -44,7 +44,15 @@ from .model import GravityNet
 from .normalize import as_float_image, local_contrast, normalize_image
 from .postprocess import decode, inside_image, inside_mask, nms_keep, nms_keep_torch
 from .tta import MODES as TTA_MODES
-from .tta import fuse_views, pad_symmetric, symmetric_size, view, views
+from .tta import (
+    chest_wall_view,
+    fuse_views,
+    pad_symmetric,
+    symmetric_size,
+    unview_points,
+    view,
+    views,
+)
 
 DEFAULT_FLOOR = 1e-3
 #: The highest floor an interactive session uses (see :func:`interactive_floor`).
@@ -180,6 +188,21 @@ class RawOutput:
             key=key,
             tta=self.tta,
             zoom=float(np.sqrt(zy * zx)),
+        )
+
+    def unviewed(self, k: int, shape: tuple[int, int], key: str) -> RawOutput:
+        """This output of view ``k`` (:func:`.tta.view`) of an image of ``shape``, in that
+        image's pixels (the candidates and their scores unchanged, only their coordinates)."""
+        return RawOutput(
+            points=unview_points(self.points, k, shape).astype(np.float32),
+            scores=self.scores,
+            gravity_points=unview_points(self.gravity_points, k, shape).astype(np.float32),
+            image_shape=(int(shape[0]), int(shape[1])),
+            d_h=self.d_h,
+            floor=self.floor,
+            key=key,
+            tta=self.tta,
+            zoom=self.zoom,
         )
 
 
@@ -341,6 +364,7 @@ class Predictor:
         area_rules: dict[str, dict] | None = None,
         fov_reference: float | None = None,
         tta_whole: str = "off",
+        orient: bool = False,
     ):
         if postprocess not in ("auto", "device", "host"):
             raise ValueError(f"postprocess must be 'auto', 'device' or 'host', got {postprocess!r}")
@@ -378,6 +402,11 @@ class Predictor:
         #: the field-of-view diameter (px) the model learned at (metadata ``fov_diameter_px``):
         #: an image whose mask shows another FOV is resampled to it (:mod:`.fov`); None: never
         self.fov_reference = None if fov_reference is None else float(fov_reference)
+        #: a mammogram whose mask shows the chest wall off the left side (a right breast, a
+        #: landscape frame) runs on the view that puts it on the left, as in training
+        #: (:func:`.tta.chest_wall_view`; one pass and the 4 flips; the 8 views hold every
+        #: turn). ``from_file`` sets it for a model of task "mc".
+        self.orient = bool(orient)
 
     @classmethod
     def from_file(cls, path, device: str | torch.device = "auto", **kw) -> Predictor:
@@ -388,6 +417,7 @@ class Predictor:
         kw.setdefault("tta_params", tta_calibrations(loaded.metadata))
         kw.setdefault("area_rules", area_rules(loaded.metadata))
         kw.setdefault("fov_reference", loaded.metadata.get("fov_diameter_px"))
+        kw.setdefault("orient", loaded.metadata.get("task") == "mc")
         pred = cls(loaded.model, loaded.config, dev, **kw)
         pred.metadata = loaded.metadata
         params = postprocess_defaults(loaded.config, loaded.metadata)
@@ -561,6 +591,12 @@ class Predictor:
     ) -> list[RawOutput]:
         """``raw_batch`` with each image's :meth:`zoom_for` known: the images at another FOV
         scale resampled to the model's, their outputs mapped back to their own pixels."""
+        turns = [
+            self._turn_for(im.shape, m) if z == 1.0 else 0
+            for im, m, z in zip(imgs, masks, zooms, strict=True)
+        ]
+        if any(turns):
+            return self._raw_turned(imgs, masks, turns, zooms, progress)
         if all(z == 1.0 for z in zooms):
             return self._raw_batch(imgs, masks, progress)
         todo = [
@@ -571,6 +607,34 @@ class Predictor:
         return [
             r if t[2] is None else r.unzoomed(*t[2], im.shape, f"{r.key}|zoom={z:.6g}")
             for r, t, im, z in zip(raws, todo, imgs, zooms, strict=True)
+        ]
+
+    def _turn_for(self, shape: tuple[int, ...], mask: np.ndarray | None) -> int:
+        """The view (:func:`.tta.view`) the network runs on: the chest wall turned to the left
+        (``orient``) for one pass or the 4 flips (which hold no 90° turn); 0 for the 8 views
+        (every turn already) or an image without a clear chest-wall side."""
+        if not self.orient or mask is None or np.asarray(mask).shape != tuple(shape[-2:]):
+            return 0
+        if self._mode_for(shape, self._crop_for(shape, mask)) == "d8":
+            return 0
+        return chest_wall_view(mask)
+
+    def _raw_turned(
+        self,
+        imgs: list[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        turns: Sequence[int],
+        zooms: Sequence[float],
+        progress: Progress | None,
+    ) -> list[RawOutput]:
+        """``_raw_zoomed`` of images of which some run turned (``turns``): those run on their
+        view and their outputs come back in the image's own pixels."""
+        vi = [view(im, k) if k else im for im, k in zip(imgs, turns, strict=True)]
+        vm = [view(m, k) if k and m is not None else m for m, k in zip(masks, turns, strict=True)]
+        raws = self._raw_zoomed(vi, vm, zooms, progress)
+        return [
+            r if not k else r.unviewed(k, im.shape, f"{image_key(im)}|turn={k}")
+            for r, im, k in zip(raws, imgs, turns, strict=True)
         ]
 
     def _raw_batch(
@@ -799,8 +863,10 @@ class Predictor:
         for i, (im, m) in enumerate(zip(imgs, masks, strict=True)):
             z = self.zoom_for(m)
             b = self._crop_for(im.shape, m) if z == 1.0 else None
-            if z != 1.0 or self._mode_for(im.shape, b) != "off":
-                # the raw path: the image resampled to the FOV scale, or the views averaged
+            turned = z == 1.0 and self._turn_for(im.shape, m) != 0
+            if z != 1.0 or turned or self._mode_for(im.shape, b) != "off":
+                # the raw path: the image resampled to the FOV scale, turned to put its chest
+                # wall on the left, or the views averaged
                 raw = self._raw_zoomed([im], [m], [z], None)[0]
                 out[i] = self.from_raw(raw, m, threshold, nms_box, nms_iou)
                 continue

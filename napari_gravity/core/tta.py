@@ -148,3 +148,32 @@ def fuse_views(
     points = p_sum / count[:, None]
     points[weighted] = sp_sum[weighted] / s_sum[weighted, None]
     return points.astype(np.float32), scores.astype(np.float32)
+
+
+#: ``chest_wall_view``: the side must touch the border along this fraction of its length ...
+CHEST_WALL_CONTACT = 0.3
+#: ... and by this much more than any other side.
+CHEST_WALL_MARGIN = 0.15
+
+
+def chest_wall_view(mask: np.ndarray | None) -> int:
+    """The view (:func:`view`) that puts a mammogram's chest wall on the left, as every MC
+    training image has it: the image side the breast mask meets along most of its length
+    (right → 1, top → 4, bottom → 5). 0 when the left already is that side, or when no side
+    clearly is (a tile inside the breast touches all four, a crop may touch none)."""
+    if mask is None:
+        return 0
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2 or min(m.shape) < 2:
+        return 0
+    contact = {
+        0: float(m[:, 0].mean()),
+        1: float(m[:, -1].mean()),
+        4: float(m[0, :].mean()),
+        5: float(m[-1, :].mean()),
+    }
+    order = sorted(contact, key=contact.get, reverse=True)
+    best, second = contact[order[0]], contact[order[1]]
+    if best < CHEST_WALL_CONTACT or best - second < CHEST_WALL_MARGIN:
+        return 0
+    return order[0]

@@ -10,7 +10,14 @@ import torch
 
 from napari_gravity.core import GravityConfig, GravityNet, Predictor
 from napari_gravity.core.gravity_points import gravity_points
-from napari_gravity.core.tta import fuse_views, symmetric_size, unview_points, view, views
+from napari_gravity.core.tta import (
+    chest_wall_view,
+    fuse_views,
+    symmetric_size,
+    unview_points,
+    view,
+    views,
+)
 
 SHAPE = (77, 117)  # both ≡ 5 (mod 8): already symmetric for stride 8, step 4
 
@@ -191,3 +198,58 @@ def test_detect_uses_the_mode_calibration(net):
     np.testing.assert_array_equal(det.points, ref.points)
     [batch] = pred.detect_batch([img])
     np.testing.assert_array_equal(batch.points, det.points)
+
+
+def _breast(shape=(96, 120)):
+    """A half-disc of tissue against the left border (the chest wall), with texture."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = ((yy - shape[0] / 2) / (0.45 * shape[0])) ** 2 + (xx / (0.8 * shape[1])) ** 2 < 1
+    img = np.random.default_rng(3).uniform(0, 40, shape).astype(np.float32)
+    img[mask] += 300.0
+    img[40:44, 30:33] += 500.0  # a bright spot inside
+    return img, mask
+
+
+def test_chest_wall_view_turns_the_side_the_breast_meets_to_the_left():
+    _, mask = _breast()
+    assert chest_wall_view(mask) == 0
+    for k in range(8):
+        v = view(mask, k)
+        turned = view(v, chest_wall_view(v))
+        assert turned[:, 0].mean() > 0.5 and chest_wall_view(turned) == 0
+    assert chest_wall_view(np.ones((50, 60), bool)) == 0  # a tile inside the breast: no side
+    assert chest_wall_view(np.zeros((50, 60), bool)) == 0
+    assert chest_wall_view(None) == 0
+
+
+def test_one_pass_on_a_right_breast_or_a_landscape_frame_runs_with_the_chest_wall_left(net):
+    """``orient``: a mirrored image, and one turned by 90°, are run on the view that brings the
+    chest wall back to the left, so their detections are exactly the upright image's, mapped."""
+    img, mask = _breast()
+    w = img.shape[1]
+    pred = Predictor(net, device="cpu", orient=True, floor=0.0)
+    ref = pred.detect(img, mask, threshold=0.0)
+    assert len(ref.points) > 10
+    right = pred.detect(img[:, ::-1].copy(), mask[:, ::-1].copy(), threshold=0.0)
+    np.testing.assert_allclose(
+        np.sort(right.points[:, 1]), np.sort(w - 1 - ref.points[:, 1]), atol=1e-4
+    )
+    np.testing.assert_allclose(np.sort(right.scores), np.sort(ref.scores), atol=1e-6)
+    land = pred.raw(np.rot90(img).copy(), np.rot90(mask).copy())  # chest wall at the bottom
+    assert land.image_shape == (w, img.shape[0])
+    back = unview_points(land.points, 6, img.shape)  # rot90 is view 6 of the upright image
+    upright = pred.raw(img, mask)
+    np.testing.assert_allclose(np.sort(back[:, 0]), np.sort(upright.points[:, 0]), atol=1e-4)
+    np.testing.assert_allclose(np.sort(land.scores), np.sort(upright.scores), atol=1e-6)
+    # the 4 flips hold no 90° turn: a landscape frame is turned back before them too
+    flips = Predictor(net, device="cpu", orient=True, tta="flips", floor=0.0)
+    land_f = flips.raw(np.rot90(img).copy(), np.rot90(mask).copy())
+    up_f = flips.raw(img, mask)
+    assert land_f.tta == up_f.tta == "flips"
+    back_f = unview_points(land_f.points, 6, img.shape)
+    np.testing.assert_allclose(np.sort(back_f[:, 1]), np.sort(up_f.points[:, 1]), atol=1e-4)
+    np.testing.assert_allclose(np.sort(land_f.scores), np.sort(up_f.scores), atol=1e-6)
+    # without ``orient`` the mirrored image is its own forward pass (the network is not
+    # mirror-equivariant), so the scores differ
+    plain = Predictor(net, device="cpu", floor=0.0).raw(img[:, ::-1].copy(), mask[:, ::-1].copy())
+    assert not np.allclose(np.sort(plain.scores), np.sort(upright.scores), atol=1e-6)
