@@ -633,7 +633,7 @@ class Predictor:
         vm = [view(m, k) if k and m is not None else m for m, k in zip(masks, turns, strict=True)]
         raws = self._raw_zoomed(vi, vm, zooms, progress)
         return [
-            r if not k else r.unviewed(k, im.shape, f"{image_key(im)}|turn={k}")
+            r if not k else r.unviewed(k, im.shape, f"{r.key}|turn={k}")
             for r, im, k in zip(raws, imgs, turns, strict=True)
         ]
 
