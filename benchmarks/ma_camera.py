@@ -1,6 +1,7 @@
 """Microaneurysm detection through the whole user path on fundus photographs written the ways
 cameras and exports write them: clipped fields of view, red-free (grey) files, portrait frames,
-a lifted surround, burned-in labels, 16-bit TIFF, heavy JPEG, under-exposure.
+a lifted surround, burned-in labels, a transparent surround, 16-bit TIFF, heavy JPEG,
+under-exposure.
 
 Each variant is written to a file and taken through what ``gravity predict default`` does with
 it: the task guessed from the file (``core.task.guess_task_file``: MA or MC model), the file
@@ -106,6 +107,16 @@ def _labels(rgb, rng):
     return out
 
 
+def _transparent(rgb, rng):
+    """An export with an alpha channel: the surround transparent, its colour white."""
+    from napari_gravity.data.masks import fundus_mask
+
+    fov = fundus_mask(rgb[..., 1].astype(np.float32), erode=0)
+    out = np.dstack([rgb, np.where(fov, 255, 0).astype(np.uint8)])
+    out[~fov, :3] = 255
+    return out
+
+
 def _underexposed(rgb, rng):
     v = (rgb.astype(np.float32) / 255.0) ** 1.6 * 0.6
     return (v * 255).round().astype(np.uint8)
@@ -173,6 +184,7 @@ def variants() -> list[Variant]:
             _all,
         ),
         Variant("burned-in labels", ".png", _labels, _ident, _all),
+        Variant("RGBA PNG, transparent white surround", ".png", _transparent, _ident, _all),
         Variant("16-bit colour TIFF", ".tif", lambda a, r: a.astype(np.uint16) * 257, _ident, _all),
         Variant("under-exposed (gamma 1.6, x0.6)", ".png", _underexposed, _ident, _all),
     ]

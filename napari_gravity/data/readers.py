@@ -89,7 +89,12 @@ def _select_channel(arr: np.ndarray, channel: Channel, path: Path) -> np.ndarray
     c = arr.shape[-1]
     if c == 1:
         return arr[..., 0]
-    if c == 2:  # gray + alpha
+    named = not (isinstance(channel, (int, np.integer)) and not isinstance(channel, bool))
+    if c in (2, 4) and named:  # grey / RGB + alpha: transparency flattened onto black
+        arr, c = _flatten_alpha(arr), c - 1
+    if c == 1:
+        return arr[..., 0]
+    if c == 2:  # gray + alpha, a channel asked for by index
         return arr[..., 0]
     if c not in (3, 4):
         raise ImageReadError(
@@ -108,6 +113,17 @@ def _select_channel(arr: np.ndarray, channel: Channel, path: Path) -> np.ndarray
     raise ImageReadError(
         path, f"unknown channel {channel!r} (use 'green', 'gray', 'red', 'blue' or an index)"
     )
+
+
+def _flatten_alpha(arr: np.ndarray) -> np.ndarray:
+    """The colour channels of an (H, W, C + alpha) array composited onto black, so that a
+    transparent surround (of whatever colour it hides) reads as dark as a camera's or a
+    detector's; a constant alpha is simply dropped."""
+    alpha = arr[..., -1].astype(np.float32)
+    top = float(alpha.max())
+    if top <= 0 or float(alpha.min()) == top:
+        return arr[..., :-1]
+    return arr[..., :-1].astype(np.float32) * (alpha / top)[..., None]
 
 
 def max_pixels_limit(max_pixels: int | None = None) -> int:

@@ -231,3 +231,29 @@ def test_colour_samples_do_not_count_against_the_cap(tmp_path):
         assert rec.image.shape == (64, 48) and float(rec.image.max()) == 200
         with pytest.raises(ImageReadError, match="3,072 pixels"):
             read_image(p, max_pixels=64 * 48 - 1)
+
+
+def test_a_transparent_surround_reads_as_dark(tmp_path):
+    """A fundus PNG whose surround is transparent white (an export with an alpha channel) used
+    to read as a white surround: no field of view was found (an all-True mask). Transparency
+    is now flattened onto black; a constant alpha is just dropped, an index still reads raw."""
+    from skimage import data
+
+    from napari_gravity.data.masks import fundus_mask
+
+    rgb = data.retina()
+    fov = fundus_mask(rgb[..., 0].astype(np.float32), erode=0)
+    rgba = np.dstack([rgb, np.where(fov, 255, 0).astype(np.uint8)])
+    rgba[~fov, :3] = 255
+    iio.imwrite(tmp_path / "eye.png", rgba)
+    img = read_image(tmp_path / "eye.png").image
+    assert (img[~fov] == 0).all()
+    np.testing.assert_array_equal(img[fov], rgb[..., 1][fov].astype(np.float32))
+    m = fundus_mask(img)
+    assert (m & fov).sum() / (m | fov).sum() > 0.95
+    assert (read_image(tmp_path / "eye.png", channel=3).image[~fov] == 0).all()  # alpha itself
+    grey_alpha = np.dstack([np.full((40, 50), 200, np.uint8), np.full((40, 50), 128, np.uint8)])
+    grey_alpha[:, :10, 1] = 255
+    iio.imwrite(tmp_path / "la.png", grey_alpha)
+    got = read_image(tmp_path / "la.png").image
+    assert got[0, 0] == 200 and got[0, 20] == pytest.approx(200 * 128 / 255)
