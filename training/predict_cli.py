@@ -250,8 +250,15 @@ def load_detector(
     return pred, md, float(pred.config.threshold), path
 
 
-def image_mask(path: Path, image: np.ndarray, mode: str, task: str | None) -> np.ndarray | None:
-    """The tissue / field-of-view mask of an image for ``--mask MODE`` (None = no mask)."""
+def image_mask(
+    path: Path,
+    image: np.ndarray,
+    mode: str,
+    task: str | None,
+    fov_source: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """The tissue / field-of-view mask of an image for ``--mask MODE`` (None = no mask);
+    ``fov_source``: a colour photograph's brightest channel (``ImageRecord.fov_source``)."""
     if mode == "none":
         return None
     side = path.with_name(path.stem + ".mask.png")
@@ -263,7 +270,7 @@ def image_mask(path: Path, image: np.ndarray, mode: str, task: str | None) -> np
         return None
     from napari_gravity.data.masks import tissue_mask
 
-    return tissue_mask(image, mode if mode in ("breast", "fundus") else task)
+    return tissue_mask(image, mode if mode in ("breast", "fundus") else task, fov_source)
 
 
 def uninvert(path: Path, image: np.ndarray, task: str | None) -> tuple[np.ndarray, str | None]:
@@ -359,9 +366,9 @@ class ImageInputs:
             else:
                 from napari_gravity.data.readers import read_image
 
-                image = read_image(p, channel=self.channel).image
-                image, note = uninvert(p, image, self.task)
-                mask = image_mask(p, image, self.mask_mode, self.task)
+                rec = read_image(p, channel=self.channel)
+                image, note = uninvert(p, rec.image, self.task)
+                mask = image_mask(p, image, self.mask_mode, self.task, rec.fov_source)
         except Exception as exc:  # any reader/mask error is this file's failure, not the run's
             late = _death_notice(exc)
             if late is not None:  # PyTorch's SIGCHLD error raised inside a read: not the file's

@@ -194,11 +194,19 @@ def looks_inverted(image: np.ndarray) -> bool:
 TASK_MASKS = {"mc": "breast", "ma": "fundus"}
 
 
-def tissue_mask(image: np.ndarray, kind: str | None) -> np.ndarray | None:
+def tissue_mask(
+    image: np.ndarray, kind: str | None, fov_source: np.ndarray | None = None
+) -> np.ndarray | None:
     """The tissue mask of ``kind``: ``"breast"`` / ``"fundus"``, or a model task (``"mc"`` →
-    breast, ``"ma"`` → fundus field of view). None for an unknown kind or an empty mask."""
+    breast, ``"ma"`` → fundus field of view). None for an unknown kind or an empty mask.
+    ``fov_source``: a colour photograph's brightest channel (``ImageRecord.fov_source``), where
+    the fundus field of view is found instead, when it has the image's shape."""
     kind = TASK_MASKS.get(kind or "", kind)
     if kind not in ("breast", "fundus"):
         return None
-    m = breast_mask(image) if kind == "breast" else fundus_mask(image)
+    if kind == "breast":
+        m = breast_mask(image)
+    else:
+        ok = fov_source is not None and np.shape(fov_source) == np.shape(image)
+        m = fundus_mask(fov_source if ok else image)
     return m if m.any() else None

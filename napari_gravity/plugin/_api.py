@@ -128,7 +128,9 @@ class ModelDetector(Detector):
     mask's box), and the mask then filters every γ / NMS change. ``progress(fraction)`` is
     called as the forward pass advances; an exception it raises stops the run (a cancel)."""
 
-    def raw(self, image: np.ndarray, progress=None):
+    def raw(self, image: np.ndarray, progress=None, fov_source=None):
+        """``fov_source``: the photograph's brightest channel (``fov_source_of``), where a
+        fundus field of view is found when it has the image's shape."""
         from napari_gravity.data.masks import looks_inverted, tissue_mask
 
         task = self.metadata.get("task")
@@ -137,7 +139,7 @@ class ModelDetector(Detector):
         if task == "mc" and looks_inverted(image):  # MONOCHROME1 data saved without its tag
             image = (float(image.max()) + float(image.min())) - image
             self.note = "grey values inverted back (the air was brighter than the breast)"
-        mask = tissue_mask(image, task)
+        mask = tissue_mask(image, task, fov_source)
         raw = self.detector.raw(image, mask, progress)
         raw.mask = mask
         # the γ / NMS calibrated for the test-time augmentation this image got (γ raised by the
@@ -150,6 +152,20 @@ class ModelDetector(Detector):
         self.mode_changed = any(self.defaults.get(k) != v for k, v in params.items())
         self.defaults = {**self.defaults, **params}
         return raw
+
+
+def fov_source_of(path: str | os.PathLike | None) -> np.ndarray | None:
+    """A colour photograph file's brightest channel (``ImageRecord.fov_source``), read again
+    for the fundus mask (the layer holds the green channel only); None for a grey image or a
+    file that cannot be read now."""
+    if not path:
+        return None
+    from napari_gravity.data.readers import read_image
+
+    try:
+        return read_image(path).fov_source
+    except Exception:  # the layer is what gets detected; the mask falls back to it
+        return None
 
 
 def load_detector(

@@ -271,6 +271,8 @@ class DetectWidget(Dock):
         self.net_progress = 0.0 if kind == "model" else None
         tta = "auto" if self.tta_check.isChecked() else "off"
         whole = "flips" if self.whole_check.isChecked() else "off"
+        meta = dict(img.metadata.get(ROLE_KEY, {}).get("image_meta") or {})
+        colour_path = image_path_of(img) if meta.get("colour") else None
 
         def work():
             lower_priority()  # this worker thread yields the CPU to the GUI thread
@@ -289,7 +291,11 @@ class DetectWidget(Dock):
             yield (-1, f"running {d.name} on {image.shape[0]}×{image.shape[1]} px (H×W)…")
             t0 = time.perf_counter()
             try:
-                raw = d.raw(image, self._on_net_progress if kind == "model" else None)
+                if kind == "model":  # a colour photograph's field of view: from its colours
+                    fov = _api.fov_source_of(colour_path)
+                    raw = d.raw(image, self._on_net_progress, fov)
+                else:
+                    raw = d.raw(image, None)
             except DetectionCancelled:
                 return None
             return d, raw, time.perf_counter() - t0

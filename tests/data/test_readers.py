@@ -257,3 +257,32 @@ def test_a_transparent_surround_reads_as_dark(tmp_path):
     iio.imwrite(tmp_path / "la.png", grey_alpha)
     got = read_image(tmp_path / "la.png").image
     assert got[0, 0] == 200 and got[0, 20] == pytest.approx(200 * 128 / 255)
+
+
+def test_colour_photographs_carry_their_brightest_channel_for_the_field_of_view(tmp_path):
+    """A dark photograph with a grey border: its green channel is as dark as the border (the
+    fundus mask from it is the whole image), its brightest channel is not. Grey images carry
+    none."""
+    from skimage import data
+
+    from napari_gravity.data.masks import fundus_mask, tissue_mask
+
+    rgb = data.retina().astype(np.float32)
+    fov = fundus_mask(rgb[..., 0], erode=0)
+    dark = rgb * 0.35
+    noise = np.random.default_rng(0).normal(0, 2, (~fov).sum())
+    for k, level in enumerate((42, 30, 26)):
+        dark[..., k][~fov] = level + noise
+    iio.imwrite(tmp_path / "dark.png", np.clip(dark, 0, 255).astype(np.uint8))
+    rec = read_image(tmp_path / "dark.png")
+    np.testing.assert_array_equal(
+        rec.fov_source, np.clip(dark, 0, 255).astype(np.uint8).max(axis=-1).astype(np.float32)
+    )
+    green = tissue_mask(rec.image, "ma")
+    colour = tissue_mask(rec.image, "ma", rec.fov_source)
+    iou = lambda m: (m & fov).sum() / (m | fov).sum()  # noqa: E731
+    assert iou(green) < 0.8 < 0.95 < iou(colour)
+    # a source of another shape (a cropped layer) is not used
+    np.testing.assert_array_equal(tissue_mask(rec.image, "ma", rec.fov_source[:-1]), green)
+    iio.imwrite(tmp_path / "grey.png", rgb[..., 1].astype(np.uint8))
+    assert read_image(tmp_path / "grey.png").fov_source is None

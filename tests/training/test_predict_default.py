@@ -212,3 +212,22 @@ def test_an_inverted_mammogram_is_inverted_back_and_said_so(tmp_path, capsys):
     notes = {r["image"]: r.get("note") for r in rows}
     assert notes["up"] is None and "inverted back" in notes["down"]
     assert "down.png: grey values inverted back" in capsys.readouterr().err
+
+
+def test_predict_finds_a_dark_photographs_field_of_view_from_its_colours(tmp_path):
+    """``gravity predict``'s reader hands the brightest channel to the fundus mask: a dark
+    photograph with a grey border gets its real field of view, not the whole frame."""
+    from skimage import data
+
+    from napari_gravity.data.masks import fundus_mask
+    from training.predict_cli import ImageInputs
+
+    rgb = data.retina().astype(np.float32)
+    fov = fundus_mask(rgb[..., 0], erode=0)
+    dark = rgb * 0.35
+    for k, level in enumerate((42, 30, 26)):
+        dark[..., k][~fov] = level
+    iio.imwrite(tmp_path / "dark.jpg", np.clip(dark, 0, 255).astype(np.uint8), quality=95)
+    got = ImageInputs([tmp_path / "dark.jpg"], ["dark"], mask_mode="auto", task="ma")[0]
+    assert got.error is None
+    assert (got.mask & fov).sum() / (got.mask | fov).sum() > 0.95
