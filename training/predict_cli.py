@@ -274,18 +274,14 @@ def image_mask(
 
 
 def uninvert(path: Path, image: np.ndarray, task: str | None) -> tuple[np.ndarray, str | None]:
-    """For an MC model, a mammogram whose grey values are inverted (air bright: MONOCHROME1 data
-    saved without its tag, ``data.masks.looks_inverted``) is inverted back, and said so on
-    stderr; ``(image, note)``."""
-    if task != "mc":
-        return image, None
-    from napari_gravity.data.masks import looks_inverted
+    """``data.masks.upright`` (an MC model's inverted mammogram inverted back), said on stderr;
+    ``(image, note)``."""
+    from napari_gravity.data.masks import upright
 
-    if not looks_inverted(image):
-        return image, None
-    note = "grey values inverted back (the air was brighter than the breast)"
-    print(f"gravity predict: {path}: {note}", file=sys.stderr, flush=True)
-    return (float(image.max()) + float(image.min())) - image, note
+    image, note = upright(image, task)
+    if note is not None:
+        print(f"gravity predict: {path}: {note}", file=sys.stderr, flush=True)
+    return image, note
 
 
 def route_default(paths: list[Path], ids: list[str]) -> dict[str, tuple[list[Path], list[str]]]:

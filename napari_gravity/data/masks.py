@@ -191,6 +191,17 @@ def looks_inverted(image: np.ndarray) -> bool:
     return flat_bright * INVERTED_RATIO < flat_dark
 
 
+def upright(image: np.ndarray, task: str | None) -> tuple[np.ndarray, str | None]:
+    """``(image, note)``: for an MC model's input that :func:`looks_inverted`, the image with its
+    grey values inverted back (the range kept) and a note saying so; anything else unchanged,
+    note None. The one rule ``gravity predict`` and the plugin apply."""
+    if task != "mc" or not looks_inverted(image):
+        return image, None
+    img = np.asarray(image)
+    note = "grey values inverted back (the air was brighter than the breast)"
+    return (float(img.max()) + float(img.min())) - img, note
+
+
 TASK_MASKS = {"mc": "breast", "ma": "fundus"}
 
 

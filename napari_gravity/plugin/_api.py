@@ -131,14 +131,12 @@ class ModelDetector(Detector):
     def raw(self, image: np.ndarray, progress=None, fov_source=None):
         """``fov_source``: the photograph's brightest channel (``fov_source_of``), where a
         fundus field of view is found when it has the image's shape."""
-        from napari_gravity.data.masks import looks_inverted, tissue_mask
+        from napari_gravity.data.masks import tissue_mask, upright
 
         task = self.metadata.get("task")
+        image, note = upright(image, task)  # MONOCHROME1 data saved without its tag
         #: what was done to the image before the network saw it (the dock shows it)
-        self.note = ""
-        if task == "mc" and looks_inverted(image):  # MONOCHROME1 data saved without its tag
-            image = (float(image.max()) + float(image.min())) - image
-            self.note = "grey values inverted back (the air was brighter than the breast)"
+        self.note = note or ""
         mask = tissue_mask(image, task, fov_source)
         raw = self.detector.raw(image, mask, progress)
         raw.mask = mask
