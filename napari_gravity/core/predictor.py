@@ -178,31 +178,30 @@ class RawOutput:
     def unzoomed(self, zy: float, zx: float, shape: tuple[int, int], key: str) -> RawOutput:
         """This output of an image resampled by (zy, zx), in the original image's pixels."""
         z = np.array([zy, zx], dtype=np.float32)
-        return RawOutput(
-            points=((self.points + 0.5) / z - 0.5).astype(np.float32),
-            scores=self.scores,
-            gravity_points=((self.gravity_points + 0.5) / z - 0.5).astype(np.float32),
-            image_shape=(int(shape[0]), int(shape[1])),
-            d_h=self.d_h,
-            floor=self.floor,
-            key=key,
-            tta=self.tta,
-            zoom=float(np.sqrt(zy * zx)),
-        )
+
+        def back(p: np.ndarray) -> np.ndarray:
+            return (p + 0.5) / z - 0.5
+
+        return self._moved(back, shape, key, float(np.sqrt(zy * zx)))
 
     def unviewed(self, k: int, shape: tuple[int, int], key: str) -> RawOutput:
         """This output of view ``k`` (:func:`.tta.view`) of an image of ``shape``, in that
-        image's pixels (the candidates and their scores unchanged, only their coordinates)."""
+        image's pixels."""
+        return self._moved(lambda p: unview_points(p, k, shape), shape, key, self.zoom)
+
+    def _moved(self, back, shape: tuple[int, int], key: str, zoom: float) -> RawOutput:
+        """The same candidates and scores with points and gravity points mapped by ``back``
+        into an image of ``shape`` (a fresh NMS cache: the old one's box was in other pixels)."""
         return RawOutput(
-            points=unview_points(self.points, k, shape).astype(np.float32),
+            points=back(self.points).astype(np.float32),
             scores=self.scores,
-            gravity_points=unview_points(self.gravity_points, k, shape).astype(np.float32),
+            gravity_points=back(self.gravity_points).astype(np.float32),
             image_shape=(int(shape[0]), int(shape[1])),
             d_h=self.d_h,
             floor=self.floor,
             key=key,
             tta=self.tta,
-            zoom=self.zoom,
+            zoom=zoom,
         )
 
 
