@@ -72,7 +72,7 @@ class ImageReadError(ValueError):
 @dataclass
 class ImageRecord:
     """A decoded image: float32 2-D ``image``, ``spacing`` (row, col) in mm or None, ``meta``;
-    for a colour photograph also ``fov_source``: its brightest channel per pixel (float32), where
+    for a colour photograph also ``fov_source``: its brightest channel per pixel (as stored), where
     a fundus field of view stands out from a grey border even when the green channel does not
     (``data.masks.tissue_mask`` uses it)."""
 
@@ -82,15 +82,16 @@ class ImageRecord:
     fov_source: np.ndarray | None = None
 
 
-def _fov_source(arr: np.ndarray) -> np.ndarray | None:
-    """The brightest colour channel per pixel of a colour photograph (None for a grey image)."""
-    if arr.ndim != 3 or not is_colour(arr):
+def _fov_source(arr: np.ndarray, colour: bool) -> np.ndarray | None:
+    """The brightest colour channel per pixel of a colour photograph (``colour``: its
+    ``is_colour``), in its own dtype; None for a grey image."""
+    if not colour or arr.ndim != 3:
         return None
     if arr.shape[-1] not in (3, 4) and arr.shape[0] in (3, 4):
         arr = np.moveaxis(arr, 0, -1)
     if arr.shape[-1] == 4:
         arr = _flatten_alpha(arr)
-    return np.asarray(arr[..., :3]).max(axis=-1).astype(np.float32)
+    return np.asarray(arr[..., :3]).max(axis=-1)
 
 
 def _select_channel(arr: np.ndarray, channel: Channel, path: Path) -> np.ndarray:
@@ -429,8 +430,9 @@ def _read_tiff(path: Path, channel: Channel, limit: int) -> ImageRecord:
     if arr.ndim > 3 or (arr.ndim == 3 and min(arr.shape[0], arr.shape[-1]) > 4):
         raise ImageReadError(path, f"expected a 2-D image, got a stack of shape {arr.shape}")
     img = _select_channel(arr, channel, path)
-    meta = {"format": "tiff", "dtype": str(arr.dtype), "colour": is_colour(arr)}
-    return ImageRecord(_check(img, path), spacing, meta, _fov_source(arr))
+    colour = is_colour(arr)
+    meta = {"format": "tiff", "dtype": str(arr.dtype), "colour": colour}
+    return ImageRecord(_check(img, path), spacing, meta, _fov_source(arr, colour))
 
 
 def _raster_header(path: Path, limit: int) -> None:
@@ -477,7 +479,7 @@ def _read_raster(path: Path, channel: Channel, limit: int) -> ImageRecord:
         _check(img, path),
         None,
         {"format": path.suffix.lower().lstrip("."), "dtype": str(arr.dtype), "colour": colour},
-        _fov_source(arr) if colour else None,
+        _fov_source(arr, colour),
     )
 
 
