@@ -14,13 +14,14 @@ data/foreignMA-train/val --polarity dark --model v1=OLD --model v2=NEW --versus 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_io import save_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = run_methods(samples, ids, args.polarity, args.model)
     res = evaluate({name: ids}, samples, methods, args.bootstrap, args.versus)
     print_subsets(res, list(methods))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
-    print("wrote", args.out)
+    save_json(res, args.out)
     return 0
 
 

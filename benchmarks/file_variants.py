@@ -13,8 +13,6 @@ variant on the lesions it still shows, paired against the first variant on the s
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from bench_io import machine, save_json
 
 
 def _ident(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -180,17 +179,6 @@ def print_rows(rows: dict[str, dict]) -> None:
             f"   {r['fppi_at_gamma']:5.2f}/{r['sensitivity_at_gamma']:4.0%}  "
             + "; ".join(r["routes"])
         )
-
-
-def machine() -> str:
-    return f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads"
-
-
-def save_json(out: dict, path: str | Path) -> None:
-    """Write a benchmark's result (and say where)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(out, indent=1))
-    print("wrote", path)
 
 
 def add_arguments(ap: argparse.ArgumentParser, seed: int, out: Path) -> None:

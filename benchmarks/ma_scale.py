@@ -20,8 +20,6 @@ Usage: ``python benchmarks/ma_scale.py --model default_ma=FILE [--scales 0.7,1,1
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_io import machine, save_json  # noqa: E402
 
 BASE = 1300  # image side at scale 1: a FOV of 0.94 × 1300 ≈ 1,222 px
 
@@ -148,13 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         "zoom_per_image": methods[name]["zoom"],
         "build_s": round(t_build, 1),
         "detect_s": timing,
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads",
+        "machine": machine(),
         "subsets": results,
         "at_area_rule_threshold": product,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print("wrote", args.out)
+    save_json(out, args.out)
     return 0
 
 

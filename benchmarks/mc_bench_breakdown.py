@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_io import machine, save_json  # noqa: E402
 
 HALF = 8  # the 17×17 window around a candidate
 
@@ -153,11 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         "subsets": results,
         "false_positives_at_stored_threshold": fp_report,
         "eval_s": round(time.time() - t0, 1),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 2 threads",
+        "machine": machine(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print("wrote", args.out)
+    save_json(out, args.out)
     return 0
 
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from file_variants import machine, save_json  # noqa: E402
+from bench_io import machine, save_json  # noqa: E402
 
 
 def sets(seed: int) -> dict[str, list]:
