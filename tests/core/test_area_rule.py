@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from napari_gravity.core import GravityConfig, GravityNet, Predictor
+from napari_gravity.core import Predictor
 from napari_gravity.core.config import area_rules, area_threshold
 
 # four validation false positives over 400 px of tissue, at most 1 FP per image wanted
@@ -40,15 +39,9 @@ def test_area_rules_read_from_metadata_and_skip_broken_ones():
 
 
 @pytest.fixture(scope="module")
-def net():
-    torch.manual_seed(7)
-    cfg = GravityConfig(
-        backbone="resnet18", step=4, stride=8, head_channels=16, nms_box=5, normalization="minmax"
-    )
-    model = GravityNet(cfg).eval()
-    with torch.no_grad():
-        model.cls_head[-1].weight.mul_(20)
-    return model
+def net(paper_net):
+    """The shared random paper-heads model (``conftest.paper_net``)."""
+    return paper_net
 
 
 def test_predictor_raises_gamma_on_a_large_image_only(net):

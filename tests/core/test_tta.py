@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from napari_gravity.core import GravityConfig, GravityNet, Predictor
+from napari_gravity.core import Predictor
 from napari_gravity.core.gravity_points import gravity_points
 from napari_gravity.core.tta import (
     chest_wall_view,
@@ -23,16 +22,9 @@ SHAPE = (77, 117)  # both ≡ 5 (mod 8): already symmetric for stride 8, step 4
 
 
 @pytest.fixture(scope="module")
-def net():
-    torch.manual_seed(5)
-    cfg = GravityConfig(
-        backbone="resnet18", step=4, stride=8, head_channels=16, nms_box=5, normalization="minmax"
-    )
-    model = GravityNet(cfg).eval()
-    with torch.no_grad():
-        model.cls_head[-1].weight.mul_(20)
-        model.reg_head[-1].weight.normal_(0, 0.05)
-    return model
+def net(paper_net):
+    """The shared random paper-heads model (``conftest.paper_net``)."""
+    return paper_net
 
 
 def _image(seed=0, shape=SHAPE):
